@@ -1,0 +1,36 @@
+# The two commands of the README: `make demo` and `make test`. Both set up .venv/ first.
+.PHONY: setup demo test lint services openapi bench-graders bench-serving bench-quality bench-overhead bench-load
+
+VENV := .venv
+BIN := $(VENV)/bin
+
+setup:
+	@bash scripts/setup.sh
+
+services:
+	@bash scripts/services.sh
+
+demo: setup
+	$(BIN)/openrft demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: setup services lint
+	$(BIN)/pytest
+
+openapi: setup
+	$(BIN)/python -m app.openapi_export openapi.yaml
+
+bench-graders: setup
+	$(BIN)/python -m bench.graders
+bench-serving: setup
+	$(BIN)/python -m bench.serving
+bench-quality: setup
+	$(BIN)/python -m bench.quality
+bench-overhead: setup
+	$(BIN)/python -m bench.overhead
+bench-load: setup services
+	$(BIN)/python -m bench.load

