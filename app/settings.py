@@ -61,7 +61,9 @@ class Settings(BaseSettings):
     )
 
     # Serving
-    serving_backend: Literal["auto", "cpu", "vllm"] = Field(default="auto", validation_alias="OPENRFT_SERVING_BACKEND")
+    serving_backend: Literal["auto", "cpu", "vllm"] = Field(
+        default="auto", validation_alias="OPENRFT_SERVING_BACKEND"
+    )
 
     @field_validator("base_models", "grader_models", mode="before")
     @classmethod

@@ -13,6 +13,8 @@ want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 # System packages: bubblewrap jails python graders; chromium drives the dashboard test.
 need_apt=()
 command -v bwrap >/dev/null || need_apt+=(bubblewrap)
+# docker-compose validates docker-compose.yml in the tests (no Docker engine is needed for that).
+docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 if [ "${OPENRFT_SKIP_BROWSER:-0}" != 1 ]; then command -v chromium >/dev/null || need_apt+=(chromium); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -1,0 +1,50 @@
+"""Start-up of the service: wait for the database, migrate, make sure a key exists."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, text
+from tenacity import retry, stop_after_delay, wait_exponential
+
+from app import auth
+from app.db import migrate
+from app.db.models import ApiKey
+from app.db.session import get_engine, session_scope
+from app.settings import Settings
+
+log = logging.getLogger("openrft.bootstrap")
+
+
+@dataclass
+class BootstrapResult:
+    new_key: str | None = None
+    """Set when a key was generated on this start (the embedded default's first start)."""
+
+
+@retry(stop=stop_after_delay(60), wait=wait_exponential(multiplier=0.5, max=5), reraise=True)
+def wait_for_database() -> None:
+    with get_engine().connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def prepare(settings: Settings, *, generate_key: bool = True) -> BootstrapResult:
+    settings.ensure_dirs()
+    wait_for_database()
+    migrate.upgrade(settings.sqlalchemy_url)
+    result = BootstrapResult()
+    with session_scope() as s:
+        if settings.bootstrap_api_key:
+            if auth.ensure_key(s, settings.bootstrap_api_key, settings.bootstrap_org):
+                log.info("bootstrap key registered for organization %r", settings.bootstrap_org)
+        elif generate_key and not s.scalar(select(func.count()).select_from(ApiKey)):
+            key = auth.generate_key()
+            auth.add_key(s, auth.get_or_create_org(s, settings.bootstrap_org), key, name="local")
+            result.new_key = key
+    if result.new_key:
+        key_file = settings.home / "api_key"
+        key_file.write_text(result.new_key + "\n")
+        os.chmod(key_file, 0o600)
+    return result

@@ -1,0 +1,132 @@
+"""Server-side commands of the ``openrft`` CLI: serve (the embedded default), worker, keys, migrate.
+
+The light client package dispatches here only for these commands, so the client stays free of server
+dependencies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from app.settings import get_settings
+
+
+def _worker_cmd(queues: str, name: str, *, concurrency: int, beat: bool, prefork_fresh: bool) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+        "-Q", queues, "-n", f"{name}@%h", "--concurrency", str(concurrency), "--loglevel", "INFO",
+    ]  # fmt: skip
+    if prefork_fresh:
+        # Each training job gets a fresh process: model memory is returned to the OS when it ends.
+        cmd += ["--pool", "prefork", "--max-tasks-per-child", "1"]
+    else:
+        cmd += ["--pool", "solo"]
+    if beat:
+        settings = get_settings()
+        cmd += ["--beat", "--schedule", str(settings.home / "celerybeat-schedule")]
+    return cmd
+
+
+def spawn_embedded_workers() -> list[subprocess.Popen[bytes]]:
+    """The embedded default's workers: one for light work (+ the periodic reaper), one for training."""
+    settings = get_settings()
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for queues, name, beat, fresh in (("default", "default", True, False), ("gpu", "gpu", False, True)):
+        log = (settings.logs_dir / f"worker-{name}.log").open("ab")
+        procs.append(
+            subprocess.Popen(
+                _worker_cmd(queues, name, concurrency=1, beat=beat, prefork_fresh=fresh),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    return procs
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 20) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, *, with_workers: bool = True) -> int:
+    import uvicorn
+
+    from app.bootstrap import prepare
+
+    settings = get_settings()
+    boot = prepare(settings)
+    mode = "PostgreSQL" if not settings.is_sqlite else "SQLite"
+    broker = "Redis" if settings.redis_url else "filesystem broker"
+    print(f"OpenRFT: home {settings.home} ({mode}, {broker})", flush=True)
+    if boot.new_key:
+        print(f"OpenRFT: created a local API key for organization {settings.bootstrap_org!r}:", flush=True)
+        print(f"  {boot.new_key}", flush=True)
+        print(f"  (also saved to {settings.home / 'api_key'})", flush=True)
+    procs = spawn_embedded_workers() if with_workers else []
+    try:
+        uvicorn.run("app.main:app", host=host, port=port, log_level="info", proxy_headers=True)
+    finally:
+        stop_processes(procs)
+    return 0
+
+
+def worker(queues: str, concurrency: int, beat: bool, name: str | None) -> int:
+    fresh = "gpu" in queues.split(",")
+    cmd = _worker_cmd(
+        queues, name or queues.replace(",", "-"), concurrency=concurrency, beat=beat, prefork_fresh=fresh
+    )
+    os.execv(sys.executable, cmd)
+
+
+def migrate() -> int:
+    from app.bootstrap import prepare
+
+    prepare(get_settings(), generate_key=False)
+    print("database is at the latest migration")
+    return 0
+
+
+def keys_create(org: str, name: str | None) -> int:
+    from app import auth
+    from app.bootstrap import prepare
+    from app.db.session import session_scope
+
+    prepare(get_settings(), generate_key=False)
+    key = auth.generate_key()
+    with session_scope() as s:
+        auth.add_key(s, auth.get_or_create_org(s, org), key, name=name)
+    print(key)
+    return 0
+
+
+def keys_revoke(key: str) -> int:
+    from app import auth
+    from app.bootstrap import prepare
+    from app.db.session import session_scope
+
+    prepare(get_settings(), generate_key=False)
+    with session_scope() as s:
+        ok = auth.revoke_key(s, key)
+    if not ok:
+        print("openrft: no active key matches", file=sys.stderr)
+        return 1
+    print("revoked")
+    return 0
+
+
+def default_key_file() -> Path:
+    return get_settings().home / "api_key"

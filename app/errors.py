@@ -1,0 +1,128 @@
+"""One error shape everywhere: ``{"error": {"message", "type", "param", "code"}}``.
+
+Handlers turn our :class:`APIError`, Starlette's HTTP exceptions, request validation errors and any
+unhandled exception into it, so even a 404 on an unknown route or a 500 speaks OpenAI's format.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("openrft.api")
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable_error",
+}
+
+
+class APIError(Exception):
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.param = param
+        self.code = code
+        self.type = type or _TYPES.get(
+            status_code, "server_error" if status_code >= 500 else "invalid_request_error"
+        )
+        self.headers = headers or {}
+
+
+def bad_request(message: str, *, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def not_found(kind: str, ident: str, *, param: str | None = None) -> APIError:
+    return APIError(
+        404, f"No such {kind}: '{ident}'.", param=param, code=f"{kind.replace(' ', '_')}_not_found"
+    )
+
+
+def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def _response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+async def api_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, APIError)
+    return _response(exc.status_code, error_body(exc.message, exc.type, exc.param, exc.code), exc.headers)
+
+
+async def http_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    message = exc.detail if isinstance(exc.detail, str) else "Request failed."
+    if status == 404 and message == "Not Found":
+        message = "Unknown request URL. Please check the URL and method."
+    if status == 405:
+        message = "Method not allowed for this URL."
+    return _response(
+        status,
+        error_body(message, _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")),
+        dict(exc.headers or {}),
+    )
+
+
+async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "Invalid request."}
+    param = _loc_to_param(tuple(first.get("loc", ())))
+    msg = str(first.get("msg", "Invalid request."))
+    message = f"Invalid value for '{param}': {msg}" if param else msg
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    # OpenAI answers malformed bodies with 400, not FastAPI's 422.
+    return _response(400, error_body(message, "invalid_request_error", param, "invalid_request"))
+
+
+async def unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _response(
+        500,
+        error_body(
+            "The server had an error while processing your request. Retry, or contact the operator with "
+            f"the request id {request.state.request_id if hasattr(request.state, 'request_id') else ''}.",
+            "server_error",
+        ),
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(APIError, api_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(Exception, unhandled_error_handler)

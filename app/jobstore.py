@@ -1,0 +1,113 @@
+"""Job state shared by the API and the workers (no web framework here): events, status changes and the
+registration of fine-tuned models. Every status change is a conditional UPDATE, so a late writer (a worker
+finishing after the user cancelled) can never overwrite a newer state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from app import ids
+from app.db.base import utcnow
+from app.db.models import Checkpoint, FineTunedModel, Job, JobEvent
+
+ACTIVE = ("validating_files", "queued", "running", "paused")
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def add_event(
+    session: Session,
+    job_pk: int,
+    message: str,
+    *,
+    level: str = "info",
+    type: str = "message",
+    data: dict[str, Any] | None = None,
+) -> JobEvent:
+    event = JobEvent(id=ids.event_id(), job_pk=job_pk, level=level, type=type, message=message, data=data)
+    session.add(event)
+    session.flush()
+    return event
+
+
+def transition(
+    session: Session, job_id: str, to: str, *, from_: Iterable[str], worker: str | None = None, **values: Any
+) -> bool:
+    """Move ``job_id`` to status ``to`` if it is in one of ``from_`` (and, with ``worker``, still held by
+    that worker); True if this call did it."""
+    if to in TERMINAL:
+        values.setdefault("finished_at", utcnow())
+    query = update(Job).where(Job.id == job_id, Job.status.in_(tuple(from_)))
+    if worker is not None:
+        query = query.where(Job.worker == worker)
+    result = session.execute(query.values(status=to, **values))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def fine_tuned_model_name(job: Job) -> str:
+    return f"ft:{job.model}:{job.organization.name}:{job.suffix or ''}:{job.id}"
+
+
+def checkpoint_model_name(job: Job, step: int) -> str:
+    return f"{fine_tuned_model_name(job)}:ckpt-step-{step}"
+
+
+def register_checkpoint(
+    session: Session, job: Job, step: int, path: str, metrics: dict[str, Any]
+) -> Checkpoint:
+    """Record a checkpoint and make it servable; idempotent per (job, step) so a resumed job that reaches
+    the same step again replaces rather than duplicates it."""
+    name = checkpoint_model_name(job, step)
+    ckpt = session.scalar(
+        select(Checkpoint).where(Checkpoint.job_pk == job.pk, Checkpoint.step_number == step)
+    )
+    if ckpt is None:
+        ckpt = Checkpoint(
+            id=ids.checkpoint_id(), job_pk=job.pk, step_number=step, fine_tuned_model_checkpoint=name
+        )
+        session.add(ckpt)
+    ckpt.path = path
+    ckpt.metrics = metrics
+    model = session.scalar(select(FineTunedModel).where(FineTunedModel.id == name))
+    if model is None:
+        model = FineTunedModel(
+            id=name,
+            org_pk=job.org_pk,
+            job_pk=job.pk,
+            base_model=job.model,
+            parent=job.model,
+            kind="checkpoint",
+            step_number=step,
+            path=path,
+        )
+        session.add(model)
+    model.path = path
+    session.flush()
+    return ckpt
+
+
+def remove_checkpoint(session: Session, job: Job, step: int) -> None:
+    session.execute(delete(Checkpoint).where(Checkpoint.job_pk == job.pk, Checkpoint.step_number == step))
+    session.execute(delete(FineTunedModel).where(FineTunedModel.id == checkpoint_model_name(job, step)))
+
+
+def register_final_model(session: Session, job: Job, path: str) -> str:
+    name = fine_tuned_model_name(job)
+    model = session.scalar(select(FineTunedModel).where(FineTunedModel.id == name))
+    if model is None:
+        model = FineTunedModel(
+            id=name,
+            org_pk=job.org_pk,
+            job_pk=job.pk,
+            base_model=job.model,
+            parent=job.model,
+            kind="final",
+            path=path,
+        )
+        session.add(model)
+    model.path = path
+    session.flush()
+    return name

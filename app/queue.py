@@ -1,0 +1,82 @@
+"""The Celery producer side: broker configuration shared with the workers, and enqueueing by task name
+(the API knows the workers' task names only, never their code)."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+from tenacity import retry, stop_after_attempt, wait_exponential
+
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("openrft.queue")
+
+VALIDATE_JOB_FILES = "openrft.validate_job_files"
+TRAIN_JOB = "openrft.train_job"
+REAP_JOBS = "openrft.reap_jobs"
+
+QUEUE_DEFAULT = "default"
+QUEUE_GPU = "gpu"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    if settings.redis_url:
+        broker = settings.redis_url
+        transport_options: dict[str, Any] = {
+            # A task whose worker vanished is redelivered after this long (acks_late).
+            "visibility_timeout": 3600,
+        }
+    else:
+        # Embedded default: a filesystem broker under OPENRFT_HOME, no Redis needed.
+        folder = settings.broker_dir
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        broker = "filesystem://"
+        transport_options = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
+        }
+    return {
+        "broker_url": broker,
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": QUEUE_DEFAULT,
+        "task_routes": {
+            VALIDATE_JOB_FILES: {"queue": QUEUE_DEFAULT},
+            REAP_JOBS: {"queue": QUEUE_DEFAULT},
+            TRAIN_JOB: {"queue": QUEUE_GPU},
+        },
+        # State lives in the database; no result backend is needed.
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+    }
+
+
+@lru_cache
+def get_producer() -> Celery:
+    app = Celery("openrft-api")
+    app.conf.update(celery_config(get_settings()))
+    return app
+
+
+@retry(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.2, max=2), reraise=True)
+def enqueue(task_name: str, job_id: str, **kwargs: Any) -> str:
+    """Send a task by name; returns the Celery task id. Callers commit the job row first."""
+    result = get_producer().send_task(task_name, args=[job_id], kwargs=kwargs)
+    return str(result.id)
+
+
+def revoke(task_id: str) -> None:
+    try:
+        get_producer().control.revoke(task_id)
+    except Exception:  # the cooperative cancel in the worker does not depend on this
+        log.warning("revoke of task %s failed", task_id, exc_info=True)

@@ -1,0 +1,71 @@
+"""/v1/fine_tuning/alpha/graders: run a grader on one sample, or validate a grader."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.deps import PrincipalDep, SettingsDep
+from app.errors import bad_request
+from app.grading import grader_settings
+from app.schemas.common import ERROR_RESPONSES
+from trainer.graders import GraderSettings, GraderValidationError, run_grader, validate_grader
+
+router = APIRouter(prefix="/fine_tuning/alpha/graders", tags=["graders"], responses=ERROR_RESPONSES)
+
+
+class GraderRunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grader: dict[str, Any]
+    model_sample: str
+    item: dict[str, Any] | None = None
+    reference_answer: Any = Field(default=None, description="Older SDKs sent this instead of item.")
+
+
+class GraderRunResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    reward: float
+    sub_rewards: dict[str, Any] = Field(default_factory=dict)
+    model_grader_token_usage_per_model: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any]
+
+
+class GraderValidateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grader: dict[str, Any]
+
+
+class GraderValidateResponse(BaseModel):
+    grader: dict[str, Any]
+
+
+def _validated(spec: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return validate_grader(spec)
+    except GraderValidationError as exc:
+        raise bad_request(
+            f"Invalid grader: {exc.message}", param=exc.param or "grader", code="invalid_grader"
+        ) from exc
+
+
+@router.post("/run", response_model=GraderRunResponse)
+def run_grader_endpoint(body: GraderRunRequest, _: PrincipalDep, settings: SettingsDep) -> dict[str, Any]:
+    spec = _validated(body.grader)
+    item = body.item
+    if item is None and body.reference_answer is not None:
+        item = (
+            body.reference_answer
+            if isinstance(body.reference_answer, dict)
+            else {"reference_answer": body.reference_answer}
+        )
+    return run_grader(spec, body.model_sample, item or {}, GraderSettings(**grader_settings(settings)))
+
+
+@router.post("/validate", response_model=GraderValidateResponse)
+def validate_grader_endpoint(body: GraderValidateRequest, _: PrincipalDep) -> GraderValidateResponse:
+    return GraderValidateResponse(grader=_validated(body.grader))

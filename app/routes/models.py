@@ -1,0 +1,68 @@
+"""/v1/models: base models available here, plus the caller's fine-tuned models and checkpoints."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from app.db.models import FineTunedModel
+from app.deps import PrincipalDep, SessionDep, SettingsDep
+from app.errors import not_found
+from app.schemas.common import ERROR_RESPONSES, ListResponse
+from app.schemas.models import Model, ModelDeleted
+from app.serializers import ts
+from app.settings import Settings
+
+router = APIRouter(prefix="/models", tags=["models"], responses=ERROR_RESPONSES)
+
+# Base models exist from the service's start; a fixed timestamp keeps responses stable.
+_BASE_CREATED = 1735689600
+
+
+def _base_models(settings: Settings) -> list[Model]:
+    return [
+        Model(id=name, created=_BASE_CREATED, owned_by="openrft") for name in sorted(settings.all_base_models)
+    ]
+
+
+def _ft_model(row: FineTunedModel) -> Model:
+    return Model(
+        id=row.id,
+        created=ts(row.created_at) or 0,
+        owned_by=row.organization.name,
+        parent=row.parent,
+        root=row.base_model,
+    )
+
+
+@router.get("", response_model=ListResponse[Model])
+def list_models(principal: PrincipalDep, session: SessionDep, settings: SettingsDep) -> dict[str, object]:
+    rows = session.scalars(
+        select(FineTunedModel).where(FineTunedModel.org_pk == principal.org_pk).order_by(FineTunedModel.pk)
+    ).all()
+    data = _base_models(settings) + [_ft_model(r) for r in rows]
+    return {"object": "list", "data": data, "has_more": False}
+
+
+@router.get("/{model:path}", response_model=Model)
+def retrieve_model(model: str, principal: PrincipalDep, session: SessionDep, settings: SettingsDep) -> Model:
+    if model in settings.all_base_models:
+        return next(m for m in _base_models(settings) if m.id == model)
+    row = session.scalar(
+        select(FineTunedModel).where(FineTunedModel.id == model, FineTunedModel.org_pk == principal.org_pk)
+    )
+    if row is None:
+        raise not_found("model", model, param="model")
+    return _ft_model(row)
+
+
+@router.delete("/{model:path}", response_model=ModelDeleted)
+def delete_model(model: str, principal: PrincipalDep, session: SessionDep) -> ModelDeleted:
+    row = session.scalar(
+        select(FineTunedModel).where(FineTunedModel.id == model, FineTunedModel.org_pk == principal.org_pk)
+    )
+    if row is None:
+        raise not_found("model", model, param="model")
+    session.delete(row)
+    session.commit()
+    return ModelDeleted(id=model, deleted=True)

@@ -1,0 +1,179 @@
+"""Job creation and user-driven state changes (cancel, pause, resume) for the API.
+
+Rows are committed before anything is enqueued, so a worker never sees a job that is not in the DB.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app import ids, jobstore
+from app.auth import Principal
+from app.db.models import File, Job
+from app.errors import APIError, bad_request, not_found
+from app.queue import TRAIN_JOB, VALIDATE_JOB_FILES, enqueue, revoke
+from app.schemas.jobs import JobCreate
+from app.settings import Settings
+from trainer.config import ConfigError, resolve_config
+from trainer.graders import GraderValidationError, validate_grader
+
+log = logging.getLogger("openrft.jobs")
+
+
+def _file_for_job(session: Session, principal: Principal, file_id: str, param: str) -> File:
+    row = session.scalar(select(File).where(File.id == file_id, File.org_pk == principal.org_pk))
+    if row is None:
+        # Another tenant's id answers exactly like an unknown one: ids don't leak.
+        raise not_found("file", file_id, param=param)
+    if row.purpose != "fine-tune":
+        raise bad_request(
+            f"File {file_id} has purpose {row.purpose!r}; fine-tuning needs files uploaded with purpose 'fine-tune'.",
+            param=param,
+        )
+    return row
+
+
+def _resolve_method(body: JobCreate) -> dict[str, Any]:
+    """The method object as the user meant it: default supervised, legacy top-level hyperparameters."""
+    if body.method is None:
+        return {"type": "supervised", "supervised": {"hyperparameters": dict(body.hyperparameters or {})}}
+    method = body.method.model_dump(exclude_none=True)
+    mtype = method["type"]
+    if body.hyperparameters and mtype == "supervised":
+        inner = method.setdefault("supervised", {})
+        inner["hyperparameters"] = {**body.hyperparameters, **(inner.get("hyperparameters") or {})}
+    elif body.hyperparameters:
+        raise bad_request(
+            "Top-level 'hyperparameters' is deprecated and only applies to supervised jobs; "
+            f"put them in method.{mtype}.hyperparameters.",
+            param="hyperparameters",
+        )
+    for other in ("supervised", "dpo", "reinforcement"):
+        if other != mtype and other in method:
+            raise bad_request(f"method.type is {mtype!r} but method.{other} is set.", param=f"method.{other}")
+    return method
+
+
+def create_job(session: Session, principal: Principal, settings: Settings, body: JobCreate) -> Job:
+    available = settings.all_base_models
+    if body.model not in available:
+        raise bad_request(
+            f"Model {body.model!r} is not available for fine-tuning. Available: {', '.join(sorted(available))}.",
+            param="model",
+            code="model_not_available",
+        )
+    _file_for_job(session, principal, body.training_file, "training_file")
+    if body.validation_file:
+        _file_for_job(session, principal, body.validation_file, "validation_file")
+
+    method = _resolve_method(body)
+    mtype = method["type"]
+    if mtype == "dpo":
+        raise bad_request("method.type 'dpo' is not supported by this service yet.", param="method.type")
+    inner = method.setdefault(mtype, {})
+    if mtype == "reinforcement":
+        if "grader" not in inner:
+            raise bad_request(
+                "Reinforcement jobs need method.reinforcement.grader.", param="method.reinforcement.grader"
+            )
+        try:
+            inner["grader"] = validate_grader(inner["grader"])
+        except GraderValidationError as exc:
+            param = "method.reinforcement." + exc.param if exc.param else "method.reinforcement.grader"
+            raise bad_request(f"Invalid grader: {exc.message}", param=param, code="invalid_grader") from exc
+    try:
+        inner["hyperparameters"] = resolve_config(
+            mtype, dict(inner.get("hyperparameters") or {}), dict(body.openrft or {}), base_model=body.model
+        )
+    except ConfigError as exc:
+        raise bad_request(str(exc.message), param=exc.param, code="invalid_hyperparameters") from exc
+
+    job = Job(
+        id=ids.job_id(),
+        org_pk=principal.org_pk,
+        model=body.model,
+        training_file=body.training_file,
+        validation_file=body.validation_file,
+        suffix=body.suffix,
+        seed=body.seed if body.seed is not None else random.randint(0, 2147483647),
+        status="validating_files",
+        method=method,
+        hyperparameters=inner["hyperparameters"],
+        openrft=body.openrft,
+        metadata_=body.metadata,
+        integrations=body.integrations,
+        result_files=[],
+    )
+    session.add(job)
+    session.flush()
+    jobstore.add_event(session, job.pk, f"Created fine-tuning job: {job.id}")
+    jobstore.add_event(session, job.pk, "Validating training file: " + body.training_file)
+    session.commit()
+    _enqueue(session, job, VALIDATE_JOB_FILES)
+    return job
+
+
+def _enqueue(session: Session, job: Job, task: str) -> None:
+    try:
+        job.task_id = enqueue(task, job.id)
+        session.commit()
+    except Exception:
+        # The row is committed; the reaper re-enqueues jobs whose message never reached the broker.
+        log.exception("could not enqueue %s for %s; the reaper will retry", task, job.id)
+        session.rollback()
+
+
+def get_job(session: Session, principal: Principal, job_id: str) -> Job:
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.org_pk == principal.org_pk))
+    if job is None:
+        raise not_found("job", job_id, param="fine_tuning_job_id")
+    return job
+
+
+def _invalid_state(job: Job, action: str) -> APIError:
+    return bad_request(f"Job {job.id} is {job.status}; it cannot be {action}.", code="invalid_job_state")
+
+
+def cancel_job(session: Session, job: Job) -> Job:
+    if not jobstore.transition(session, job.id, "cancelled", from_=jobstore.ACTIVE):
+        raise _invalid_state(job, "cancelled")
+    jobstore.add_event(session, job.pk, "Job cancelled by the user.")
+    session.commit()
+    if job.task_id:
+        revoke(job.task_id)  # a queued task never starts; a running one stops at its next control poll
+    session.refresh(job)
+    return job
+
+
+def pause_job(session: Session, job: Job) -> Job:
+    if job.status == "queued":
+        if not jobstore.transition(session, job.id, "paused", from_=("queued",)):
+            raise _invalid_state(job, "paused")
+        jobstore.add_event(session, job.pk, "Job paused before it started.")
+        if job.task_id:
+            revoke(job.task_id)
+    elif job.status == "running":
+        job.pause_requested = True
+        jobstore.add_event(
+            session, job.pk, "Pause requested: the job saves a snapshot at the end of this step."
+        )
+    else:
+        raise _invalid_state(job, "paused")
+    session.commit()
+    session.refresh(job)
+    return job
+
+
+def resume_job(session: Session, job: Job) -> Job:
+    if not jobstore.transition(session, job.id, "queued", from_=("paused",), pause_requested=False):
+        raise _invalid_state(job, "resumed")
+    jobstore.add_event(session, job.pk, "Job resumed; waiting for a worker.")
+    session.commit()
+    session.refresh(job)
+    _enqueue(session, job, TRAIN_JOB)
+    return job

@@ -1,0 +1,82 @@
+"""The ``openrft`` command.
+
+Server commands (serve, worker, migrate, keys) run the service itself and import its packages lazily, only
+when called, so the client SDK stays light. Client commands talk to a running service over HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+
+def _server(name: str) -> Callable[..., int]:
+    try:
+        import app.cli as server_cli
+    except ImportError as exc:  # the client-only install has no server packages
+        raise SystemExit(
+            f"openrft: '{name}' needs the server install (pip install 'openrft[server,train]'): {exc}"
+        ) from exc
+    return getattr(server_cli, name)
+
+
+def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="start the embedded service (API + workers)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--home", help="where everything is stored (default: $OPENRFT_HOME or ~/.openrft)")
+    p.add_argument("--no-worker", action="store_true", help="API only; run workers with 'openrft worker'")
+    p.set_defaults(func=lambda a: _server("serve")(a.host, a.port, with_workers=not a.no_worker))
+
+    p = sub.add_parser("worker", help="run a Celery worker")
+    p.add_argument("--queues", "-Q", default="default,gpu", help="comma-separated: default, gpu")
+    p.add_argument("--concurrency", "-c", type=int, default=1)
+    p.add_argument("--beat", action="store_true", help="also run the periodic reaper (one worker only)")
+    p.add_argument("--name", default=None)
+    p.add_argument("--home")
+    p.set_defaults(func=lambda a: _server("worker")(a.queues, a.concurrency, a.beat, a.name))
+
+    p = sub.add_parser("migrate", help="upgrade the database to the latest schema")
+    p.add_argument("--home")
+    p.set_defaults(func=lambda a: _server("migrate")())
+
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_cmd", required=True)
+    p = keys.add_parser("create", help="create an API key (and the organization if needed); prints the key")
+    p.add_argument("--org", required=True)
+    p.add_argument("--name")
+    p.add_argument("--home")
+    p.set_defaults(func=lambda a: _server("keys_create")(a.org, a.name))
+    p = keys.add_parser("revoke", help="revoke an API key")
+    p.add_argument("key")
+    p.add_argument("--home")
+    p.set_defaults(func=lambda a: _server("keys_revoke")(a.key))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="openrft", description="OpenRFT: self-hosted reinforcement fine-tuning"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_server_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "home", None):
+        os.environ["OPENRFT_HOME"] = args.home
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit:
+        raise
+    except Exception as exc:  # user-facing: one readable line, no traceback
+        print(f"openrft: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.app.conftest import assert_error, jsonl, make_key, upload
+from tests.support import STRING_CHECK_GRADER, arithmetic_rows, supervised_rows
+
+
+def _files(client, auth) -> tuple[str, str]:
+    train = upload(client, auth, jsonl(arithmetic_rows(4))).json()["id"]
+    valid = upload(client, auth, jsonl(arithmetic_rows(2, seed=1)), name="valid.jsonl").json()["id"]
+    return train, valid
+
+
+def _rft_body(train: str, valid: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": "tiny-test",
+        "training_file": train,
+        "validation_file": valid,
+        "method": {"type": "reinforcement", "reinforcement": {"grader": dict(STRING_CHECK_GRADER)}},
+        **extra,
+    }
+
+
+def _set_status(job_id: str, status: str, **values: Any) -> None:
+    from sqlalchemy import update
+
+    from app.db.models import Job
+    from app.db.session import session_scope
+
+    with session_scope() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(status=status, **values))
+
+
+def test_create_reinforcement_job(client, auth):
+    train, valid = _files(client, auth)
+    resp = client.post(
+        "/v1/fine_tuning/jobs",
+        headers=auth,
+        json=_rft_body(train, valid, suffix="math", seed=7, metadata={"team": "a"}),
+    )
+    assert resp.status_code == 200, resp.text
+    job = resp.json()
+    assert job["id"].startswith("ftjob-")
+    assert job["object"] == "fine_tuning.job"
+    assert job["status"] == "validating_files"
+    assert job["model"] == "tiny-test"
+    assert job["seed"] == 7
+    assert job["suffix"] == "math"
+    assert job["metadata"] == {"team": "a"}
+    assert job["method"]["type"] == "reinforcement"
+    assert job["method"]["reinforcement"]["grader"]["type"] == "string_check"
+    assert isinstance(job["method"]["reinforcement"]["hyperparameters"], dict)
+    assert job["fine_tuned_model"] is None and job["finished_at"] is None
+    assert job["organization_id"].startswith("org-")
+    events = client.get(f"/v1/fine_tuning/jobs/{job['id']}/events", headers=auth).json()
+    assert events["data"][-1]["message"].startswith("Created fine-tuning job")
+    assert all(
+        e["object"] == "fine_tuning.job.event" and e["id"].startswith("ftevent-") for e in events["data"]
+    )
+
+
+def test_create_supervised_job_default_method(client, auth):
+    train = upload(client, auth, jsonl(supervised_rows(3))).json()["id"]
+    job = client.post(
+        "/v1/fine_tuning/jobs", headers=auth, json={"model": "tiny-test", "training_file": train}
+    ).json()
+    assert job["method"]["type"] == "supervised"
+    legacy = client.post(
+        "/v1/fine_tuning/jobs",
+        headers=auth,
+        json={"model": "tiny-test", "training_file": train, "hyperparameters": {"n_epochs": 2}},
+    ).json()
+    assert legacy["method"]["supervised"]["hyperparameters"]["n_epochs"] == 2
+    assert legacy["hyperparameters"]["n_epochs"] == 2
+
+
+def test_seed_is_assigned_when_missing(client, auth):
+    train, _ = _files(client, auth)
+    job = client.post("/v1/fine_tuning/jobs", headers=auth, json=_rft_body(train)).json()
+    assert 0 <= job["seed"] <= 2147483647
+
+
+def test_unknown_model_is_400_naming_model(client, auth):
+    train, _ = _files(client, auth)
+    err = assert_error(
+        client.post("/v1/fine_tuning/jobs", headers=auth, json={**_rft_body(train), "model": "gpt-9"}),
+        400,
+        param="model",
+    )
+    assert "smollm2-135m-instruct" in err["message"]
+
+
+def test_file_checks(client, auth):
+    train, _ = _files(client, auth)
+    assert_error(
+        client.post("/v1/fine_tuning/jobs", headers=auth, json=_rft_body("file-missing")),
+        404,
+        param="training_file",
+    )
+    other_file = upload(client, {"Authorization": f"Bearer {make_key()}"}, "{}\n").json()["id"]
+    assert_error(
+        client.post("/v1/fine_tuning/jobs", headers=auth, json=_rft_body(other_file)),
+        404,
+        param="training_file",
+    )
+    assert_error(
+        client.post("/v1/fine_tuning/jobs", headers=auth, json=_rft_body(train, other_file)),
+        404,
+        param="validation_file",
+    )
+    batch = upload(client, auth, "{}\n", purpose="batch").json()["id"]
+    assert_error(
+        client.post("/v1/fine_tuning/jobs", headers=auth, json=_rft_body(batch)), 400, param="training_file"
+    )
+
+
+@pytest.mark.parametrize(
+    ("grader", "param_prefix"),
+    [
+        (
+            {"type": "string_check", "name": "x", "input": "a", "reference": "b", "operation": "contains"},
+            "method.reinforcement.grader",
+        ),
+        ({"type": "no_such_grader", "name": "x"}, "method.reinforcement.grader"),
+        (
+            {
+                "type": "text_similarity",
+                "name": "x",
+                "input": "a",
+                "reference": "b",
+                "evaluation_metric": "nope",
+            },
+            "method.reinforcement.grader",
+        ),
+    ],
+)
+def test_invalid_grader_is_400_naming_the_field(client, auth, grader, param_prefix):
+    train, _ = _files(client, auth)
+    body = _rft_body(train)
+    body["method"]["reinforcement"]["grader"] = grader
+    err = assert_error(client.post("/v1/fine_tuning/jobs", headers=auth, json=body), 400)
+    assert err["param"].startswith(param_prefix), err
+
+
+def test_missing_grader(client, auth):
+    train, _ = _files(client, auth)
+    body = {
+        "model": "tiny-test",
+        "training_file": train,
+        "method": {"type": "reinforcement", "reinforcement": {}},
+    }
+    assert_error(client.post("/v1/fine_tuning/jobs", headers=auth, json=body), 400)
+
+
+@pytest.mark.parametrize(
+    ("hyperparameters", "field"),
+    [
+        ({"n_epochs": 0}, "n_epochs"),
+        ({"batch_size": 1000}, "batch_size"),
+        ({"learning_rate_multiplier": -1}, "learning_rate_multiplier"),
+        ({"n_epochs": "lots"}, "n_epochs"),
+    ],
+)
+def test_hyperparameters_out_of_range(client, auth, hyperparameters, field):
+    train, _ = _files(client, auth)
+    body = _rft_body(train)
+    body["method"]["reinforcement"]["hyperparameters"] = hyperparameters
+    err = assert_error(client.post("/v1/fine_tuning/jobs", headers=auth, json=body), 400)
+    assert field in (err["param"] or ""), err
+
+
+def test_bad_openrft_extension_names_field(client, auth):
+    train, _ = _files(client, auth)
+    err = assert_error(
+        client.post(
+            "/v1/fine_tuning/jobs", headers=auth, json=_rft_body(train, openrft={"no_such_option": 1})
+        ),
+        400,
+    )
+    assert (err["param"] or "").startswith("openrft"), err
+
+
+def test_metadata_and_suffix_limits(client, auth):
+    train, _ = _files(client, auth)
+    assert_error(
+        client.post(
+            "/v1/fine_tuning/jobs",
+            headers=auth,
+            json=_rft_body(train, metadata={str(i): "v" for i in range(17)}),
+        ),
+        400,
+        param="metadata",
+    )
+    assert_error(
+        client.post("/v1/fine_tuning/jobs", headers=auth, json=_rft_body(train, suffix="x" * 65)),
+        400,
+        param="suffix",
+    )
+    assert_error(
+        client.post("/v1/fine_tuning/jobs", headers=auth, json=_rft_body(train, seed=-1)), 400, param="seed"
+    )
+
+
+def test_list_pagination_and_metadata_filter(client, auth):
+    train, _ = _files(client, auth)
+    ids = [
+        client.post(
+            "/v1/fine_tuning/jobs", headers=auth, json=_rft_body(train, metadata={"run": str(i % 2)})
+        ).json()["id"]
+        for i in range(5)
+    ]
+    first = client.get("/v1/fine_tuning/jobs", headers=auth, params={"limit": 2}).json()
+    assert [j["id"] for j in first["data"]] == ids[::-1][:2] and first["has_more"] is True
+    second = client.get(
+        "/v1/fine_tuning/jobs", headers=auth, params={"limit": 2, "after": first["data"][-1]["id"]}
+    ).json()
+    assert [j["id"] for j in second["data"]] == ids[::-1][2:4]
+    filtered = client.get("/v1/fine_tuning/jobs", headers=auth, params={"metadata[run]": "1"}).json()
+    assert [j["id"] for j in filtered["data"]] == [ids[3], ids[1]]
+    none = client.get("/v1/fine_tuning/jobs", headers=auth, params={"metadata[run]": "9"}).json()
+    assert none["data"] == [] and none["has_more"] is False
+
+
+def test_jobs_are_invisible_to_other_orgs(client, auth):
+    train, _ = _files(client, auth)
+    job_id = client.post("/v1/fine_tuning/jobs", headers=auth, json=_rft_body(train)).json()["id"]
+    other = {"Authorization": f"Bearer {make_key()}"}
+    for method, path in [
+        ("get", f"/v1/fine_tuning/jobs/{job_id}"),
+        ("get", f"/v1/fine_tuning/jobs/{job_id}/events"),
+        ("get", f"/v1/fine_tuning/jobs/{job_id}/checkpoints"),
+        ("post", f"/v1/fine_tuning/jobs/{job_id}/cancel"),
+        ("post", f"/v1/fine_tuning/jobs/{job_id}/pause"),
+        ("post", f"/v1/fine_tuning/jobs/{job_id}/resume"),
+    ]:
+        assert_error(getattr(client, method)(path, headers=other), 404)
+    assert client.get("/v1/fine_tuning/jobs", headers=other).json()["data"] == []
+
+
+def test_state_changes(client, auth):
+    train, _ = _files(client, auth)
+    job_id = client.post("/v1/fine_tuning/jobs", headers=auth, json=_rft_body(train)).json()["id"]
+    base = f"/v1/fine_tuning/jobs/{job_id}"
+    # validating_files: can't pause or resume, can cancel
+    assert_error(client.post(f"{base}/pause", headers=auth), 400, code="invalid_job_state")
+    assert_error(client.post(f"{base}/resume", headers=auth), 400, code="invalid_job_state")
+    # queued -> paused -> queued (resume returns queued, like OpenAI)
+    _set_status(job_id, "queued")
+    assert client.post(f"{base}/pause", headers=auth).json()["status"] == "paused"
+    assert client.post(f"{base}/resume", headers=auth).json()["status"] == "queued"
+    # running: pause is requested, the worker confirms at a step boundary
+    _set_status(job_id, "running")
+    assert client.post(f"{base}/pause", headers=auth).json()["status"] == "running"
+    from sqlalchemy import select
+
+    from app.db.models import Job
+    from app.db.session import session_scope
+
+    with session_scope() as s:
+        assert s.scalar(select(Job.pause_requested).where(Job.id == job_id)) is True
+    cancelled = client.post(f"{base}/cancel", headers=auth).json()
+    assert cancelled["status"] == "cancelled" and cancelled["finished_at"] is not None
+    # terminal: every change is a 400
+    for action in ("cancel", "pause", "resume"):
+        assert_error(client.post(f"{base}/{action}", headers=auth), 400, code="invalid_job_state")
+    messages = [
+        e["message"] for e in client.get(f"{base}/events", headers=auth, params={"limit": 100}).json()["data"]
+    ]
+    assert messages[0] == "Job cancelled by the user."
+
+
+def test_events_newest_first_and_paginated(client, auth):
+    from sqlalchemy import select
+
+    from app import jobstore
+    from app.db.models import Job
+    from app.db.session import session_scope
+
+    train, _ = _files(client, auth)
+    job_id = client.post("/v1/fine_tuning/jobs", headers=auth, json=_rft_body(train)).json()["id"]
+    with session_scope() as s:
+        pk = s.scalar(select(Job.pk).where(Job.id == job_id))
+        for i in range(30):
+            jobstore.add_event(s, pk, f"step {i}", type="metrics", data={"step": i})
+    base = f"/v1/fine_tuning/jobs/{job_id}/events"
+    page = client.get(base, headers=auth).json()
+    assert len(page["data"]) == 20 and page["has_more"] is True
+    assert page["data"][0]["message"] == "step 29" and page["data"][0]["type"] == "metrics"
+    assert page["data"][0]["data"] == {"step": 29}
+    seen = [e["id"] for e in page["data"]]
+    after = page["data"][-1]["id"]
+    while True:
+        nxt = client.get(base, headers=auth, params={"after": after, "limit": 7}).json()
+        seen += [e["id"] for e in nxt["data"]]
+        if not nxt["has_more"]:
+            break
+        after = nxt["data"][-1]["id"]
+    assert len(seen) == len(set(seen)) == 32
+
+
+def test_checkpoints_listed_and_registered_as_models(client, auth):
+    from sqlalchemy import select
+
+    from app import jobstore
+    from app.db.models import Job
+    from app.db.session import session_scope
+
+    train, _ = _files(client, auth)
+    job_id = client.post("/v1/fine_tuning/jobs", headers=auth, json=_rft_body(train, suffix="s")).json()["id"]
+    with session_scope() as s:
+        job = s.scalars(select(Job).where(Job.id == job_id)).one()
+        for step in (2, 4, 6):
+            jobstore.register_checkpoint(
+                s, job, step, f"/ckpt/{step}", {"step": step, "full_valid_mean_reward": step / 10}
+            )
+        jobstore.register_checkpoint(s, job, 4, "/ckpt/4b", {"step": 4, "full_valid_mean_reward": 0.5})
+        jobstore.remove_checkpoint(s, job, 2)
+    page = client.get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints", headers=auth).json()
+    assert [c["step_number"] for c in page["data"]] == [6, 4]
+    ckpt = page["data"][1]
+    assert ckpt["id"].startswith("ftckpt_") and ckpt["fine_tuning_job_id"] == job_id
+    assert ckpt["fine_tuned_model_checkpoint"].endswith(f":s:{job_id}:ckpt-step-4")
+    assert ckpt["metrics"]["full_valid_mean_reward"] == 0.5
+    models = [m["id"] for m in client.get("/v1/models", headers=auth).json()["data"]]
+    assert ckpt["fine_tuned_model_checkpoint"] in models
+    assert not any(m.endswith("ckpt-step-2") for m in models)

@@ -1,0 +1,104 @@
+"""Live services for end-to-end tests: real uvicorn, real Celery workers, real PostgreSQL and Redis (or the
+embedded default: SQLite and the filesystem broker), driven with the official `openai` SDK."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.support import LiveService, service_env
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    name = f"openrft_e2e_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+
+    db = random.randint(1, 15)
+    url = f"redis://127.0.0.1:6379/{db}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+def _extra_env(tiny_model_dir: Path) -> dict[str, str]:
+    return {
+        "OPENRFT_BASE_MODELS": json.dumps({"tiny-test": str(tiny_model_dir)}),
+        "OPENRFT_JOB_LEASE_SECONDS": "20",
+    }
+
+
+@pytest.fixture(scope="module")
+def pg_service(tmp_path_factory, pg_url, redis_url, tiny_model_dir) -> Iterator[LiveService]:
+    home = tmp_path_factory.mktemp("e2e-pg-home")
+    svc = LiveService(home=home, env={})
+    svc.env = service_env(
+        home, database_url=pg_url, redis_url=redis_url, api_key=svc.api_key, extra=_extra_env(tiny_model_dir)
+    )
+    try:
+        svc.start_api()
+        svc.start_worker("default", name="default", beat=True)
+        svc.start_worker("gpu", name="gpu", beat=False)
+        yield svc
+    except BaseException:
+        print(svc.logs())
+        raise
+    finally:
+        svc.stop()
+
+
+@pytest.fixture(scope="module")
+def embedded_service(tmp_path_factory, tiny_model_dir) -> Iterator[LiveService]:
+    """`openrft serve` as a user starts it: SQLite, filesystem broker, workers spawned by the command."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.support import REPO, wait_until
+
+    home = tmp_path_factory.mktemp("e2e-embedded-home")
+    svc = LiveService(home=home, env={})
+    svc.env = service_env(
+        home, database_url=None, redis_url=None, api_key=svc.api_key, extra=_extra_env(tiny_model_dir)
+    )
+    log = (home / "serve.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "openrft.cli", "serve", "--port", str(svc.port)],
+        cwd=REPO, env=svc.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    svc.procs.append(proc)
+    try:
+        wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{svc.port}/health", timeout=2).status_code == 200,
+            90,
+            what="API",
+        )
+        yield svc
+    except BaseException:
+        print(svc.logs())
+        raise
+    finally:
+        svc.stop()
+        for f in (home / "logs").glob("*.log"):
+            (home / f"zz-{f.name}").write_text(f.read_text(errors="replace")[-4000:])

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.app.conftest import app_settings, client, jsonl, key, make_key, upload  # noqa: F401
+from tests.support import STRING_CHECK_GRADER, arithmetic_rows
+
+
+@pytest.fixture
+def new_job(client, key):  # noqa: F811
+    """Factory: upload files and create a job through the API; returns the job id."""
+    auth = {"Authorization": f"Bearer {key}"}
+
+    def make(
+        train_content: str | bytes | None = None,
+        *,
+        method: str = "reinforcement",
+        valid: bool = True,
+        **extra: Any,
+    ) -> str:
+        train = upload(client, auth, train_content or jsonl(arithmetic_rows(4))).json()["id"]
+        body: dict[str, Any] = {"model": "tiny-test", "training_file": train, **extra}
+        if valid:
+            body["validation_file"] = upload(client, auth, jsonl(arithmetic_rows(2, seed=1))).json()["id"]
+        if method == "reinforcement":
+            body["method"] = {"type": "reinforcement", "reinforcement": {"grader": dict(STRING_CHECK_GRADER)}}
+        resp = client.post("/v1/fine_tuning/jobs", headers=auth, json=body)
+        assert resp.status_code == 200, resp.text
+        return str(resp.json()["id"])
+
+    return make
+
+
+def job_row(job_id: str) -> Any:
+    from sqlalchemy import select
+
+    from app.db.models import Job
+    from app.db.session import session_scope
+
+    with session_scope() as s:
+        job = s.scalars(select(Job).where(Job.id == job_id)).one()
+        s.expunge(job)
+        return job
+
+
+def events(job_id: str) -> list[str]:
+    from sqlalchemy import select
+
+    from app.db.models import Job, JobEvent
+    from app.db.session import session_scope
+
+    with session_scope() as s:
+        pk = s.scalar(select(Job.pk).where(Job.id == job_id))
+        return [
+            e.message for e in s.scalars(select(JobEvent).where(JobEvent.job_pk == pk).order_by(JobEvent.pk))
+        ]

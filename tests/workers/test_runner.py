@@ -1,0 +1,257 @@
+"""The worker's glue around the trainer, with the trainer replaced by small real stand-ins that write
+files and report through the same sink and control (the real trainer is exercised in tests/e2e)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+import trainer
+from tests.workers.conftest import events, job_row
+from trainer.interface import JobResult, JobSpec, TrainerError
+
+
+def _queue(job_id: str) -> None:
+    from workers.tasks.validate_job_files_task import validate_job_files
+
+    assert validate_job_files(job_id) == "queued"
+
+
+def _succeeding_trainer(spec: JobSpec, sink, control, workdir: Path) -> JobResult:
+    assert spec.training_file.exists() and spec.grader and spec.grader["type"] == "string_check"
+    final = workdir / "final"
+    final.mkdir(parents=True, exist_ok=True)
+    (final / "adapter_config.json").write_text("{}")
+    sink.metrics("Step 1/1", {"step": 1, "total_steps": 1, "train_mean_reward": 0.5})
+    sink.checkpoint_saved(1, final, {"step": 1, "full_valid_mean_reward": 0.5})
+    results = workdir / "results.csv"
+    results.write_text("step,train_mean_reward\n1,0.5\n")
+    return JobResult(status="succeeded", model_dir=final, result_file=results, trained_tokens=123)
+
+
+@pytest.fixture
+def fake_trainer(monkeypatch):
+    def use(fn):
+        monkeypatch.setattr(trainer, "run_job", fn, raising=False)
+
+    return use
+
+
+def test_success_registers_model_checkpoint_and_results(new_job, fake_trainer, client, key):
+    from workers.runner import run_training
+
+    fake_trainer(_succeeding_trainer)
+    job_id = new_job(suffix="demo")
+    _queue(job_id)
+    assert run_training(job_id, worker="w1", task_id="t1") == "succeeded"
+    job = job_row(job_id)
+    assert job.status == "succeeded" and job.trained_tokens == 123 and job.finished_at
+    assert job.fine_tuned_model == f"ft:tiny-test:{job.organization.name}:demo:{job_id}"
+    auth = {"Authorization": f"Bearer {key}"}
+    results = job.result_files
+    assert len(results) == 1
+    meta = client.get(f"/v1/files/{results[0]}", headers=auth).json()
+    assert meta["purpose"] == "fine-tune-results"
+    assert client.get(f"/v1/files/{results[0]}/content", headers=auth).text.startswith("step,")
+    models = [m["id"] for m in client.get("/v1/models", headers=auth).json()["data"]]
+    assert job.fine_tuned_model in models and f"{job.fine_tuned_model}:ckpt-step-1" in models
+    msgs = events(job_id)
+    assert msgs[-1] == "The job has successfully completed"
+    assert "Step 1/1" in msgs
+
+
+def test_trainer_error_fails_the_job_with_its_code(new_job, fake_trainer):
+    from workers.runner import run_training
+
+    def failing(spec, sink, control, workdir):
+        raise TrainerError("no such model", code="model_not_available", param="model")
+
+    fake_trainer(failing)
+    job_id = new_job()
+    _queue(job_id)
+    assert run_training(job_id, worker="w1", task_id=None) == "failed"
+    job = job_row(job_id)
+    assert job.status == "failed" and job.error == {
+        "code": "model_not_available",
+        "message": "no such model",
+        "param": "model",
+    }
+
+
+def test_crash_fails_the_job_and_reraises(new_job, fake_trainer):
+    from workers.runner import run_training
+
+    def crashing(spec, sink, control, workdir):
+        raise RuntimeError("boom")
+
+    fake_trainer(crashing)
+    job_id = new_job()
+    _queue(job_id)
+    with pytest.raises(RuntimeError):
+        run_training(job_id, worker="w1", task_id=None)
+    job = job_row(job_id)
+    assert job.status == "failed" and job.error["code"] == "internal_error" and "boom" in job.error["message"]
+
+
+def _waiting_trainer(expect: str):
+    """Runs 'steps' until the control says stop; reports how it ended."""
+
+    def run(spec, sink, control, workdir):
+        import time
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            req = control.poll()
+            if req == "cancel":
+                return JobResult(status="cancelled")
+            if req == "pause":
+                snap = workdir / "snapshot"
+                snap.mkdir(parents=True, exist_ok=True)
+                return JobResult(status="paused", snapshot_dir=snap)
+            time.sleep(0.05)
+        raise AssertionError(f"control never said {expect}")
+
+    return run
+
+
+@pytest.fixture
+def fast_control(app_settings, monkeypatch):
+    monkeypatch.setattr(app_settings, "control_poll_seconds", 0.1)
+    monkeypatch.setattr(app_settings, "worker_heartbeat_seconds", 0.2)
+
+
+def test_cancel_reaches_a_running_job(new_job, fake_trainer, client, key, fast_control):
+    from workers.runner import run_training
+
+    fake_trainer(_waiting_trainer("cancel"))
+    job_id = new_job()
+    _queue(job_id)
+    out: list[str] = []
+    t = threading.Thread(target=lambda: out.append(run_training(job_id, worker="w1", task_id=None)))
+    t.start()
+    from tests.support import wait_until
+
+    wait_until(lambda: job_row(job_id).status == "running", 10)
+    client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel", headers={"Authorization": f"Bearer {key}"})
+    t.join(10)
+    assert out == ["cancelled"]
+    assert job_row(job_id).status == "cancelled"
+
+
+def test_pause_snapshot_then_resume_passes_the_snapshot(new_job, fake_trainer, client, key, fast_control):
+    from tests.support import wait_until
+    from workers.runner import run_training
+
+    fake_trainer(_waiting_trainer("pause"))
+    job_id = new_job()
+    _queue(job_id)
+    out: list[str] = []
+    t = threading.Thread(target=lambda: out.append(run_training(job_id, worker="w1", task_id=None)))
+    t.start()
+    wait_until(lambda: job_row(job_id).status == "running", 10)
+    auth = {"Authorization": f"Bearer {key}"}
+    client.post(f"/v1/fine_tuning/jobs/{job_id}/pause", headers=auth)
+    t.join(10)
+    assert out == ["paused"]
+    job = job_row(job_id)
+    assert job.status == "paused" and job.snapshot_path and not job.pause_requested
+    assert client.post(f"/v1/fine_tuning/jobs/{job_id}/resume", headers=auth).json()["status"] == "queued"
+
+    seen: list[JobSpec] = []
+
+    def resumed(spec, sink, control, workdir):
+        seen.append(spec)
+        return _succeeding_trainer(spec, sink, control, workdir)
+
+    fake_trainer(resumed)
+    assert run_training(job_id, worker="w2", task_id=None) == "succeeded"
+    assert seen[0].resume_from == Path(job.snapshot_path)
+    assert job_row(job_id).attempt == 2
+
+
+def test_two_workers_racing_never_both_run_it(new_job, app_settings):
+    from workers.runner import claim
+
+    job_id = new_job()
+    _queue(job_id)
+    results: list[bool] = []
+    barrier = threading.Barrier(4)
+
+    def race(i: int) -> None:
+        barrier.wait()
+        results.append(claim(job_id, f"w{i}", None, app_settings))
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False, False, False, True]
+
+
+def test_reaper_requeues_a_job_whose_worker_vanished(new_job, app_settings, monkeypatch):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from app.db.base import utcnow
+    from app.db.models import Job
+    from app.db.session import session_scope
+    from workers.runner import claim
+    from workers.tasks.reap_jobs_task import MAX_ATTEMPTS, reap_jobs
+
+    job_id = new_job()
+    _queue(job_id)
+    assert claim(job_id, "dead-worker", None, app_settings)
+    old = utcnow() - timedelta(seconds=app_settings.job_lease_seconds + 5)
+    with session_scope() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=old))
+    assert reap_jobs()["requeued"] >= 1
+    job = job_row(job_id)
+    assert job.status == "queued" and job.task_id
+    assert any("stopped answering" in m for m in events(job_id))
+    # After too many lost workers the job fails with a clear error instead of looping forever.
+    with session_scope() as s:
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(status="running", attempt=MAX_ATTEMPTS, heartbeat_at=old)
+        )
+    reap_jobs()
+    job = job_row(job_id)
+    assert job.status == "failed" and job.error["code"] == "worker_lost"
+
+
+def test_a_stale_lease_can_be_taken_over_and_the_old_worker_writes_nothing(
+    new_job, fake_trainer, app_settings, fast_control
+):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from app.db.base import utcnow
+    from app.db.models import Job
+    from app.db.session import session_scope
+    from workers.runner import claim, run_training
+
+    job_id = new_job()
+    _queue(job_id)
+
+    def slow_then_succeed(spec, sink, control, workdir):
+        import time
+
+        # while this worker "hangs", its lease expires and another worker takes the job
+        with session_scope() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow() - timedelta(hours=1)))
+        assert claim(job_id, "w2", None, app_settings)
+        deadline = time.monotonic() + 10
+        while control.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return _succeeding_trainer(spec, sink, control, workdir)
+
+    fake_trainer(slow_then_succeed)
+    assert run_training(job_id, worker="w1", task_id=None) == "lost"
+    job = job_row(job_id)
+    assert job.status == "running" and job.worker == "w2" and job.fine_tuned_model is None

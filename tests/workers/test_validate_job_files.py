@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import json
+
+from tests.workers.conftest import events, job_row
+
+
+def test_valid_files_move_the_job_to_queued(new_job):
+    from workers.tasks.validate_job_files_task import validate_job_files
+
+    job_id = new_job()
+    assert validate_job_files(job_id) == "queued"
+    job = job_row(job_id)
+    assert job.status == "queued" and job.task_id
+    assert any(m.startswith("Files validated") for m in events(job_id))
+    assert validate_job_files(job_id) == "skipped"  # idempotent on redelivery
+
+
+def test_every_bad_line_is_reported_with_its_number(new_job):
+    from workers.tasks.validate_job_files_task import validate_job_files
+
+    lines = [
+        json.dumps({"messages": [{"role": "user", "content": "ok"}], "answer": "1"}),
+        "{not json",
+        json.dumps({"no_messages": True}),
+        json.dumps([1, 2]),
+        json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}),
+        "",
+        json.dumps({"messages": []}),
+    ]
+    job_id = new_job("\n".join(lines) + "\n")
+    assert validate_job_files(job_id) == "failed"
+    job = job_row(job_id)
+    assert job.status == "failed" and job.finished_at is not None
+    assert job.error["code"] == "invalid_training_file"
+    assert job.error["param"] == "training_file"
+    message = job.error["message"]
+    for line, reason in [
+        (2, "invalid JSON"),
+        (3, "missing 'messages'"),
+        (4, "JSON object"),
+        (5, "last message must be from 'user'"),
+        (7, "non-empty"),
+    ]:
+        assert f"line {line}: " in message and reason in message, (line, message)
+    assert "line 1:" not in message and "line 6:" not in message
+
+
+def test_supervised_needs_an_assistant_message(new_job):
+    from workers.tasks.validate_job_files_task import validate_job_files
+
+    row = json.dumps({"messages": [{"role": "user", "content": "q"}]})
+    job_id = new_job(row + "\n", method="supervised", valid=False)
+    assert validate_job_files(job_id) == "failed"
+    error = job_row(job_id).error
+    assert error["code"] == "invalid_training_file" and "assistant" in error["message"]
+
+
+def test_non_utf8_file_fails_validation(new_job):
+    from workers.tasks.validate_job_files_task import validate_job_files
+
+    good = json.dumps({"messages": [{"role": "user", "content": "q"}], "answer": "1"}).encode()
+    job_id = new_job(good + b"\n" + b"\xff\xfe bad bytes\n")
+    assert validate_job_files(job_id) == "failed"
+    assert "line 2: not valid UTF-8" in job_row(job_id).error["message"]
+
+
+def test_deleted_upload_does_not_break_a_validated_job(new_job, client, key):
+    from workers.tasks.validate_job_files_task import validate_job_files
+
+    job_id = new_job()
+    validate_job_files(job_id)
+    train = job_row(job_id).training_file
+    client.delete(f"/v1/files/{train}", headers={"Authorization": f"Bearer {key}"})
+    from app.settings import get_settings
+    from workers.runner import data_path
+
+    assert data_path(get_settings(), job_id, "training").read_text().count("\n") == 4

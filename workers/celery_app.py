@@ -1,0 +1,37 @@
+"""The Celery application of the workers: queues ``default`` (file validation, reaper) and ``gpu`` (training).
+
+Start a worker with ``celery -A workers.celery_app worker -Q gpu --concurrency 1`` (``openrft worker`` does it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from app.queue import REAP_JOBS, celery_config
+from app.settings import get_settings
+
+celery_app = Celery(
+    "openrft",
+    include=[
+        "workers.tasks.validate_job_files_task",
+        "workers.tasks.train_job_task",
+        "workers.tasks.reap_jobs_task",
+    ],
+)
+celery_app.conf.update(celery_config(get_settings()))
+celery_app.conf.beat_schedule = {
+    "reap-jobs": {"task": REAP_JOBS, "schedule": 15.0, "options": {"expires": 14}},
+}
+celery_app.conf.worker_hijack_root_logger = False
+
+
+@worker_process_init.connect
+def _fresh_db_pool(**_: Any) -> None:
+    # Connections must not be shared across fork: each pool child builds its own engine.
+    from app.db.session import get_engine, get_sessionmaker
+
+    get_sessionmaker.cache_clear()
+    get_engine.cache_clear()

@@ -1,0 +1,78 @@
+"""Periodic: notice jobs whose worker vanished (lease expired) and re-queue them to resume from their last
+checkpoint, and send again any job whose message never reached the broker."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from app import jobstore
+from app.db.base import utcnow
+from app.db.models import Job
+from app.db.session import session_scope
+from app.queue import REAP_JOBS, TRAIN_JOB, VALIDATE_JOB_FILES, enqueue
+from app.settings import get_settings
+from workers.celery_app import celery_app
+
+log = logging.getLogger("openrft.reaper")
+
+MAX_ATTEMPTS = 3
+UNSENT_GRACE_SECONDS = 30
+
+
+@celery_app.task(name=REAP_JOBS)
+def reap_jobs() -> dict[str, int]:
+    settings = get_settings()
+    now = utcnow()
+    stale = now - timedelta(seconds=settings.job_lease_seconds)
+    counts = {"requeued": 0, "failed": 0, "resent": 0}
+    resend: list[tuple[str, str]] = []
+    with session_scope() as s:
+        for job in s.scalars(select(Job).where(Job.status == "running", Job.heartbeat_at < stale)).all():
+            silent = int((now - job.heartbeat_at).total_seconds()) if job.heartbeat_at else 0
+            if job.attempt >= MAX_ATTEMPTS:
+                message = f"Worker lost {job.attempt} times (no heartbeat for {silent}s); giving up."
+                if jobstore.transition(
+                    s,
+                    job.id,
+                    "failed",
+                    from_=("running",),
+                    error={"code": "worker_lost", "message": message, "param": None},
+                ):
+                    jobstore.add_event(s, job.pk, message, level="error")
+                    counts["failed"] += 1
+            elif jobstore.transition(
+                s, job.id, "queued", from_=("running",), worker=job.worker, task_id=None
+            ):
+                jobstore.add_event(
+                    s,
+                    job.pk,
+                    f"Worker {job.worker} stopped answering (no heartbeat for {silent}s); "
+                    "re-queued to resume from its last checkpoint.",
+                    level="warn",
+                )
+                resend.append((TRAIN_JOB, job.id))
+                counts["requeued"] += 1
+        grace = now - timedelta(seconds=UNSENT_GRACE_SECONDS)
+        unsent = s.scalars(
+            select(Job).where(
+                Job.status.in_(("validating_files", "queued")), Job.task_id.is_(None), Job.created_at < grace
+            )
+        ).all()
+        already = {job_id for _, job_id in resend}
+        for job in unsent:
+            if job.id in already:
+                continue
+            resend.append((VALIDATE_JOB_FILES if job.status == "validating_files" else TRAIN_JOB, job.id))
+            counts["resent"] += 1
+    for task, job_id in resend:
+        try:
+            task_id = enqueue(task, job_id)
+        except Exception:
+            log.exception("reaper could not enqueue %s for %s", task, job_id)
+            continue
+        with session_scope() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(task_id=task_id))
+    return counts

@@ -1,0 +1,77 @@
+"""Validate a job's uploads line by line, then queue it for training (or fail it like OpenAI does)."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import func, select
+
+from app import jobstore
+from app.db.models import Job
+from app.db.session import session_scope
+from app.queue import TRAIN_JOB, VALIDATE_JOB_FILES, enqueue
+from app.settings import get_settings
+from openrft.validation import validate_file
+from workers.celery_app import celery_app
+from workers.runner import copy_inputs, data_path
+
+log = logging.getLogger("openrft.worker")
+
+
+@celery_app.task(name=VALIDATE_JOB_FILES, acks_late=True, reject_on_worker_lost=True)
+def validate_job_files(job_id: str) -> str:
+    settings = get_settings()
+    with session_scope() as s:
+        job = s.scalar(select(Job).where(Job.id == job_id))
+        if job is None or job.status != "validating_files":
+            return "skipped"
+        try:
+            copy_inputs(job, settings)
+        except FileNotFoundError as exc:
+            param = "validation_file" if str(exc) == job.validation_file else "training_file"
+            _fail(
+                s, job, f"invalid_{param}", f"The file {exc} was deleted before the job could read it.", param
+            )
+            return "failed"
+        method = job.method["type"]
+        for which in ("training", "validation"):
+            if which == "validation" and not job.validation_file:
+                continue
+            report = validate_file(data_path(settings, job.id, which), method)
+            if not report.ok:
+                param = f"{which}_file"
+                _fail(s, job, f"invalid_{param}", report.summary(f"{which} file"), param)
+                return "failed"
+            jobstore.add_event(s, job.pk, f"{which.capitalize()} file validated: {report.examples} examples.")
+        if not jobstore.transition(s, job.id, "queued", from_=("validating_files",)):
+            return "skipped"
+        ahead = (
+            s.scalar(select(func.count()).select_from(Job).where(Job.status == "queued", Job.pk < job.pk))
+            or 0
+        )
+        jobstore.add_event(
+            s,
+            job.pk,
+            "Files validated, moving job to queued state"
+            + (f" (position {ahead + 1} in the queue)" if ahead else ""),
+            data={"queue_position": ahead + 1},
+        )
+    with session_scope() as s:
+        job = s.scalars(select(Job).where(Job.id == job_id)).one()
+        job.task_id = enqueue(TRAIN_JOB, job_id)
+    return "queued"
+
+
+def _fail(s: object, job: Job, code: str, message: str, param: str) -> None:
+    from sqlalchemy.orm import Session
+
+    assert isinstance(s, Session)
+    if jobstore.transition(
+        s,
+        job.id,
+        "failed",
+        from_=("validating_files",),
+        error={"code": code, "message": message, "param": param},
+    ):
+        jobstore.add_event(s, job.pk, message, level="error")
+        log.info("job %s failed validation: %s", job.id, message)
