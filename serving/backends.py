@@ -1,0 +1,111 @@
+"""How to launch an engine process for a base model: the embedded CPU server or vLLM.
+
+Both speak the same protocol (OpenAI endpoints + vLLM's runtime LoRA endpoints), so the supervisor and the
+proxy treat them alike; a backend only says which command to run. This module is torch-free: whether a GPU
+is usable is asked of a short-lived child process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Protocol
+
+BackendSetting = Literal["auto", "cpu", "vllm"]
+
+
+@dataclass(frozen=True)
+class EngineLaunch:
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    """Added to the parent's environment."""
+    startup_timeout: float = 600.0
+
+
+class EngineBackend(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def launch(self, *, base_source: str, served_model_name: str, host: str, port: int) -> EngineLaunch: ...
+
+
+@dataclass(frozen=True)
+class CpuBackend:
+    """``python -m serving.cpu_server`` for one base model."""
+
+    max_loras: int = 4
+    max_lora_rank: int = 64
+    max_batch_size: int = 16
+    max_model_len: int | None = None
+    dtype: str = "float32"
+    threads: int = 0
+    cache_dir: Path | None = None
+    reasoning_parser: str = "think"
+    python: str = sys.executable
+    startup_timeout: float = 600.0
+    name: str = "cpu"
+
+    def launch(self, *, base_source: str, served_model_name: str, host: str, port: int) -> EngineLaunch:
+        argv = [
+            self.python,
+            "-m",
+            "serving.cpu_server",
+            "--base-model-source",
+            base_source,
+            "--served-model-name",
+            served_model_name,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--max-loras",
+            str(self.max_loras),
+            "--max-lora-rank",
+            str(self.max_lora_rank),
+            "--max-batch-size",
+            str(self.max_batch_size),
+            "--dtype",
+            self.dtype,
+            "--reasoning-parser",
+            self.reasoning_parser,
+        ]
+        if self.max_model_len:
+            argv += ["--max-model-len", str(self.max_model_len)]
+        if self.threads:
+            argv += ["--threads", str(self.threads)]
+        if self.cache_dir:
+            argv += ["--cache-dir", str(self.cache_dir)]
+        return EngineLaunch(argv, {"TOKENIZERS_PARALLELISM": "false"}, self.startup_timeout)
+
+
+@lru_cache(maxsize=1)
+def cuda_available(python: str = sys.executable) -> bool:
+    """Whether torch in this environment sees a CUDA device (asked of a child: the API stays torch-free)."""
+    try:
+        out = subprocess.run(
+            [python, "-c", "import torch; print(torch.cuda.is_available())"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.stdout.strip().endswith("True")
+
+
+def vllm_importable() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def choose_backend(setting: BackendSetting) -> Literal["cpu", "vllm"]:
+    """``auto`` means vLLM when it is installed and a CUDA device is visible, else the CPU engine."""
+    if setting == "auto":
+        return "vllm" if vllm_importable() and cuda_available() else "cpu"
+    if setting not in ("cpu", "vllm"):
+        raise ValueError(f"serving backend must be auto, cpu or vllm, not {setting!r}")
+    return setting

@@ -1,0 +1,151 @@
+"""Forward OpenAI requests to the engine that serves the model, streaming SSE through as it arrives.
+
+The public model id (``ft:…``) is rewritten to the engine's adapter name on the way in, and back in the
+``"model"`` field of every response body or SSE event on the way out. Streams are relayed chunk by chunk
+(complete lines only, so a rewrite never straddles a chunk boundary); nothing is buffered beyond a line.
+Engine errors become OpenAI-shaped :class:`~serving.errors.ServingError` s.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from serving.engine_client import upstream_error_message
+from serving.errors import EngineUnavailableError, ServingError, UpstreamError, openai_error_type
+
+log = logging.getLogger("openrft.serving.proxy")
+
+
+@dataclass
+class ProxyResponse:
+    """A complete (non-streamed) engine response, model name already rewritten."""
+
+    status_code: int
+    content: bytes
+    media_type: str = "application/json"
+
+
+@dataclass
+class ProxyStream:
+    """A streamed engine response: iterate ``chunks`` (bytes of SSE); closing it closes the upstream."""
+
+    chunks: AsyncIterator[bytes]
+    status_code: int = 200
+    media_type: str = "text/event-stream"
+
+    async def aclose(self) -> None:
+        aclose = getattr(self.chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+Rewrite = Callable[[bytes], bytes]
+
+
+def model_rewriter(engine_model: str, public_model: str) -> Rewrite | None:
+    """A bytes -> bytes function replacing ``"model":"<engine_model>"`` by the public id (None if equal)."""
+    if engine_model == public_model:
+        return None
+    pattern = re.compile(rb'("model"\s*:\s*)"' + re.escape(json.dumps(engine_model)[1:-1].encode()) + rb'"')
+    replacement = json.dumps(public_model).encode()
+    return lambda data: pattern.sub(lambda m: m.group(1) + replacement, data)
+
+
+def _sse_error(error: ServingError) -> bytes:
+    return b"data: " + json.dumps(error.to_body()).encode() + b"\n\ndata: [DONE]\n\n"
+
+
+def upstream_error(response: httpx.Response) -> UpstreamError:
+    status = response.status_code
+    message = upstream_error_message(response)
+    code = "model_not_found" if status == 404 else None
+    return UpstreamError(message, status_code=status, type=openai_error_type(status), code=code)
+
+
+class EngineProxy:
+    def __init__(
+        self,
+        http: httpx.AsyncClient | None = None,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 600.0,
+    ) -> None:
+        self._http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            trust_env=False,
+        )
+        self._own_http = http is None
+
+    async def close(self) -> None:
+        if self._own_http:
+            await self._http.aclose()
+
+    async def forward(
+        self,
+        base_url: str,
+        path: str,
+        body: dict[str, Any],
+        *,
+        engine_model: str,
+        public_model: str,
+    ) -> ProxyResponse | ProxyStream:
+        """POST ``body`` (with ``model`` = ``engine_model``) to ``base_url + path``."""
+        content = json.dumps({**body, "model": engine_model}).encode()
+        request = self._http.build_request(
+            "POST", base_url.rstrip("/") + path, content=content, headers={"content-type": "application/json"}
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(
+                "The inference engine timed out.",
+                status_code=504,
+                type="timeout_error",
+                code="engine_timeout",
+            ) from exc
+        except httpx.TransportError as exc:
+            raise EngineUnavailableError(f"Could not reach the inference engine: {exc!r}") from exc
+        if response.status_code >= 400:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            raise upstream_error(response)
+        rewrite = model_rewriter(engine_model, public_model)
+        if "text/event-stream" in response.headers.get("content-type", "") or body.get("stream"):
+            return ProxyStream(self._relay(response, rewrite))
+        try:
+            data = await response.aread()
+        except httpx.HTTPError as exc:
+            raise EngineUnavailableError(f"The inference engine dropped the connection: {exc!r}") from exc
+        finally:
+            await response.aclose()
+        return ProxyResponse(response.status_code, rewrite(data) if rewrite else data)
+
+    async def _relay(self, response: httpx.Response, rewrite: Rewrite | None) -> AsyncIterator[bytes]:
+        pending = b""
+        try:
+            async for chunk in response.aiter_bytes():
+                if rewrite is None:
+                    yield chunk
+                    continue
+                pending += chunk
+                cut = pending.rfind(b"\n") + 1
+                if cut:
+                    out, pending = pending[:cut], pending[cut:]
+                    yield rewrite(out)
+            if pending:
+                yield rewrite(pending) if rewrite else pending
+        except httpx.HTTPError as exc:
+            log.warning("engine stream broke: %r", exc)
+            yield _sse_error(EngineUnavailableError(f"The inference engine dropped the stream: {exc!r}"))
+        finally:
+            await response.aclose()

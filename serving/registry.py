@@ -1,0 +1,108 @@
+"""Public model ids -> what serves them: (base model, its source, adapter directory or None).
+
+Base models come from a name -> source mapping (the service's settings). Fine-tuned models
+(``ft:{base}:{org}:{suffix}:{job}`` and their ``…:ckpt-step-N`` checkpoints) come from a lookup callable
+the app passes in: the app owns the database and the caller's organization, serving only asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving.errors import ModelNotFoundError
+
+_CHECKPOINT = re.compile(r"ckpt-step-(\d+)")
+
+
+@dataclass(frozen=True)
+class FineTunedId:
+    base: str
+    org: str
+    suffix: str
+    job: str
+    step: int | None = None
+
+
+def parse_fine_tuned_id(model_id: str) -> FineTunedId | None:
+    """Split ``ft:{base}:{org}:{suffix}:{job}[:ckpt-step-N]`` (empty suffix allowed); None if not one."""
+    parts = model_id.split(":")
+    if parts[0] != "ft" or len(parts) < 5:
+        return None
+    step = None
+    if (m := _CHECKPOINT.fullmatch(parts[-1])) is not None:
+        step = int(m.group(1))
+        parts = parts[:-1]
+    if len(parts) != 5 or not all(parts[i] for i in (1, 2, 4)):
+        return None
+    return FineTunedId(base=parts[1], org=parts[2], suffix=parts[3], job=parts[4], step=step)
+
+
+def engine_lora_name(public_id: str) -> str:
+    """A stable, engine-safe adapter name for a public model id (readable, with a hash against collisions)."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", public_id.removeprefix("ft:")).strip("-")[:80]
+    digest = hashlib.sha256(public_id.encode()).hexdigest()[:10]
+    return f"lora-{readable}-{digest}"
+
+
+@dataclass(frozen=True)
+class FineTunedRecord:
+    """What the app knows about a fine-tuned model (a row of its registry)."""
+
+    id: str
+    base_model: str
+    adapter_path: str | Path
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    public_id: str
+    base_model: str
+    base_source: str
+    adapter_path: Path | None = None
+
+    @property
+    def engine_model(self) -> str:
+        """The name to send to the engine: the served base name, or the adapter's engine name."""
+        return self.base_model if self.adapter_path is None else engine_lora_name(self.public_id)
+
+
+ModelLookup = Callable[[str], FineTunedRecord | Awaitable[FineTunedRecord | None] | None]
+
+
+class ModelRegistry:
+    def __init__(self, base_models: Mapping[str, str], lookup: ModelLookup | None = None) -> None:
+        self.base_models = dict(base_models)
+        self._lookup = lookup
+
+    async def resolve(self, model_id: str, *, lookup: ModelLookup | None = None) -> ResolvedModel:
+        """Resolve ``model_id``; ``lookup`` (e.g. bound to the caller's organization) overrides the default.
+
+        A synchronous lookup runs in a worker thread, so a database query never blocks the event loop.
+        """
+        if model_id in self.base_models:
+            return ResolvedModel(model_id, model_id, self.base_models[model_id])
+        if parse_fine_tuned_id(model_id) is None:
+            raise ModelNotFoundError(model_id)
+        fn = lookup or self._lookup
+        if fn is None:
+            raise ModelNotFoundError(model_id)
+        if inspect.iscoroutinefunction(fn):
+            record = await fn(model_id)
+        else:
+            record = await asyncio.to_thread(fn, model_id)
+            if inspect.isawaitable(record):
+                record = await record
+        if record is None:
+            raise ModelNotFoundError(model_id)
+        assert isinstance(record, FineTunedRecord)
+        if record.base_model not in self.base_models:
+            raise ModelNotFoundError(model_id)
+        return ResolvedModel(
+            model_id, record.base_model, self.base_models[record.base_model], Path(record.adapter_path)
+        )
