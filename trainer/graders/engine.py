@@ -1,0 +1,574 @@
+"""The batch grading engine: one compiled grader tree, graded over many (sample, item) pairs at once.
+
+The engine owns a private event loop in a background thread, so the synchronous ``grade_batch`` works from
+any thread (with or without a running loop of its own) and ``agrade_batch`` from any loop, while all HTTP
+traffic shares one ``httpx.AsyncClient`` and bounded semaphores. Model and endpoint graders run
+concurrently; python graders run in warm sandboxes (see sandbox.py) from a small thread pool; CPU-bound
+text metrics run in a worker thread so the loop keeps serving I/O. A failing sample scores 0 and is counted
+under OpenAI's error keys; it never fails the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainer.graders.errors import DETAIL_KEYS, ERROR_KEYS, GradingError
+from trainer.graders.expression import FormulaEvalError, evaluate, parse_formula
+from trainer.graders.settings import GraderSettings
+from trainer.graders.templates import Sample, Template
+from trainer.graders.validation import validate_grader
+
+Scope = dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    """One grader's result for one sample."""
+
+    score: float = 0.0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    usage: dict[str, dict[str, int]] = field(default_factory=dict)
+    sampled_model: str | None = None
+    sub_scores: dict[str, float] = field(default_factory=dict)
+    """For multi graders: each sub-grader's score, by its key in ``graders``."""
+
+    @classmethod
+    def failed(cls, exc: GradingError) -> Outcome:
+        return cls(0.0, [(exc.key, exc.detail)])
+
+
+@dataclass
+class BatchResult:
+    """Scores of a batch plus what OpenAI's metrics report: error counts, timing and token usage."""
+
+    scores: list[float]
+    sub_scores: dict[str, list[float]]
+    errors: dict[str, int]
+    error_details: list[str]
+    timing: dict[str, float]
+    token_usage: dict[str, dict[str, int]]
+    sample_errors: list[list[str]]
+    """Per sample, the error keys it hit (empty when it was graded cleanly)."""
+
+    @property
+    def mean(self) -> float:
+        return sum(self.scores) / len(self.scores) if self.scores else 0.0
+
+    @property
+    def error_rate(self) -> float:
+        return (
+            sum(1 for e in self.sample_errors if e) / len(self.sample_errors) if self.sample_errors else 0.0
+        )
+
+
+class _Runtime:
+    """What grader nodes share: settings, the HTTP client, semaphores, thread pools, sandboxes."""
+
+    def __init__(self, settings: GraderSettings) -> None:
+        self.settings = settings
+        self._client: Any = None
+        self.model_sem = asyncio.Semaphore(settings.model_concurrency)
+        self.endpoint_sem = asyncio.Semaphore(settings.endpoint_concurrency)
+        self.cpu_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="grader-cpu")
+        self.sandbox_pool = concurrent.futures.ThreadPoolExecutor(
+            settings.sandbox_workers, thread_name_prefix="grader-sandbox"
+        )
+        self.closers: list[Any] = []
+
+    def client(self) -> Any:
+        if self._client is None:
+            import httpx
+
+            limit = max(self.settings.model_concurrency, self.settings.endpoint_concurrency)
+            self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=limit))
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+        for close in self.closers:
+            close()
+        self.cpu_pool.shutdown(wait=False, cancel_futures=True)
+        self.sandbox_pool.shutdown(wait=True, cancel_futures=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Grader nodes
+# --------------------------------------------------------------------------------------------------
+
+
+class _Node:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.name: str = spec["name"]
+        self.type: str = spec["type"]
+
+    async def grade(self, scopes: list[Scope], rt: _Runtime, timing: dict[str, float]) -> list[Outcome]:
+        start = time.perf_counter()
+        try:
+            return await self._grade(scopes, rt, timing)
+        finally:
+            timing[self.name] = timing.get(self.name, 0.0) + time.perf_counter() - start
+
+    async def _grade(self, scopes: list[Scope], rt: _Runtime, timing: dict[str, float]) -> list[Outcome]:
+        raise NotImplementedError
+
+
+def _render_pairs(
+    scopes: list[Scope], a: Template, b: Template
+) -> tuple[list[tuple[int, str, str]], list[Outcome | None]]:
+    """Render two templates per sample; failed samples get their Outcome, the rest are returned to score."""
+    todo: list[tuple[int, str, str]] = []
+    out: list[Outcome | None] = [None] * len(scopes)
+    for i, scope in enumerate(scopes):
+        try:
+            todo.append((i, a.render(scope), b.render(scope)))
+        except GradingError as exc:
+            out[i] = Outcome.failed(exc)
+    return todo, out
+
+
+class _StringCheck(_Node):
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__(spec)
+        self.input, self.reference = Template.parse(spec["input"]), Template.parse(spec["reference"])
+        self.op = spec["operation"]
+
+    def check(self, text: str, ref: str) -> bool:
+        if self.op == "eq":
+            return text == ref
+        if self.op == "ne":
+            return text != ref
+        if self.op == "like":
+            return ref in text
+        return ref.casefold() in text.casefold()
+
+    async def _grade(self, scopes: list[Scope], rt: _Runtime, timing: dict[str, float]) -> list[Outcome]:
+        todo, out = _render_pairs(scopes, self.input, self.reference)
+        for i, text, ref in todo:
+            out[i] = Outcome(1.0 if self.check(text, ref) else 0.0)
+        return [o or Outcome() for o in out]
+
+
+class _TextSimilarity(_Node):
+    def __init__(self, spec: dict[str, Any], settings: GraderSettings) -> None:
+        super().__init__(spec)
+        self.input, self.reference = Template.parse(spec["input"]), Template.parse(spec["reference"])
+        self.metric = spec["evaluation_metric"]
+        self.settings = settings
+
+    def _metric(self) -> Any:
+        from trainer.graders import similarity
+
+        wordnet = None
+        if self.metric == "meteor":
+            from trainer.graders.wordnet import NoSynonyms, WordNetUnavailable, load_wordnet
+
+            try:
+                wordnet = load_wordnet(self.settings.wordnet_dir)
+            except WordNetUnavailable as exc:
+                if not self.settings.meteor_without_wordnet:
+                    raise GradingError("other_error", str(exc)) from None
+                wordnet = NoSynonyms()
+        return similarity.metric_function(
+            self.metric, cosine_model_path=self.settings.cosine_model_path, wordnet=wordnet
+        )
+
+    def _score_all(self, inputs: list[str], refs: list[str]) -> list[float]:
+        return list(self._metric()(inputs, refs))
+
+    async def _grade(self, scopes: list[Scope], rt: _Runtime, timing: dict[str, float]) -> list[Outcome]:
+        todo, out = _render_pairs(scopes, self.input, self.reference)
+        if todo:
+            loop = asyncio.get_running_loop()
+            try:
+                scores = await loop.run_in_executor(
+                    rt.cpu_pool, self._score_all, [t[1] for t in todo], [t[2] for t in todo]
+                )
+            except GradingError as exc:
+                scores, failure = [], exc
+            except Exception as exc:  # a library failure must not fail the batch
+                scores, failure = (
+                    [],
+                    GradingError("other_error", f"{self.metric}: {type(exc).__name__}: {exc}"),
+                )
+            for k, (i, _, _) in enumerate(todo):
+                out[i] = Outcome(scores[k]) if scores else Outcome.failed(failure)
+        return [o or Outcome() for o in out]
+
+
+class _MultipleChoice(_Node):
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__(spec)
+        self.input, self.reference = Template.parse(spec["input"]), Template.parse(spec["reference"])
+        self.labels: list[str] = spec["labels"]
+
+    async def _grade(self, scopes: list[Scope], rt: _Runtime, timing: dict[str, float]) -> list[Outcome]:
+        from trainer.graders.choice import extract_choice, normalize_reference
+
+        todo, out = _render_pairs(scopes, self.input, self.reference)
+        for i, text, ref in todo:
+            want = normalize_reference(ref, self.labels)
+            got = extract_choice(text, self.labels)
+            if want is None:
+                out[i] = Outcome(
+                    0.0, [("invalid_variable_error", f"reference {ref[:100]!r} names no option")]
+                )
+            elif got is None:
+                out[i] = Outcome(0.0, [("sample_parse_error", "no option letter found in the answer")])
+            else:
+                out[i] = Outcome(1.0 if got == want else 0.0)
+        return [o or Outcome() for o in out]
+
+
+class _ModelGrader(_Node):
+    def __init__(self, spec: dict[str, Any], settings: GraderSettings) -> None:
+        super().__init__(spec)
+        self.settings = settings
+
+    async def _one(self, scope: Scope, rt: _Runtime) -> Outcome:
+        from trainer.graders import model
+
+        try:
+            body = model.build_request(self.spec, scope, self.settings)
+            async with rt.model_sem:
+                data = await model.chat_completion(rt.client(), self.spec, body, self.settings)
+        except GradingError as exc:
+            return Outcome.failed(exc)
+        name = str(data.get("model") or self.spec["model"])
+        usage = {name: model.usage_of(data)}
+        try:
+            return Outcome(model.score_from(self.spec, data), usage=usage, sampled_model=name)
+        except GradingError as exc:
+            return Outcome(0.0, [(exc.key, exc.detail)], usage=usage, sampled_model=name)
+
+    async def _grade(self, scopes: list[Scope], rt: _Runtime, timing: dict[str, float]) -> list[Outcome]:
+        return list(await asyncio.gather(*(self._one(s, rt) for s in scopes)))
+
+
+class _Endpoint(_Node):
+    def __init__(self, spec: dict[str, Any], settings: GraderSettings) -> None:
+        super().__init__(spec)
+        self.settings = settings
+
+    async def _one(self, scope: Scope, rt: _Runtime) -> Outcome:
+        from trainer.graders.endpoint import call_endpoint
+
+        try:
+            async with rt.endpoint_sem:
+                payload = {"sample": scope["sample"], "item": scope.get("item")}
+                return Outcome(await call_endpoint(rt.client(), self.spec, payload, self.settings))
+        except GradingError as exc:
+            return Outcome.failed(exc)
+
+    async def _grade(self, scopes: list[Scope], rt: _Runtime, timing: dict[str, float]) -> list[Outcome]:
+        return list(await asyncio.gather(*(self._one(s, rt) for s in scopes)))
+
+
+class _Python(_Node):
+    def __init__(self, spec: dict[str, Any], settings: GraderSettings) -> None:
+        super().__init__(spec)
+        self.settings = settings
+        self._pool: Any = None
+        self._lock = threading.Lock()
+
+    def pool(self, rt: _Runtime) -> Any:
+        with self._lock:
+            if self._pool is None:
+                from trainer.graders.sandbox import SandboxPool
+
+                self._pool = SandboxPool(self.spec["source"], self.settings)
+                rt.closers.append(self._pool.close)
+            return self._pool
+
+    def _one(self, pool: Any, scope: Scope) -> Outcome:
+        try:
+            return Outcome(pool.grade(scope["sample"], scope.get("item")))
+        except GradingError as exc:
+            return Outcome.failed(exc)
+
+    async def _grade(self, scopes: list[Scope], rt: _Runtime, timing: dict[str, float]) -> list[Outcome]:
+        loop = asyncio.get_running_loop()
+        pool = self.pool(rt)
+        futures = [loop.run_in_executor(rt.sandbox_pool, self._one, pool, s) for s in scopes]
+        return list(await asyncio.gather(*futures))
+
+
+class _Multi(_Node):
+    def __init__(self, spec: dict[str, Any], settings: GraderSettings) -> None:
+        super().__init__(spec)
+        self.children = {key: build_node(sub, settings) for key, sub in spec["graders"].items()}
+        self.formula = parse_formula(spec["calculate_output"])
+
+    async def _grade(self, scopes: list[Scope], rt: _Runtime, timing: dict[str, float]) -> list[Outcome]:
+        # Sub-graders are timed under their key in `graders` (what the formula uses; names may repeat).
+        child_timings: list[dict[str, float]] = [{} for _ in self.children]
+        results = await asyncio.gather(
+            *(c.grade(scopes, rt, t) for c, t in zip(self.children.values(), child_timings, strict=True))
+        )
+        for key, child_timing in zip(self.children, child_timings, strict=True):
+            timing[key] = timing.get(key, 0.0) + sum(child_timing.values())
+        by_key = dict(zip(self.children, results, strict=True))
+        out = []
+        for i in range(len(scopes)):
+            subs = {key: outcomes[i] for key, outcomes in by_key.items()}
+            combined = Outcome()
+            for sub in subs.values():
+                combined.errors += sub.errors
+                for model_name, counts in sub.usage.items():
+                    _add_usage(combined.usage, model_name, counts)
+                combined.sampled_model = combined.sampled_model or sub.sampled_model
+            try:
+                combined.score = evaluate(self.formula, {k: o.score for k, o in subs.items()})
+            except FormulaEvalError as exc:
+                combined.errors.append(("formula_parse_error", f"calculate_output: {exc}"))
+            combined.sub_scores = {k: o.score for k, o in subs.items()}
+            out.append(combined)
+        return out
+
+
+def _add_usage(total: dict[str, dict[str, int]], model_name: str, counts: dict[str, int]) -> None:
+    into = total.setdefault(model_name, {})
+    for key, value in counts.items():
+        into[key] = into.get(key, 0) + value
+
+
+def build_node(spec: dict[str, Any], settings: GraderSettings) -> _Node:
+    gtype = spec["type"]
+    if gtype == "string_check":
+        return _StringCheck(spec)
+    if gtype == "text_similarity":
+        return _TextSimilarity(spec, settings)
+    if gtype == "multiple_choice":
+        return _MultipleChoice(spec)
+    if gtype in ("score_model", "label_model"):
+        return _ModelGrader(spec, settings)
+    if gtype == "endpoint":
+        return _Endpoint(spec, settings)
+    if gtype == "python":
+        return _Python(spec, settings)
+    return _Multi(spec, settings)
+
+
+# --------------------------------------------------------------------------------------------------
+# The engine
+# --------------------------------------------------------------------------------------------------
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    loop.run_forever()
+
+
+def _as_sample(sample: Sample | str | dict[str, Any]) -> Sample:
+    if isinstance(sample, Sample):
+        return sample
+    if isinstance(sample, str):
+        return Sample.from_text(sample)
+    return Sample(**sample)
+
+
+class GraderEngine:
+    """Grades batches with one grader spec. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, spec: dict[str, Any], settings: GraderSettings | None = None) -> None:
+        self.settings = settings or GraderSettings()
+        self.spec = validate_grader(spec)
+        self.root = build_node(self.spec, self.settings)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runtime: _Runtime | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+
+    # --- loop thread -----------------------------------------------------------------------------
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._start_lock:
+            if self._closed:
+                raise RuntimeError("the grader engine is closed")
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                self._runtime = _Runtime(self.settings)
+                # The thread must not reference the engine, so an engine nobody closed can be collected.
+                self._thread = threading.Thread(
+                    target=_run_loop, args=(loop,), name="grader-engine", daemon=True
+                )
+                self._thread.start()
+                self._loop = loop
+            return self._loop
+
+    def _submit(self, samples: Sequence[Sample | str | dict[str, Any]], items: Sequence[Any]) -> Any:
+        loop = self._ensure_loop()
+        return asyncio.run_coroutine_threadsafe(self._grade(samples, items), loop)
+
+    def grade_batch(
+        self, samples: Sequence[Sample | str | dict[str, Any]], items: Sequence[Any]
+    ) -> BatchResult:
+        """Grade ``samples[i]`` against ``items[i]``; blocks. Not callable from the engine's own loop."""
+        if self._thread is not None and threading.current_thread() is self._thread:
+            raise RuntimeError("grade_batch called from the engine's own loop; use agrade_batch")
+        return self._submit(samples, items).result()
+
+    async def agrade_batch(
+        self, samples: Sequence[Sample | str | dict[str, Any]], items: Sequence[Any]
+    ) -> BatchResult:
+        """Async twin of :meth:`grade_batch`, usable from any event loop."""
+        return await asyncio.wrap_future(self._submit(samples, items))
+
+    def grade_one(self, sample: Sample | str | dict[str, Any], item: Any) -> tuple[Outcome, dict[str, float]]:
+        """One sample's full outcome (sub-scores, errors, usage) and timing: what graders/run reports."""
+        loop = self._ensure_loop()
+        fut = asyncio.run_coroutine_threadsafe(self._grade_outcomes([sample], [item]), loop)
+        outcomes, timing = fut.result()
+        return outcomes[0], timing
+
+    async def _grade_outcomes(
+        self, samples: Sequence[Sample | str | dict[str, Any]], items: Sequence[Any]
+    ) -> tuple[list[Outcome], dict[str, float]]:
+        if len(samples) != len(items):
+            raise ValueError(f"{len(samples)} samples but {len(items)} items")
+        assert self._runtime is not None
+        scopes = [
+            {"sample": _as_sample(s).as_dict(), "item": it} for s, it in zip(samples, items, strict=True)
+        ]
+        timing: dict[str, float] = {}
+        outcomes = await self.root.grade(scopes, self._runtime, timing) if scopes else []
+        return outcomes, timing
+
+    async def _grade(
+        self, samples: Sequence[Sample | str | dict[str, Any]], items: Sequence[Any]
+    ) -> BatchResult:
+        outcomes, timing = await self._grade_outcomes(samples, items)
+        errors = dict.fromkeys(ERROR_KEYS, 0)
+        details: list[str] = []
+        usage: dict[str, dict[str, int]] = {}
+        sub_scores: dict[str, list[float]] = {}
+        limit, chars = self.settings.max_error_details, self.settings.max_error_detail_chars
+        for i, o in enumerate(outcomes):
+            for key, detail in o.errors:
+                errors[key] += 1
+                if len(details) < limit:
+                    details.append(f"sample {i}: {key}: {detail}"[:chars])
+            for model_name, counts in o.usage.items():
+                _add_usage(usage, model_name, counts)
+            for key, value in o.sub_scores.items():
+                sub_scores.setdefault(key, []).append(value)
+        return BatchResult(
+            scores=[o.score for o in outcomes],
+            sub_scores=sub_scores,
+            errors=errors,
+            error_details=details,
+            timing=timing,
+            token_usage=usage,
+            sample_errors=[sorted({k for k, _ in o.errors}) for o in outcomes],
+        )
+
+    # --- shutdown --------------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._start_lock:
+            if self._closed:
+                return
+            self._closed = True
+            loop, thread, runtime = self._loop, self._thread, self._runtime
+        if loop is None or thread is None:
+            return
+        if threading.current_thread() is thread:  # collected on its own loop: cannot wait for itself
+            for close in runtime.closers if runtime is not None else []:
+                close()
+            loop.call_soon(loop.stop)
+            return
+        if runtime is not None:
+            asyncio.run_coroutine_threadsafe(runtime.aclose(), loop).result(timeout=60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+    def __enter__(self) -> GraderEngine:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Last resort for engines never closed: the sandboxes die with their parent anyway.
+        if not getattr(self, "_closed", True):
+            try:
+                self.close()
+            except Exception:
+                pass
+
+
+# --------------------------------------------------------------------------------------------------
+# graders/run and "graded correct"
+# --------------------------------------------------------------------------------------------------
+
+
+def run_grader(
+    spec: dict[str, Any], model_sample: str, item: dict[str, Any] | None, settings: GraderSettings
+) -> dict[str, Any]:
+    """One sample, answered as OpenAI's ``POST /fine_tuning/alpha/graders/run`` body."""
+    started = time.perf_counter()
+    with GraderEngine(spec, settings) as engine:
+        outcome, _ = engine.grade_one(Sample.from_text(model_sample), item)
+        normalized = engine.spec
+    errors: dict[str, Any] = {}
+    for key in ERROR_KEYS:
+        hits = [d for k, d in outcome.errors if k == key]
+        errors[key] = bool(hits)
+        if key in DETAIL_KEYS:
+            if key == "python_grader_server_error":
+                errors[DETAIL_KEYS[key]] = "sandbox_unavailable" if hits else None
+            else:
+                errors[DETAIL_KEYS[key]] = (
+                    "\n".join(hits)[: settings.max_error_detail_chars] if hits else None
+                )
+    other_details = [f"{k}: {d}" for k, d in outcome.errors if k not in DETAIL_KEYS]
+    sub = dict(outcome.sub_scores)
+    total = None
+    if outcome.usage:
+        total = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cached_tokens": 0}
+        for counts in outcome.usage.values():
+            for k in total:
+                total[k] += counts.get(k, 0)
+    metadata: dict[str, Any] = {
+        "name": normalized["name"],
+        "type": normalized["type"],
+        "errors": errors,
+        "execution_time": time.perf_counter() - started,
+        "scores": sub or {normalized["name"]: outcome.score},
+        "token_usage": total,
+        "sampled_model_name": outcome.sampled_model,
+    }
+    if other_details:
+        metadata["error_details"] = other_details  # an extension: what went wrong, for the other keys
+    return {
+        "reward": outcome.score,
+        "sub_rewards": sub,
+        "model_grader_token_usage_per_model": outcome.usage,
+        "metadata": metadata,
+    }
+
+
+def pass_threshold(spec: dict[str, Any]) -> float:
+    """The score a sample needs to count as graded correct (rejection sampling, pass rates).
+
+    ``pass_threshold`` when the spec sets one; otherwise the grader's maximum: ``range[1]`` for
+    score_model, 1.0 for everything else (string_check, label_model and multiple_choice are 1/0; a multi
+    formula and a python grader are expected to give 1.0 to a fully correct answer).
+    """
+    if spec.get("pass_threshold") is not None:
+        return float(spec["pass_threshold"])
+    if spec.get("type") == "score_model":
+        return float((spec.get("range") or [0.0, 1.0])[1])
+    return 1.0
+
+
+def passes(spec: dict[str, Any], score: float) -> bool:
+    """Whether ``score`` from grader ``spec`` counts as graded correct (see :func:`pass_threshold`)."""
+    return score >= pass_threshold(spec) - 1e-9

@@ -1,0 +1,242 @@
+"""``score_model`` and ``label_model``: ask an OpenAI-compatible chat endpoint for ``{"result": ...}``.
+
+The endpoint is the deployment's default (``GraderSettings.base_url``) or a per-model override, so a grader
+can use a hosted model or one this service serves. The request asks for structured output (configurable),
+and the answer is parsed leniently: the whole content as JSON, else the last JSON object in it that has a
+``result`` (small local models wrap JSON in prose or code fences).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from typing import Any
+
+import httpx
+
+from trainer.graders.errors import GradingError
+from trainer.graders.settings import GraderSettings
+from trainer.graders.templates import Template
+
+_RETRY_STATUS = {408, 409, 429}
+_MAX_CONTENT = 200_000
+
+
+def _render_part(part: Any, scope: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(part, str):
+        return {"type": "text", "text": Template.parse(part).render(scope)}
+    ptype = part["type"]
+    if ptype in ("input_text", "output_text"):
+        return {"type": "text", "text": Template.parse(part["text"]).render(scope)}
+    if ptype == "input_image":
+        image: dict[str, Any] = {"url": Template.parse(part["image_url"]).render(scope)}
+        if part.get("detail"):
+            image["detail"] = part["detail"]
+        return {"type": "image_url", "image_url": image}
+    return {"type": "input_audio", "input_audio": part["input_audio"]}
+
+
+def render_messages(messages: list[dict[str, Any]], scope: dict[str, Any]) -> list[dict[str, Any]]:
+    """The grader's ``input`` as chat-completions messages, templates filled in."""
+    out = []
+    for msg in messages:
+        content = msg["content"]
+        parts = [_render_part(p, scope) for p in (content if isinstance(content, list) else [content])]
+        if all(p["type"] == "text" for p in parts):
+            rendered: Any = "\n".join(p["text"] for p in parts)
+        else:
+            rendered = parts
+        # "developer" is the newer name of "system"; many OpenAI-compatible servers know only "system".
+        role = "system" if msg["role"] == "developer" else msg["role"]
+        out.append({"role": role, "content": rendered})
+    return out
+
+
+def format_instruction(spec: dict[str, Any]) -> str:
+    if spec["type"] == "label_model":
+        labels = ", ".join(json.dumps(lab) for lab in spec["labels"])
+        return f'Answer with only a JSON object {{"result": <label>}} where <label> is one of: {labels}.'
+    lo, hi = spec["range"]
+    return (
+        'Answer with only a JSON object {"steps": [{"description": ..., "conclusion": ...}], '
+        f'"result": <a number from {lo:g} to {hi:g}>}}.'
+    )
+
+
+def response_format(spec: dict[str, Any], mode: str) -> dict[str, Any] | None:
+    if mode == "none":
+        return None
+    if mode == "json_object":
+        return {"type": "json_object"}
+    if spec["type"] == "label_model":
+        result: dict[str, Any] = {"type": "string", "enum": list(spec["labels"])}
+        schema = {
+            "type": "object",
+            "properties": {"result": result},
+            "required": ["result"],
+            "additionalProperties": False,
+        }
+    else:
+        step = {
+            "type": "object",
+            "properties": {"description": {"type": "string"}, "conclusion": {"type": "string"}},
+            "required": ["description", "conclusion"],
+            "additionalProperties": False,
+        }
+        schema = {
+            "type": "object",
+            "properties": {"steps": {"type": "array", "items": step}, "result": {"type": "number"}},
+            "required": ["steps", "result"],
+            "additionalProperties": False,
+        }
+    return {"type": "json_schema", "json_schema": {"name": "grader_result", "strict": True, "schema": schema}}
+
+
+def build_request(spec: dict[str, Any], scope: dict[str, Any], settings: GraderSettings) -> dict[str, Any]:
+    """The chat-completions body for one sample (raises GradingError on a missing template variable)."""
+    messages = render_messages(spec["input"], scope)
+    if settings.model_format_instruction:
+        instruction = format_instruction(spec)
+        if messages and messages[0]["role"] == "system" and isinstance(messages[0]["content"], str):
+            messages[0] = {"role": "system", "content": messages[0]["content"] + "\n\n" + instruction}
+        else:
+            messages.insert(0, {"role": "system", "content": instruction})
+    body: dict[str, Any] = {"model": spec["model"], "messages": messages}
+    for key, value in (spec.get("sampling_params") or {}).items():
+        if value is not None:
+            body["max_completion_tokens" if key == "max_completions_tokens" else key] = value
+    fmt = response_format(spec, settings.model_response_format)
+    if fmt is not None:
+        body["response_format"] = fmt
+    return body
+
+
+def endpoint_for(model: str, settings: GraderSettings) -> tuple[str, str | None, str]:
+    """(base_url, api_key, model name to send) for a grader's ``model``."""
+    override = settings.models.get(model)
+    if override is not None:
+        return override.base_url, override.api_key, override.model or model
+    if not settings.base_url:
+        raise GradingError(
+            "model_grader_server_error",
+            f"no endpoint is configured for grader model {model!r} (GraderSettings.base_url or models)",
+        )
+    return settings.base_url, settings.api_key, model
+
+
+def _retry_after(resp: httpx.Response, attempt: int) -> float:
+    for header, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            return min(float(resp.headers[header]) * scale, 30.0)
+        except (KeyError, ValueError):
+            continue
+    return 0.5 * 2**attempt
+
+
+async def chat_completion(
+    client: httpx.AsyncClient, spec: dict[str, Any], body: dict[str, Any], settings: GraderSettings
+) -> dict[str, Any]:
+    """POST with retries on 408/409/429/5xx and network errors; returns the decoded response."""
+    base_url, api_key, model = endpoint_for(spec["model"], settings)
+    body = {**body, "model": model}
+    url = base_url.rstrip("/") + "/chat/completions"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    last = ""
+    for attempt in range(settings.model_retries + 1):
+        try:
+            resp = await client.post(url, json=body, headers=headers, timeout=settings.model_timeout_s)
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+            if attempt < settings.model_retries:
+                await asyncio.sleep(0.5 * 2**attempt)
+            continue
+        if resp.status_code == 400 and "response_format" in body:
+            # Servers without structured outputs reject the field: ask again with the prompt only.
+            body = {k: v for k, v in body.items() if k != "response_format"}
+            last = f"HTTP 400: {resp.text[:500]}"
+            continue
+        if resp.status_code in _RETRY_STATUS or resp.status_code >= 500:
+            last = f"HTTP {resp.status_code}: {resp.text[:500]}"
+            if attempt < settings.model_retries:
+                await asyncio.sleep(_retry_after(resp, attempt))
+            continue
+        if resp.status_code >= 400:
+            raise GradingError(
+                "model_grader_server_error", f"HTTP {resp.status_code} from {url}: {resp.text[:500]}"
+            )
+        try:
+            data = resp.json()
+        except ValueError:
+            raise GradingError("model_grader_server_error", f"non-JSON response from {url}") from None
+        if not isinstance(data, dict):
+            raise GradingError("model_grader_server_error", f"unexpected response from {url}")
+        return data
+    raise GradingError(
+        "model_grader_server_error", f"{url} failed after {settings.model_retries + 1} tries: {last}"
+    )
+
+
+def usage_of(data: dict[str, Any]) -> dict[str, int]:
+    usage = data.get("usage") or {}
+    details = usage.get("prompt_tokens_details") or {}
+    prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": int(usage.get("total_tokens") or prompt + completion),
+        "cached_tokens": int(details.get("cached_tokens") or 0),
+    }
+
+
+def find_result(content: str) -> Any:
+    """The ``result`` of the JSON answer in ``content``; raises GradingError(model_grader_parse_error)."""
+    text = content.strip()[:_MAX_CONTENT]
+    try:
+        obj = json.loads(text)
+        if isinstance(obj, dict) and "result" in obj:
+            return obj["result"]
+    except ValueError:
+        pass
+    decoder = json.JSONDecoder()
+    found: Any = None
+    pos = text.find("{")
+    while pos != -1:
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except ValueError:
+            pos = text.find("{", pos + 1)
+            continue
+        if isinstance(obj, dict) and "result" in obj:
+            found = obj  # keep the last one: models restate their final answer at the end
+        pos = text.find("{", end)
+    if found is None:
+        raise GradingError("model_grader_parse_error", f"no JSON object with 'result' in: {text[:300]!r}")
+    return found["result"]
+
+
+def score_from(spec: dict[str, Any], data: dict[str, Any]) -> float:
+    """Turn a chat completion into the grader's score (clamped for score_model, 1/0 for label_model)."""
+    choices = data.get("choices") or []
+    message = (choices[0] or {}).get("message") or {} if choices else {}
+    if message.get("refusal"):
+        raise GradingError("model_grader_refusal_error", str(message["refusal"])[:500])
+    content = message.get("content")
+    if isinstance(content, list):  # content parts
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    if not isinstance(content, str) or not content.strip():
+        raise GradingError("model_grader_parse_error", "the grader model returned no content")
+    result = find_result(content)
+    if spec["type"] == "label_model":
+        if not isinstance(result, str) or result not in spec["labels"]:
+            raise GradingError("model_grader_parse_error", f"label {result!r} is not one of {spec['labels']}")
+        return 1.0 if result in spec["passing_labels"] else 0.0
+    if isinstance(result, str):
+        try:
+            result = float(result.strip())
+        except ValueError:
+            pass
+    if isinstance(result, bool) or not isinstance(result, int | float) or not math.isfinite(result):
+        raise GradingError("model_grader_parse_error", f"result {result!r} is not a number")
+    lo, hi = spec["range"]
+    return min(hi, max(lo, float(result)))
