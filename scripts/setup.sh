@@ -10,9 +10,11 @@ VENV=.venv
 STAMP=$VENV/.openrft-setup
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 
-# System packages: bubblewrap jails python graders; chromium drives the dashboard test.
+# System packages: bubblewrap jails python graders; wordnet-base is the offline WordNet that METEOR graders
+# read (NLTK would download it); chromium drives the dashboard test.
 need_apt=()
 command -v bwrap >/dev/null || need_apt+=(bubblewrap)
+[ -f /usr/share/wordnet/data.noun ] || need_apt+=(wordnet-base)
 # docker-compose validates docker-compose.yml in the tests (no Docker engine is needed for that).
 docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 if [ "${OPENRFT_SKIP_BROWSER:-0}" != 1 ]; then command -v chromium >/dev/null || need_apt+=(chromium); fi
