@@ -48,7 +48,7 @@ def job_object(row: db.Job) -> js.Job:
         metadata=row.metadata_,
         method=row.method,
         suffix=row.suffix,
-        openrft=row.openrft,
+        openrft=(row.resolved_config or {}).get("openrft"),
     )
 
 

@@ -81,7 +81,8 @@ class Job(Base):
     estimated_finish: Mapped[datetime | None] = mapped_column(UTCDateTime())
     trained_tokens: Mapped[int | None] = mapped_column(PK)
     method: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # What the job was validated into: the OpenRFT options with defaults (secrets masked) and the plan.
+    resolved_config: Mapped[dict[str, Any]] = mapped_column(JSONType)
     openrft: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     metadata_: Mapped[dict[str, str] | None] = mapped_column("metadata", JSONType)
     integrations: Mapped[list[Any] | None] = mapped_column(JSONType)

@@ -87,11 +87,12 @@ def create_job(session: Session, principal: Principal, settings: Settings, body:
             param = "method.reinforcement." + exc.param if exc.param else "method.reinforcement.grader"
             raise bad_request(f"Invalid grader: {exc.message}", param=param, code="invalid_grader") from exc
     try:
-        inner["hyperparameters"] = resolve_config(
+        resolved = resolve_config(
             mtype, dict(inner.get("hyperparameters") or {}), dict(body.openrft or {}), base_model=body.model
         )
     except ConfigError as exc:
         raise bad_request(str(exc.message), param=exc.param, code="invalid_hyperparameters") from exc
+    inner["hyperparameters"] = resolved["hyperparameters"]
 
     job = Job(
         id=ids.job_id(),
@@ -103,7 +104,9 @@ def create_job(session: Session, principal: Principal, settings: Settings, body:
         seed=body.seed if body.seed is not None else random.randint(0, 2147483647),
         status="validating_files",
         method=method,
-        hyperparameters=inner["hyperparameters"],
+        # The echo of the options with their defaults (secrets masked); the raw object, which the worker
+        # needs, stays in ``openrft``.
+        resolved_config={"openrft": resolved["openrft"], "plan": resolved["resolved"]},
         openrft=body.openrft,
         metadata_=body.metadata,
         integrations=body.integrations,
