@@ -1,0 +1,77 @@
+"""The graders endpoints through the official `openai` SDK (its transport is the app's test client)."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.app.conftest import assert_error
+
+
+@pytest.fixture
+def sdk(client, key) -> OpenAI:
+    return OpenAI(base_url="http://testserver/v1", api_key=key, http_client=client, max_retries=0)
+
+
+STRING_CHECK = {"type": "string_check", "name": "exact", "input": "{{ sample.output_text }}", "reference": "{{ item.answer }}", "operation": "eq"}
+
+
+def test_run_string_check_through_the_sdk(sdk):
+    hit = sdk.fine_tuning.alpha.graders.run(grader=STRING_CHECK, model_sample="42", item={"answer": "42"})
+    assert hit.reward == 1.0
+    assert hit.metadata.name == "exact" and hit.metadata.type == "string_check"
+    assert hit.metadata.errors.invalid_variable_error is False
+    miss = sdk.fine_tuning.alpha.graders.run(grader=STRING_CHECK, model_sample="41", item={"answer": "42"})
+    assert miss.reward == 0.0
+
+
+def test_run_multi_reports_sub_rewards(sdk):
+    grader = {
+        "type": "multi",
+        "name": "combo",
+        "graders": {
+            "exact": STRING_CHECK,
+            "fuzzy": {"type": "text_similarity", "name": "fuzzy", "input": "{{ sample.output_text }}", "reference": "{{ item.answer }}", "evaluation_metric": "fuzzy_match"},
+        },
+        "calculate_output": "0.5 * exact + 0.5 * fuzzy",
+    }
+    result = sdk.fine_tuning.alpha.graders.run(grader=grader, model_sample="42", item={"answer": "42"})
+    assert result.reward == pytest.approx(1.0)
+    assert set(result.sub_rewards) == {"exact", "fuzzy"}
+
+
+def test_missing_template_variable_scores_zero_and_is_reported(sdk):
+    result = sdk.fine_tuning.alpha.graders.run(grader=STRING_CHECK, model_sample="42", item={"other": 1})
+    assert result.reward == 0.0
+    assert result.metadata.errors.invalid_variable_error is True
+
+
+def test_older_reference_answer_field_is_accepted(client, auth):
+    grader = {**STRING_CHECK, "reference": "{{ item.reference_answer }}"}
+    resp = client.post("/v1/fine_tuning/alpha/graders/run", headers=auth, json={"grader": grader, "model_sample": "yes", "reference_answer": "yes"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["reward"] == 1.0
+
+
+def test_validate_normalizes_and_rejects(sdk, client, auth):
+    ok = sdk.fine_tuning.alpha.graders.validate(grader={**STRING_CHECK, "operation": "neq"})
+    assert ok.grader.operation in ("ne", "neq")
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.fine_tuning.alpha.graders.validate(grader={**STRING_CHECK, "operation": "contains"})
+    assert info.value.body["param"].startswith("grader")
+    err = assert_error(
+        client.post("/v1/fine_tuning/alpha/graders/validate", headers=auth, json={"grader": {"type": "multi", "name": "m", "graders": {"a": STRING_CHECK}, "calculate_output": "a +"}}),
+        400,
+    )
+    assert err["param"].startswith("grader")
+
+
+def test_python_grader_runs_sandboxed_not_in_the_api(sdk):
+    source = "import os\ndef grade(sample, item):\n    return float(os.getpid() != %d)\n" % __import__("os").getpid()
+    result = sdk.fine_tuning.alpha.graders.run(grader={"type": "python", "name": "py", "source": source}, model_sample="x", item={})
+    assert result.reward == 1.0
+
+
+def test_graders_need_auth(client):
+    assert_error(client.post("/v1/fine_tuning/alpha/graders/validate", json={"grader": STRING_CHECK}), 401)
