@@ -14,7 +14,13 @@ def sdk(client, key) -> OpenAI:
     return OpenAI(base_url="http://testserver/v1", api_key=key, http_client=client, max_retries=0)
 
 
-STRING_CHECK = {"type": "string_check", "name": "exact", "input": "{{ sample.output_text }}", "reference": "{{ item.answer }}", "operation": "eq"}
+STRING_CHECK = {
+    "type": "string_check",
+    "name": "exact",
+    "input": "{{ sample.output_text }}",
+    "reference": "{{ item.answer }}",
+    "operation": "eq",
+}
 
 
 def test_run_string_check_through_the_sdk(sdk):
@@ -32,7 +38,13 @@ def test_run_multi_reports_sub_rewards(sdk):
         "name": "combo",
         "graders": {
             "exact": STRING_CHECK,
-            "fuzzy": {"type": "text_similarity", "name": "fuzzy", "input": "{{ sample.output_text }}", "reference": "{{ item.answer }}", "evaluation_metric": "fuzzy_match"},
+            "fuzzy": {
+                "type": "text_similarity",
+                "name": "fuzzy",
+                "input": "{{ sample.output_text }}",
+                "reference": "{{ item.answer }}",
+                "evaluation_metric": "fuzzy_match",
+            },
         },
         "calculate_output": "0.5 * exact + 0.5 * fuzzy",
     }
@@ -49,7 +61,11 @@ def test_missing_template_variable_scores_zero_and_is_reported(sdk):
 
 def test_older_reference_answer_field_is_accepted(client, auth):
     grader = {**STRING_CHECK, "reference": "{{ item.reference_answer }}"}
-    resp = client.post("/v1/fine_tuning/alpha/graders/run", headers=auth, json={"grader": grader, "model_sample": "yes", "reference_answer": "yes"})
+    resp = client.post(
+        "/v1/fine_tuning/alpha/graders/run",
+        headers=auth,
+        json={"grader": grader, "model_sample": "yes", "reference_answer": "yes"},
+    )
     assert resp.status_code == 200, resp.text
     assert resp.json()["reward"] == 1.0
 
@@ -61,15 +77,31 @@ def test_validate_normalizes_and_rejects(sdk, client, auth):
         sdk.fine_tuning.alpha.graders.validate(grader={**STRING_CHECK, "operation": "contains"})
     assert info.value.body["param"].startswith("grader")
     err = assert_error(
-        client.post("/v1/fine_tuning/alpha/graders/validate", headers=auth, json={"grader": {"type": "multi", "name": "m", "graders": {"a": STRING_CHECK}, "calculate_output": "a +"}}),
+        client.post(
+            "/v1/fine_tuning/alpha/graders/validate",
+            headers=auth,
+            json={
+                "grader": {
+                    "type": "multi",
+                    "name": "m",
+                    "graders": {"a": STRING_CHECK},
+                    "calculate_output": "a +",
+                }
+            },
+        ),
         400,
     )
     assert err["param"].startswith("grader")
 
 
-def test_python_grader_runs_sandboxed_not_in_the_api(sdk):
-    source = "import os\ndef grade(sample, item):\n    return float(os.getpid() != %d)\n" % __import__("os").getpid()
-    result = sdk.fine_tuning.alpha.graders.run(grader={"type": "python", "name": "py", "source": source}, model_sample="x", item={})
+def test_python_grader_runs_jailed_away_from_the_service_data(sdk, app_settings):
+    # The API process can see OPENRFT_HOME (its database and uploads); the grader's jail must not.
+    home = str(app_settings.home)
+    assert __import__("os").path.isdir(home)
+    source = f"import os\ndef grade(sample, item):\n    return 0.0 if os.path.exists({home!r}) else 1.0\n"
+    result = sdk.fine_tuning.alpha.graders.run(
+        grader={"type": "python", "name": "py", "source": source}, model_sample="x", item={}
+    )
     assert result.reward == 1.0
 
 
