@@ -15,8 +15,8 @@ from typing import Union
 
 FUNCTIONS: dict[str, tuple[Callable[..., float], int | None]] = {
     # name: (implementation, arity; None = one or more)
-    "min": (min, None),
-    "max": (max, None),
+    "min": (lambda *xs: min(xs), None),
+    "max": (lambda *xs: max(xs), None),
     "abs": (abs, 1),
     "floor": (lambda x: float(math.floor(x)), 1),
     "ceil": (lambda x: float(math.ceil(x)), 1),

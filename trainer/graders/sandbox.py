@@ -108,6 +108,9 @@ def bwrap_argv(settings: GraderSettings, bwrap: str, seccomp_fd: int | None) -> 
     }
     for key, value in env.items():
         argv += ["--setenv", key, value]
+    # The private /tmp first: read-only binds that live under the host's /tmp are mounted on top of it.
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    argv += ["--size", str(settings.sandbox_tmp_mb << 20), "--tmpfs", "/tmp"]
     argv += ["--ro-bind", "/usr", "/usr"]
     for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         host = Path("/") / top
@@ -126,8 +129,6 @@ def bwrap_argv(settings: GraderSettings, bwrap: str, seccomp_fd: int | None) -> 
     if Path("/etc/ld.so.cache").is_file():  # the dynamic loader's cache; /etc itself stays hidden
         argv += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     argv += ["--ro-bind", str(RUNNER), RUNNER_IN_JAIL]
-    argv += ["--proc", "/proc", "--dev", "/dev"]
-    argv += ["--size", str(settings.sandbox_tmp_mb << 20), "--tmpfs", "/tmp"]
     # Hidden paths under a bound directory are covered by an empty tmpfs (dirs) or /dev/null (files).
     for hidden in settings.hidden_paths:
         path = Path(hidden).expanduser().resolve()
@@ -146,6 +147,13 @@ def bwrap_argv(settings: GraderSettings, bwrap: str, seccomp_fd: int | None) -> 
     }
     argv += ["--", sys.executable, "-I", "-B", RUNNER_IN_JAIL, json.dumps(limits)]
     return argv
+
+
+def _drain_until_eof(fd: int, deadline: float) -> None:
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready and not os.read(fd, 1 << 16):
+            return
 
 
 class _ProtocolError(Exception):
@@ -213,6 +221,10 @@ class PythonSandbox:
                 except ProcessLookupError:
                     pass
             proc.wait()
+            # The jailed processes die with bwrap, asynchronously; the runner holds the write end of our
+            # stdout pipe (and cannot have passed it on: no forks), so EOF there means it is gone.
+            if proc.stdout is not None:
+                _drain_until_eof(proc.stdout.fileno(), deadline=time.monotonic() + 5)
             for stream in (proc.stdin, proc.stdout):
                 if stream is not None:
                     stream.close()
@@ -275,9 +287,9 @@ class PythonSandbox:
         status = ""
         if proc is not None:
             try:
-                rc = proc.wait(timeout=2)
+                rc = proc.wait(timeout=0.5)  # after EOF bwrap exits right away; alive means a bad frame
             except subprocess.TimeoutExpired:
-                rc = None
+                return fallback
             if rc is not None:
                 # bwrap reports a signalled child as 128 + signal.
                 sig = rc - 128 if rc > 128 else (-rc if rc < 0 else 0)

@@ -194,7 +194,8 @@ def _sampling_params(value: Any, param: str) -> None:
             raise GraderValidationError(f"{param}.{key}", "must be an integer")
         elif want is str and not isinstance(val, str):
             raise GraderValidationError(f"{param}.{key}", "must be a string")
-    if (value.get("max_completions_tokens") or 1) < 1:
+    max_tokens = value.get("max_completions_tokens")
+    if max_tokens is not None and max_tokens < 1:
         raise GraderValidationError(f"{param}.max_completions_tokens", "must be at least 1")
 
 
