@@ -1,0 +1,47 @@
+"""Where the client finds its API key and base URL: arguments, then the environment, then the key file that
+``openrft serve`` writes on its first start (``$OPENRFT_HOME/api_key``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from openrft._exceptions import OpenRFTError
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+API_KEY_ENV = "OPENRFT_API_KEY"
+BASE_URL_ENV = "OPENRFT_BASE_URL"
+HOME_ENV = "OPENRFT_HOME"
+
+
+def home_dir() -> Path:
+    return Path(os.environ.get(HOME_ENV) or "~/.openrft").expanduser()
+
+
+def key_file() -> Path:
+    return home_dir() / "api_key"
+
+
+def _read_key_file(path: Path) -> str | None:
+    try:
+        key = path.read_text().strip()
+    except OSError:
+        return None
+    return key or None
+
+
+def resolve_api_key(api_key: str | None) -> str:
+    key = api_key or os.environ.get(API_KEY_ENV) or _read_key_file(key_file())
+    if not key:
+        raise OpenRFTError(
+            f"No API key: pass api_key=..., set {API_KEY_ENV}, or start the embedded service once "
+            f"(`openrft serve` writes one to {key_file()})."
+        )
+    return key
+
+
+def resolve_base_url(base_url: str | None) -> str:
+    url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise OpenRFTError(f"The base URL must start with http:// or https://, got {url!r}.")
+    return url
