@@ -8,6 +8,7 @@ is usable is asked of a short-lived child process.
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -72,6 +73,8 @@ class CpuBackend:
             self.dtype,
             "--reasoning-parser",
             self.reasoning_parser,
+            "--parent-pid",
+            str(os.getpid()),
         ]
         if self.max_model_len:
             argv += ["--max-model-len", str(self.max_model_len)]

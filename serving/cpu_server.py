@@ -547,6 +547,26 @@ def build_server(args: argparse.Namespace) -> EngineServer:
     return server
 
 
+def watch_parent(pid: int, interval: float = 2.0) -> None:
+    """Stop this server when the process that started it is gone (no orphaned engines after a crash)."""
+    import signal
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                log.warning("parent process %d is gone; shutting down", pid)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            except PermissionError:  # exists, owned by someone else
+                continue
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m serving.cpu_server", description=__doc__.split("\n")[0])
     p.add_argument("--base-model-source", required=True, help="Local dir, HF id, or gguf:<package>/<file>.")
@@ -563,6 +583,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reasoning-parser", default="think", choices=["think", "none"])
     p.add_argument("--lora-modules", nargs="*", help="Adapters to load at start, as name=path.")
     p.add_argument("--log-level", default="info")
+    p.add_argument("--parent-pid", type=int, default=None, help="Exit when this process is gone.")
     return p.parse_args(argv)
 
 
@@ -574,6 +595,8 @@ def main(argv: list[str] | None = None) -> None:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.parent_pid:
+        watch_parent(args.parent_pid)
     server = build_server(args)
     log.info("serving %s (%s) on %s:%d", args.served_model_name, server.model_root, args.host, args.port)
     try:

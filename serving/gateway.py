@@ -5,6 +5,8 @@ tests (the real route adds auth, the caller's organization and the request id).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
@@ -28,7 +30,19 @@ def error_response(exc: ServingError) -> JSONResponse:
     return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=exc.headers)
 
 
-def create_gateway_app(service: ServingService, *, lookup: ModelLookup | None = None) -> Starlette:
+def create_gateway_app(
+    service: ServingService, *, lookup: ModelLookup | None = None, close_on_shutdown: bool = True
+) -> Starlette:
+    """The app; on shutdown it closes ``service`` (stopping its engines) on the loop that used it."""
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if close_on_shutdown:
+                await service.close()
+
     async def forward(request: Request) -> Response:
         try:
             body: Any = await request.json()
@@ -50,8 +64,9 @@ def create_gateway_app(service: ServingService, *, lookup: ModelLookup | None = 
         return to_response(result)
 
     return Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/v1/chat/completions", forward, methods=["POST"]),
             Route("/v1/completions", forward, methods=["POST"]),
-        ]
+        ],
     )
