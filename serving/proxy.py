@@ -1,7 +1,8 @@
 """Forward OpenAI requests to the engine that serves the model, streaming SSE through as it arrives.
 
 The public model id (``ft:…``) is rewritten to the engine's adapter name on the way in, and back in the
-``"model"`` field of every response body or SSE event on the way out. Streams are relayed chunk by chunk
+``"model"`` field of every response body or SSE event on the way out; vLLM's ``reasoning`` key becomes
+``reasoning_content`` as the CPU engine writes it, so both backends answer alike. Streams are relayed chunk by chunk
 (complete lines only, so a rewrite never straddles a chunk boundary); nothing is buffered beyond a line.
 Engine errors become OpenAI-shaped :class:`~serving.errors.ServingError` s.
 """
@@ -48,6 +49,10 @@ class ProxyStream:
 
 Rewrite = Callable[[bytes], bytes]
 
+# vLLM >= 0.11 names the reasoning field "reasoning"; this API (and the CPU engine, and older vLLM) says
+# "reasoning_content". Inside a JSON string a quote is always escaped, so this matches keys only.
+_REASONING_KEY = re.compile(rb'([{,]\s*)"reasoning"(\s*:)')
+
 
 def model_rewriter(engine_model: str, public_model: str) -> Rewrite | None:
     """A bytes -> bytes function replacing ``"model":"<engine_model>"`` by the public id (None if equal)."""
@@ -56,6 +61,18 @@ def model_rewriter(engine_model: str, public_model: str) -> Rewrite | None:
     pattern = re.compile(rb'("model"\s*:\s*)"' + re.escape(json.dumps(engine_model)[1:-1].encode()) + rb'"')
     replacement = json.dumps(public_model).encode()
     return lambda data: pattern.sub(lambda m: m.group(1) + replacement, data)
+
+
+def response_rewriter(engine_model: str, public_model: str) -> Rewrite:
+    """Everything the proxy changes in an engine's JSON or SSE bytes: the model id and the reasoning key."""
+    model = model_rewriter(engine_model, public_model)
+
+    def rewrite(data: bytes) -> bytes:
+        if b'"reasoning"' in data:
+            data = _REASONING_KEY.sub(rb'\1"reasoning_content"\2', data)
+        return model(data) if model else data
+
+    return rewrite
 
 
 def _sse_error(error: ServingError) -> bytes:
@@ -119,7 +136,7 @@ class EngineProxy:
             finally:
                 await response.aclose()
             raise upstream_error(response)
-        rewrite = model_rewriter(engine_model, public_model)
+        rewrite = response_rewriter(engine_model, public_model)
         if "text/event-stream" in response.headers.get("content-type", "") or body.get("stream"):
             return ProxyStream(self._relay(response, rewrite))
         try:
@@ -128,22 +145,19 @@ class EngineProxy:
             raise EngineUnavailableError(f"The inference engine dropped the connection: {exc!r}") from exc
         finally:
             await response.aclose()
-        return ProxyResponse(response.status_code, rewrite(data) if rewrite else data)
+        return ProxyResponse(response.status_code, rewrite(data))
 
-    async def _relay(self, response: httpx.Response, rewrite: Rewrite | None) -> AsyncIterator[bytes]:
+    async def _relay(self, response: httpx.Response, rewrite: Rewrite) -> AsyncIterator[bytes]:
         pending = b""
         try:
             async for chunk in response.aiter_bytes():
-                if rewrite is None:
-                    yield chunk
-                    continue
                 pending += chunk
                 cut = pending.rfind(b"\n") + 1
                 if cut:
                     out, pending = pending[:cut], pending[cut:]
                     yield rewrite(out)
             if pending:
-                yield rewrite(pending) if rewrite else pending
+                yield rewrite(pending)
         except httpx.HTTPError as exc:
             log.warning("engine stream broke: %r", exc)
             yield _sse_error(EngineUnavailableError(f"The inference engine dropped the stream: {exc!r}"))

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from serving.errors import EngineUnavailableError, UpstreamError
-from serving.proxy import EngineProxy, ProxyResponse, ProxyStream, model_rewriter
+from serving.proxy import EngineProxy, ProxyResponse, ProxyStream, model_rewriter, response_rewriter
 from serving.supervisor import free_port
 from tests.serving.fake_vllm import FakeState, create_fake_vllm
 from tests.serving.helpers import ThreadedServer
@@ -38,6 +38,17 @@ def test_rewriter_only_touches_the_model_field() -> None:
         == b'{"model":"' + PUBLIC.encode() + b'","x":"lora-demo-123"}\n{"model" : "' + PUBLIC.encode() + b'"}'
     )
     assert model_rewriter("same", "same") is None
+
+
+def test_reasoning_key_is_renamed_but_text_is_not() -> None:
+    rewrite = response_rewriter("m", "m")
+    data = b'{"delta":{"reasoning":"say \\"reasoning\\": x","content":null}, "reasoning" : "y"}'
+    out = rewrite(data)
+    assert (
+        out
+        == b'{"delta":{"reasoning_content":"say \\"reasoning\\": x","content":null}, "reasoning_content" : "y"}'
+    )
+    assert json.loads(out)["delta"]["reasoning_content"] == 'say "reasoning": x'
 
 
 def test_plain_request_rewrites_model_both_ways(fake: tuple[FakeState, str]) -> None:
