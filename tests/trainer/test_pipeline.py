@@ -1,0 +1,201 @@
+"""run_job end to end on the tiny model: supervised, reinforcement, pause/resume, cancel, resume after a kill."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+from tests.trainer.conftest import LIKE_GRADER, RecordingSink, ScriptedControl
+from trainer import JobSpec, TrainerError, run_job
+
+
+def _lora_weights(adapter_dir: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(str(adapter_dir / "adapter_model.safetensors"))
+
+
+def rft_spec(model: Path, files: tuple[Path, Path], **openrft: Any) -> JobSpec:
+    ext: dict[str, Any] = {"rl": {"max_steps": 4}, "sft": {"n_epochs": 1}}
+    ext.update(openrft)
+    return JobSpec(
+        job_id="ftjob-test",
+        method="reinforcement",
+        base_model="tiny",
+        model_source=str(model),
+        training_file=files[0],
+        validation_file=files[1],
+        grader=LIKE_GRADER,
+        hyperparameters={"eval_interval": 2, "reasoning_effort": "low"},
+        openrft=ext,
+        seed=7,
+    )
+
+
+def test_supervised_trains_lora(tiny_model: Path, sft_files: tuple[Path, Path], tmp_path: Path) -> None:
+    sink = RecordingSink()
+    spec = JobSpec(
+        job_id="ftjob-sup",
+        method="supervised",
+        base_model="tiny",
+        model_source=str(tiny_model),
+        training_file=sft_files[0],
+        validation_file=sft_files[1],
+        hyperparameters={"n_epochs": 2, "batch_size": 4},
+    )
+    res = run_job(spec, sink, ScriptedControl(), tmp_path / "work")
+    assert res.status == "succeeded" and res.model_dir is not None and res.result_file is not None
+    steps = sink.steps()
+    assert [d["step"] for d in steps] == [1, 2, 3, 4, 5, 6] and steps[-1]["total_steps"] == 6
+    assert steps[-1]["valid_loss"] > 0
+    # LoRA B matrices start at zero: any non-zero one proves the adapter was trained.
+    weights = _lora_weights(res.model_dir)
+    assert any(float(w.abs().sum()) > 0 for k, w in weights.items() if "lora_B" in k)
+    with open(res.result_file) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and rows[0]["train_loss"]
+    assert res.trained_tokens > 0
+
+
+def test_reinforcement_end_to_end(tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path) -> None:
+    sink = RecordingSink()
+    res = run_job(rft_spec(tiny_model, rft_files), sink, ScriptedControl(), tmp_path / "work")
+    assert res.status == "succeeded" and res.model_dir is not None
+    sft = sink.steps("sft")
+    rl = sink.steps("rl")
+    assert len(sft) == 3 and len(rl) == 4
+    assert rl[-1]["step"] == rl[-1]["total_steps"] == 7
+    for d in rl:
+        assert d["policy_lag"] == 0  # synchronous mode: rollouts come from the weights just updated
+        assert 0.0 <= d["frac_reward_zero_std"] <= 1.0
+        assert d["timing"]["step"]["sampling"] > 0 and "train_mean_reward" in d
+    assert sink.steps("baseline")[0]["step"] == 0
+    saved = [s for s, _, _ in sink.of("checkpoint_saved")]
+    assert saved == [3, 5, 7]  # end of SFT, then every eval_interval RL steps and the last
+    assert all("full_valid_mean_reward" in m for _, _, m in sink.of("checkpoint_saved"))
+    assert sink.of("estimate")
+    assert any(
+        "Synthesis:" in d.get("stage", "") or d.get("stage") == "synthesis" for d in sink.of("metrics")
+    )
+    final = _lora_weights(res.model_dir)
+    assert any(float(w.abs().sum()) > 0 for k, w in final.items() if "lora_B" in k)
+    assert (tmp_path / "work" / "final" / "adapter" / "adapter_config.json").is_file()
+
+
+def test_keep_best_three(tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path) -> None:
+    sink = RecordingSink()
+    spec = rft_spec(tiny_model, rft_files, sft={"enabled": False}).model_copy(
+        update={"hyperparameters": {"eval_interval": 1, "reasoning_effort": "low"}}
+    )
+    res = run_job(spec, sink, ScriptedControl(), tmp_path / "work")
+    assert [s for s, _, _ in sink.of("checkpoint_saved")] == [1, 2, 3, 4]
+    assert len(sink.of("checkpoint_removed")) == 1
+    kept = sorted(p.name for p in (tmp_path / "work" / "checkpoints").iterdir() if not p.name.startswith("."))
+    assert len(kept) == 3 and len(res.checkpoints) == 3
+
+
+def test_pause_then_resume_continues_at_same_step(
+    tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    spec = rft_spec(tiny_model, rft_files)
+    # Reference run without interruption.
+    ref = RecordingSink()
+    run_job(spec, ref, ScriptedControl(), tmp_path / "ref")
+    # Same job paused right after step 5 (RL step 2), then resumed from the snapshot.
+    sink, ctl = RecordingSink(), ScriptedControl()
+    sink.on_metrics = lambda d: setattr(ctl, "request", "pause") if d.get("step") == 5 else None
+    res = run_job(spec, sink, ctl, tmp_path / "work")
+    assert res.status == "paused" and res.snapshot_dir is not None
+    assert (res.snapshot_dir / "trainer" / "optimizer.pt").is_file()
+    assert any("Paused at step 5" in m for m in sink.messages())
+    sink2 = RecordingSink()
+    res2 = run_job(
+        spec.model_copy(update={"resume_from": res.snapshot_dir}), sink2, ScriptedControl(), tmp_path / "work"
+    )
+    assert res2.status == "succeeded" and res2.result_file is not None
+    assert [d["step"] for d in sink2.steps("rl")] == [6, 7]
+    # Same data order, RNG and optimizer state: the resumed steps match the uninterrupted run.
+    want = {d["step"]: d for d in ref.steps("rl")}
+    for d in sink2.steps("rl"):
+        assert d["train_loss"] == pytest.approx(want[d["step"]]["train_loss"], abs=1e-6)
+        assert d["train_mean_reward"] == want[d["step"]]["train_mean_reward"]
+    with open(res2.result_file) as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == list(range(0, 8))
+
+
+def test_cancel_stops_within_a_step(tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path) -> None:
+    sink, ctl = RecordingSink(), ScriptedControl()
+    sink.on_metrics = lambda d: setattr(ctl, "request", "cancel") if d.get("step") == 4 else None
+    res = run_job(rft_spec(tiny_model, rft_files), sink, ctl, tmp_path / "work")
+    assert res.status == "cancelled"
+    assert max(d["step"] for d in sink.steps()) == 4
+    leftovers = [p for p in (tmp_path / "work").rglob(".tmp-*")]
+    assert leftovers == []
+
+
+def test_cancel_during_generation_is_prompt(
+    tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A cancel that arrives mid-generation stops at the next token (the forward hook / stopping criteria)."""
+    sink = RecordingSink()
+
+    class CancelAfterPolls(ScriptedControl):
+        def poll(self) -> Literal["cancel", "pause"] | None:
+            self.polls += 1
+            return "cancel" if self.polls > 30 else None
+
+    ctl = CancelAfterPolls()
+    res = run_job(rft_spec(tiny_model, rft_files, sft={"enabled": False}), sink, ctl, tmp_path / "work")
+    assert res.status == "cancelled"
+    assert ctl.polls == 31  # nothing ran after the poll that said cancel
+
+
+def test_killed_worker_resumes_from_last_checkpoint(
+    tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    spec = rft_spec(tiny_model, rft_files)
+    sink, ctl = RecordingSink(), ScriptedControl()
+
+    class Killed(Exception):
+        pass
+
+    def kill(d: dict) -> None:
+        if d.get("step") == 6:
+            raise Killed  # the worker dies between checkpoints (last one: step 5)
+
+    sink.on_metrics = kill
+    with pytest.raises(Killed):
+        run_job(spec, sink, ctl, tmp_path / "work")
+    sink2 = RecordingSink()
+    res = run_job(spec, sink2, ScriptedControl(), tmp_path / "work")
+    assert res.status == "succeeded"
+    assert [d["step"] for d in sink2.steps("rl")] == [6, 7]
+    assert any("Resuming at step 5" in m for m in sink2.messages())
+
+
+def test_bad_inputs_raise_trainer_error(
+    tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    spec = rft_spec(tiny_model, rft_files).model_copy(update={"hyperparameters": {"n_epochs": 0}})
+    with pytest.raises(TrainerError) as err:
+        run_job(spec, RecordingSink(), ScriptedControl(), tmp_path / "a")
+    assert err.value.param == "method.reinforcement.hyperparameters.n_epochs"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": []}\nnot json\n')
+    spec = rft_spec(tiny_model, (bad, rft_files[1]))
+    with pytest.raises(TrainerError) as err:
+        run_job(spec, RecordingSink(), ScriptedControl(), tmp_path / "b")
+    assert (
+        err.value.code == "invalid_training_file"
+        and "line 1" in err.value.message
+        and "line 2" in err.value.message
+    )
+    spec = rft_spec(tmp_path / "nowhere", rft_files)
+    with pytest.raises(TrainerError) as err:
+        run_job(spec, RecordingSink(), ScriptedControl(), tmp_path / "c")
+    assert err.value.param == "model" and "Available here" in err.value.message
+    shutil.rmtree(tmp_path / "a", ignore_errors=True)

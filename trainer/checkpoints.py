@@ -1,0 +1,96 @@
+"""Checkpoints: an adapter directory per evaluated step, the best few kept, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trainer.interface import CheckpointInfo, EventSink
+
+
+def atomic_dir(target: Path, write: Callable[[Path], object]) -> Path:
+    """Run ``write(tmp)`` in a temporary sibling directory, then rename it to ``target`` (replacing it)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        write(tmp)
+        if target.exists():
+            old = target.with_name(f".old-{target.name}-{os.getpid()}")
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def rank_key(metrics: dict[str, Any], step: int) -> tuple[float, int]:
+    """Higher is better: validation reward, else minus validation loss, else the newest step."""
+    if metrics.get("full_valid_mean_reward") is not None:
+        return (float(metrics["full_valid_mean_reward"]), step)
+    if metrics.get("valid_loss") is not None:
+        return (-float(metrics["valid_loss"]), step)
+    return (0.0, step)
+
+
+class CheckpointManager:
+    def __init__(self, root: Path, sink: EventSink, *, keep: int = 3) -> None:
+        self.root = root
+        self.sink = sink
+        self.keep = keep
+        self.kept: list[CheckpointInfo] = []
+
+    def save(
+        self, step: int, save_adapter: Callable[[Path], None], metrics: dict[str, Any]
+    ) -> CheckpointInfo:
+        def write(tmp: Path) -> None:
+            save_adapter(tmp)
+            (tmp / "openrft_metrics.json").write_text(json.dumps({"step": step, **metrics}, indent=1))
+
+        path = atomic_dir(self.root / f"step-{step}", write)
+        info = CheckpointInfo(step=step, path=path, metrics=dict(metrics))
+        self.kept = [c for c in self.kept if c.step != step] + [info]
+        self.sink.checkpoint_saved(step, path, dict(metrics))
+        self._prune()
+        return info
+
+    def _prune(self) -> None:
+        ranked = sorted(self.kept, key=lambda c: rank_key(c.metrics, c.step), reverse=True)
+        for c in ranked[self.keep :]:
+            shutil.rmtree(c.path, ignore_errors=True)
+            self.sink.checkpoint_removed(c.step)
+        self.kept = sorted(ranked[: self.keep], key=lambda c: c.step)
+
+    def best(self) -> CheckpointInfo | None:
+        if not self.kept:
+            return None
+        return max(self.kept, key=lambda c: rank_key(c.metrics, c.step))
+
+    def to_state(self) -> list[dict[str, Any]]:
+        return [{"step": c.step, "path": str(c.path), "metrics": c.metrics} for c in self.kept]
+
+    def load_state(self, items: list[dict[str, Any]]) -> None:
+        self.kept = [
+            CheckpointInfo(step=int(c["step"]), path=Path(c["path"]), metrics=dict(c["metrics"]))
+            for c in items
+            if Path(c["path"]).is_dir()
+        ]

@@ -1,0 +1,245 @@
+"""The RL stage: TRL's GRPOTrainer with LoRA, reward = the job's grader (+ alpha x process reward).
+
+What this adds to TRL: the grader reward with per-step statistics (zero-signal groups, grader errors, grading
+time), rollout timing, and policy freshness: every rollout batch is tagged with the version of the weights it
+was sampled from, and ``policy_lag`` = (updates applied when the batch is trained on) - (that version).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from trainer.lora import trainable_fingerprint
+
+if TYPE_CHECKING:
+    from trainer.grading import Grader
+    from trainer.prm import ProcessReward
+
+
+@dataclass
+class StepStats:
+    """What the reward function and the rollout hook saw during one optimizer step."""
+
+    rewards: list[float] = field(default_factory=list)
+    outcome: list[float] = field(default_factory=list)
+    process: list[float] = field(default_factory=list)
+    groups: int = 0
+    zero_std_groups: int = 0
+    grader_errors: dict[str, int] = field(default_factory=dict)
+    grading_s: float = 0.0
+    sampling_s: float = 0.0
+    prm_s: float = 0.0
+    completion_tokens: list[int] = field(default_factory=list)
+    rollout_versions: list[int] = field(default_factory=list)
+    policy_lags: list[int] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        mean = statistics.fmean
+        return {
+            "train_mean_reward": mean(self.rewards) if self.rewards else None,
+            "train_outcome_reward": mean(self.outcome) if self.outcome else None,
+            "train_process_reward": mean(self.process) if self.process else None,
+            "frac_reward_zero_std": self.zero_std_groups / self.groups if self.groups else None,
+            "grader_error_counts": dict(self.grader_errors),
+            "grading_s": self.grading_s + self.prm_s,
+            "sampling_s": self.sampling_s,
+            "completion_tokens_mean": mean(self.completion_tokens) if self.completion_tokens else None,
+            "policy_lag": max(self.policy_lags) if self.policy_lags else None,
+            "rollout_version": max(self.rollout_versions) if self.rollout_versions else None,
+        }
+
+
+class StatsBox:
+    """Shared between the reward function and the trainer; the pipeline pops one StepStats per step."""
+
+    def __init__(self) -> None:
+        self.current = StepStats()
+
+    def pop(self) -> StepStats:
+        out, self.current = self.current, StepStats()
+        return out
+
+
+class GraderReward:
+    """A TRL reward function: ``(prompts, completions, **columns) -> rewards``, one per completion."""
+
+    __name__ = "grader"
+
+    def __init__(
+        self,
+        grader: Grader,
+        box: StatsBox,
+        *,
+        num_generations: int,
+        prm: ProcessReward | None = None,
+        alpha: float = 1.0,
+    ) -> None:
+        self.grader = grader
+        self.box = box
+        self.num_generations = num_generations
+        self.prm = prm
+        self.alpha = alpha
+
+    def __call__(self, prompts: list[Any], completions: list[Any], **columns: Any) -> list[float]:
+        texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
+        items = [json.loads(s) for s in columns["item_json"]]
+        grades = self.grader.grade(texts, items)
+        outcome = grades.scores
+        st = self.box.current
+        st.grading_s += grades.seconds
+        for k, v in grades.errors.items():
+            st.grader_errors[k] = st.grader_errors.get(k, 0) + v
+        rewards = list(outcome)
+        if self.prm is not None:
+            t0 = time.perf_counter()
+            process = self.prm.score(prompts, texts)
+            st.prm_s += time.perf_counter() - t0
+            rewards = [self.alpha * o + (1 - self.alpha) * p for o, p in zip(outcome, process, strict=True)]
+            st.process.extend(process)
+        st.outcome.extend(outcome)
+        st.rewards.extend(rewards)
+        # TRL orders completions group by group (num_generations consecutive completions per prompt).
+        g = self.num_generations
+        for i in range(0, len(rewards) - g + 1, g):
+            group = rewards[i : i + g]
+            st.groups += 1
+            st.zero_std_groups += int(max(group) - min(group) < 1e-9)
+        return rewards
+
+
+class PolicyVersions:
+    """Maps weight fingerprints to the number of optimizer updates that produced them."""
+
+    def __init__(self) -> None:
+        self.by_fingerprint: dict[float, int] = {}
+
+    def register(self, model: Any, version: int) -> None:
+        self.by_fingerprint[trainable_fingerprint(model)] = version
+
+    def version_of(self, model: Any) -> int | None:
+        return self.by_fingerprint.get(trainable_fingerprint(model))
+
+
+def make_grpo_trainer(**kwargs: Any) -> Any:
+    """Build the GRPO trainer (a subclass created lazily, so importing this module does not import TRL)."""
+    from trl import GRPOTrainer
+
+    box: StatsBox = kwargs.pop("stats_box")
+    versions: PolicyVersions = kwargs.pop("policy_versions")
+
+    class OpenRFTGRPOTrainer(GRPOTrainer):
+        """GRPOTrainer that times rollouts and tags each rollout batch with its policy version."""
+
+        _rollout_version: int | None = None
+
+        def _generate_single_turn(self, *args: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            out = super()._generate_single_turn(*args, **kw)
+            box.current.sampling_s += time.perf_counter() - t0
+            if self.use_vllm:
+                # TRL syncs the LoRA weights into vLLM when global_step moved; the engine now holds that step.
+                self._rollout_version = int(self._last_loaded_step)
+            else:
+                # The rollouts came from the module being trained: identify its weights by fingerprint.
+                v = versions.version_of(self.model)
+                self._rollout_version = -1 if v is None else v
+            box.current.rollout_versions.append(self._rollout_version)
+            completion_ids = out[0]
+            box.current.completion_tokens.extend(len(c) for c in completion_ids)
+            return out
+
+        def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if self._rollout_version is not None:
+                # global_step counts the updates applied so far, i.e. the version being trained on now.
+                lag = self.state.global_step - self._rollout_version if self._rollout_version >= 0 else -1
+                box.current.policy_lags.append(lag)
+            return loss
+
+    trainer = OpenRFTGRPOTrainer(**kwargs)
+    from trainer.sft import _drop_printer
+
+    _drop_printer(trainer)
+    return trainer
+
+
+def grpo_args(
+    *,
+    output_dir: str,
+    batch_size: int,
+    num_generations: int,
+    learning_rate: float,
+    max_steps: int,
+    max_completion_length: int,
+    temperature: float,
+    beta: float,
+    loss_type: str,
+    seed: int,
+    use_cpu: bool,
+    vllm: dict[str, Any] | None = None,
+) -> Any:
+    """GRPOConfig for one RL stage; ``batch_size`` counts prompts (each gets ``num_generations`` rollouts)."""
+    from trl import GRPOConfig
+
+    return GRPOConfig(
+        output_dir=output_dir,
+        per_device_train_batch_size=batch_size * num_generations,
+        num_generations=num_generations,
+        gradient_accumulation_steps=1,
+        learning_rate=learning_rate,
+        lr_scheduler_type="constant_with_warmup",
+        warmup_steps=0,
+        max_steps=max_steps,
+        max_completion_length=max_completion_length,
+        temperature=temperature,
+        beta=beta,
+        loss_type=loss_type,
+        seed=seed,
+        data_seed=seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=use_cpu,
+        bf16=not use_cpu,
+        gradient_checkpointing=not use_cpu,
+        disable_tqdm=True,
+        shuffle_dataset=True,
+        mask_truncated_completions=False,
+        **(vllm or {}),
+    )
+
+
+def vllm_kwargs(
+    *,
+    mode: str,
+    server_base_url: str | None,
+    gpu_memory_utilization: float,
+    max_model_length: int | None,
+    tensor_parallel_size: int = 1,
+) -> dict[str, Any]:
+    """GRPOConfig fields for TRL's vLLM rollouts.
+
+    colocate: vLLM runs inside the trainer process and shares the GPU (sleep mode frees its memory during the
+    optimizer step); server: rollouts go to a ``trl vllm-serve`` process and weights are pushed to it over
+    NCCL after every update (TRL syncs when ``global_step`` changed, so rollouts are never a step stale).
+    """
+    kw: dict[str, Any] = {"use_vllm": True, "vllm_mode": mode}
+    if mode == "colocate":
+        kw.update(
+            vllm_gpu_memory_utilization=gpu_memory_utilization,
+            vllm_enable_sleep_mode=True,
+            vllm_tensor_parallel_size=tensor_parallel_size,
+        )
+        if max_model_length:
+            kw["vllm_max_model_length"] = max_model_length
+    elif mode == "server":
+        if not server_base_url:
+            raise ValueError("vLLM server mode needs a server base URL")
+        kw["vllm_server_base_url"] = server_base_url.rstrip("/")
+    else:
+        raise ValueError(f"unknown vLLM mode {mode!r}")
+    return kw

@@ -1,0 +1,96 @@
+"""LoRA SFT with TRL's SFTTrainer on prompt/completion conversations (loss on the completion only)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from trainer.data import Row
+from trainer.prompts import Messages
+
+
+def supervised_examples(rows: list[Row]) -> list[dict[str, Any]]:
+    """One example per assistant turn: the conversation before it is the prompt, the turn the completion.
+
+    Every assistant turn of a multi-turn row is trained on, and always in the context it appears in.
+    """
+    out = []
+    for row in rows:
+        for i, m in enumerate(row.messages):
+            if m.get("role") == "assistant" and i > 0:
+                out.append(
+                    {
+                        "prompt": [dict(x) for x in row.messages[:i]],
+                        "completion": [{"role": "assistant", "content": m.get("content") or ""}],
+                    }
+                )
+    return out
+
+
+def trace_example(prompt: Messages, response: str) -> dict[str, Any]:
+    return {"prompt": prompt, "completion": [{"role": "assistant", "content": response}]}
+
+
+def sft_steps(n_examples: int, batch_size: int, epochs: int) -> int:
+    """Optimizer steps HF Trainer will run (no gradient accumulation, last batch kept)."""
+    return math.ceil(n_examples / batch_size) * epochs if n_examples else 0
+
+
+def make_sft_trainer(
+    *,
+    model: Any,
+    tokenizer: Any,
+    examples: list[dict[str, Any]],
+    eval_examples: list[dict[str, Any]] | None,
+    output_dir: str,
+    batch_size: int,
+    epochs: int,
+    learning_rate: float,
+    max_length: int,
+    seed: int,
+    use_cpu: bool,
+    callbacks: list[Any],
+) -> Any:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(
+        output_dir=output_dir,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        gradient_accumulation_steps=1,
+        num_train_epochs=epochs,
+        learning_rate=learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        max_length=max_length,
+        completion_only_loss=True,
+        seed=seed,
+        data_seed=seed,
+        logging_steps=1,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        use_cpu=use_cpu,
+        bf16=not use_cpu,
+        gradient_checkpointing=False,
+        disable_tqdm=True,
+        dataset_num_proc=None,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(examples),
+        eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    _drop_printer(trainer)
+    return trainer
+
+
+def _drop_printer(trainer: Any) -> None:
+    """With tqdm off, HF prints every log dict to stdout; the pipeline reports steps as events instead."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)

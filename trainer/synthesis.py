@@ -1,0 +1,139 @@
+"""Reasoning synthesis by rejection sampling (the paper's SFT data), with the reference-answer fallback.
+
+For each training question the teacher samples traces in rounds until one is graded correct or the
+``samples_per_question`` budget is spent; only graded-correct traces are kept. Questions without a correct
+trace fall back to the reference response (a worked reasoning plus the reference answer, itself checked by the
+grader) when ``fallback_to_reference`` is on, else they are left out of SFT. Progress is saved after every round,
+so a pause or a killed worker resumes mid-synthesis.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from trainer.checkpoints import atomic_write_text
+from trainer.sft import trace_example
+from trainer.teachers import make_teacher
+
+if TYPE_CHECKING:
+    from trainer.data import Row
+    from trainer.grading import Grader
+    from trainer.pipeline import Pipeline
+    from trainer.prompts import Messages
+    from trainer.teachers import Teacher
+
+
+@dataclass
+class Synthesized:
+    uid: str
+    tries: int = 0
+    response: str | None = None
+    source: str | None = None
+    """"sampled" (a graded-correct trace), "reference" (fallback) or None (dropped)."""
+    best_score: float | None = None
+
+
+def rejection_sample(
+    rows: list[Row],
+    prompts: list[Messages],
+    teacher: Teacher,
+    grader: Grader,
+    *,
+    budget: int,
+    temperature: float,
+    max_new_tokens: int,
+    results: dict[str, Synthesized],
+    per_round: int = 2,
+    on_round: Any = None,
+) -> dict[str, Synthesized]:
+    """Sample until each question has one graded-correct trace or ``budget`` tries; updates ``results``."""
+    for r in rows:
+        results.setdefault(r.uid, Synthesized(uid=r.uid))
+    while True:
+        todo = [
+            i for i, r in enumerate(rows) if results[r.uid].response is None and results[r.uid].tries < budget
+        ]
+        if not todo:
+            return results
+        n = min(per_round, budget - min(results[rows[i].uid].tries for i in todo))
+        outs = teacher.sample(
+            [prompts[i] for i in todo], n=n, temperature=temperature, max_new_tokens=max_new_tokens
+        )
+        flat = [(i, c) for i, cs in zip(todo, outs, strict=True) for c in cs]
+        grades = grader.grade([c for _, c in flat], [rows[i].item for i, _ in flat])
+        for (i, text), score in zip(flat, grades.scores, strict=True):
+            res = results[rows[i].uid]
+            if res.response is not None:
+                continue  # first correct trace wins (the paper stops at the first)
+            res.best_score = score if res.best_score is None else max(res.best_score, score)
+            if grader.correct(score) and text.strip():
+                res.response, res.source = text, "sampled"
+        for i in todo:
+            results[rows[i].uid].tries += n
+        if on_round is not None:
+            on_round(results)
+
+
+def synthesize_traces(p: Pipeline) -> list[dict[str, Any]]:
+    """The SFT examples of a reinforcement job (computing, or reloading, synthesis results)."""
+    plan = p._plan()
+    ext = p.ext
+    rows = p.train_rows
+    refs = p.references()
+    path = p.store.artifact("synthesis.json")
+    results: dict[str, Synthesized] = {}
+    if path.is_file():
+        results = {d["uid"]: Synthesized(**d) for d in json.loads(path.read_text())}
+
+    def save(res: dict[str, Synthesized]) -> None:
+        atomic_write_text(path, json.dumps([asdict(r) for r in res.values()]))
+
+    if "synthesis" not in p.state.done:
+        budget = plan.samples_per_question
+        prompts = [p.prompt_for(r) for r in rows]
+        if budget > 0:
+            teacher = make_teacher(
+                ext.sft.teacher, model=p.base_model, tokenizer=p.tokenizer, stopper=p.stopper
+            )
+            p.sink.message(
+                f"Synthesizing reasoning traces: up to {budget} tries per question from {teacher.name} "
+                f"(temperature {ext.sft.temperature}, max {plan.max_completion_length} new tokens)."
+            )
+            t0 = time.perf_counter()
+            rejection_sample(
+                rows,
+                prompts,
+                teacher,
+                p.grader,
+                budget=budget,
+                temperature=ext.sft.temperature,
+                max_new_tokens=plan.max_completion_length,
+                results=results,
+                on_round=save,
+            )
+            p.state.counters["synthesis_s"] = time.perf_counter() - t0
+        for r in rows:
+            res = results.setdefault(r.uid, Synthesized(uid=r.uid))
+            if res.response is None and ext.sft.fallback_to_reference and refs.get(r.uid):
+                res.response, res.source = refs[r.uid], "reference"
+        save(results)
+        counts = {
+            "sampled": sum(r.source == "sampled" for r in results.values()),
+            "fell_back": sum(r.source == "reference" for r in results.values()),
+            "dropped": sum(r.source is None for r in results.values()),
+        }
+        p.state.counters["synthesis"] = counts
+        p.sink.metrics(
+            f"Synthesis: {counts['sampled']}/{len(rows)} questions have a graded-correct sampled trace, "
+            f"{counts['fell_back']} fell back to the reference answer, {counts['dropped']} left out of SFT.",
+            {"step": 0, "stage": "synthesis", "synthesis": counts, "samples_per_question": budget},
+        )
+        p._mark_done("synthesis")
+    return [
+        trace_example(p.prompt_for(r), results[r.uid].response or "")
+        for r in rows
+        if r.uid in results and results[r.uid].response
+    ]
