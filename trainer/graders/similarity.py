@@ -56,12 +56,26 @@ def gleu(inputs: Sequence[str], refs: Sequence[str]) -> list[float]:
     return [_clamp(sentence_gleu([_tokens(r)], _tokens(h))) for h, r in zip(inputs, refs, strict=True)]
 
 
+@lru_cache(maxsize=1)
+def _cached_stemmer() -> Any:
+    """NLTK's Porter stemmer with memoized words: stemming is a third of METEOR's time on RL batches."""
+    from nltk.stem.porter import PorterStemmer
+
+    class CachedPorterStemmer(PorterStemmer):
+        @lru_cache(maxsize=200_000)  # noqa: B019 (one instance for the process)
+        def stem(self, word: str, to_lowercase: bool = True) -> str:
+            return str(super().stem(word, to_lowercase))
+
+    return CachedPorterStemmer()
+
+
 def make_meteor(wordnet: Any) -> Callable[[Sequence[str], Sequence[str]], list[float]]:
     def meteor(inputs: Sequence[str], refs: Sequence[str]) -> list[float]:
         from nltk.translate.meteor_score import meteor_score
 
+        stemmer = _cached_stemmer()
         return [
-            _clamp(meteor_score([_tokens(r)], _tokens(h), wordnet=wordnet))
+            _clamp(meteor_score([_tokens(r)], _tokens(h), stemmer=stemmer, wordnet=wordnet))
             for h, r in zip(inputs, refs, strict=True)
         ]
 
