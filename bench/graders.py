@@ -118,8 +118,9 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Grader throughput",
         "",
-        f"`python -m bench.graders` on {report['machine']}; best of {report['repeats']} runs, samples/second "
-        "(~120-word answers). One engine per grader, warmed up first.",
+        f"`python -m bench.graders` on {report['machine']} (1-minute load average "
+        f"{report['load_average_1m_at_start']} at start); best of {report['repeats']} runs, samples/second "
+        "(~120-word answers). One engine per grader, warmed up first; python graders in one warm sandbox.",
         "",
         "| grader | batch 64 | batch 1024 |",
         "|---|---:|---:|",
@@ -144,6 +145,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = GraderSettings()
+    load_at_start = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     results = []
     for name, spec in GRADERS.items():
         row = measure(name, spec, settings, args.repeats)
@@ -151,6 +153,7 @@ def main() -> None:
         results.append(row)
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "load_average_1m_at_start": round(load_at_start, 2),
         "repeats": args.repeats,
         "results": results,
         "python_cold_start_s": python_cold_start(settings, args.repeats),

@@ -287,17 +287,39 @@ class _Python(_Node):
                 rt.closers.append(self._pool.close)
             return self._pool
 
-    def _one(self, pool: Any, scope: Scope) -> Outcome:
-        try:
-            return Outcome(pool.grade(scope["sample"], scope.get("item")))
-        except GradingError as exc:
-            return Outcome.failed(exc)
+    @staticmethod
+    def _drain(
+        pool: Any, scopes: list[Scope], out: list[Outcome], next_index: Any, lock: threading.Lock
+    ) -> None:
+        # One of `sandbox_workers` threads: take the next sample until none is left (no per-sample
+        # hand-off between the loop and the pool: the round trip to the jail is the only per-sample cost).
+        while True:
+            with lock:
+                i = next(next_index, None)
+            if i is None:
+                return
+            try:
+                out[i] = Outcome(pool.grade(scopes[i]["sample"], scopes[i].get("item")))
+            except GradingError as exc:
+                out[i] = Outcome.failed(exc)
+            except Exception as exc:  # a bug of ours must cost one sample, not the batch
+                out[i] = Outcome.failed(
+                    GradingError("python_grader_server_error", f"{type(exc).__name__}: {exc}")
+                )
 
     async def _grade(self, scopes: list[Scope], rt: _Runtime, timing: dict[str, float]) -> list[Outcome]:
         loop = asyncio.get_running_loop()
         pool = self.pool(rt)
-        futures = [loop.run_in_executor(rt.sandbox_pool, self._one, pool, s) for s in scopes]
-        return list(await asyncio.gather(*futures))
+        out = [Outcome() for _ in scopes]
+        indexes, lock = iter(range(len(scopes))), threading.Lock()
+        workers = min(self.settings.sandbox_workers, len(scopes))
+        await asyncio.gather(
+            *(
+                loop.run_in_executor(rt.sandbox_pool, self._drain, pool, scopes, out, indexes, lock)
+                for _ in range(workers)
+            )
+        )
+        return out
 
 
 class _Multi(_Node):

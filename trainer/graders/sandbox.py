@@ -196,6 +196,8 @@ class PythonSandbox:
         finally:
             if read_fd is not None:
                 os.close(read_fd)
+        assert self.proc.stdin is not None
+        os.set_blocking(self.proc.stdin.fileno(), False)
         self._buffer.clear()
         self.starts += 1
 
@@ -203,9 +205,19 @@ class PythonSandbox:
         self._spawn()
         try:
             reply = self._call({"op": "init", "source": self.source}, self.settings.sandbox_startup_timeout_s)
+        except TimeoutError:
+            # The module itself runs too long (CPU limit or deadline): the user's code, like any load error.
+            self._init_error = (
+                f"loading the grader timed out after {self.settings.sandbox_startup_timeout_s:g} s"
+            )
+            self.close()
+            return
         except _ProtocolError as exc:
             detail = self._death_note(str(exc))
             self.close()
+            if "CPU time limit" in detail:
+                self._init_error = f"loading the grader failed: {detail}"
+                return
             raise SandboxUnavailable(f"the python sandbox failed to start: {detail}") from None
         if not reply.get("ok"):
             # The user's module failed (syntax, import, top-level exception): every sample will fail alike.
@@ -244,12 +256,8 @@ class PythonSandbox:
         self._next_id += 1
         request["id"] = self._next_id
         data = json.dumps(request, default=str).encode()
-        try:
-            self.proc.stdin.write(_HEADER.pack(len(data)) + data)
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise _ProtocolError("the process is gone") from None
         deadline = time.monotonic() + timeout
+        self._write(_HEADER.pack(len(data)) + data, deadline)
         (size,) = _HEADER.unpack(self._read(_HEADER.size, deadline))
         if size > self.settings.sandbox_max_output_bytes:
             raise _ProtocolError(
@@ -262,6 +270,26 @@ class PythonSandbox:
         if not isinstance(reply, dict) or reply.get("id") != self._next_id:
             raise _ProtocolError("out-of-sequence reply")
         return reply
+
+    def _write(self, data: bytes, deadline: float) -> None:
+        # Non-blocking with the call's deadline: a grader that stops reading its stdin (say, a thread that
+        # forged a reply while grade() keeps running) must not hang us on a full pipe.
+        assert self.proc is not None and self.proc.stdin is not None
+        fd = self.proc.stdin.fileno()
+        view = memoryview(data)
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            _, ready, _ = select.select([], [fd], [], left)
+            if not ready:
+                continue
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                continue
+            except OSError:
+                raise _ProtocolError("the process is gone") from None
 
     def _read(self, n: int, deadline: float) -> bytes:
         assert self.proc is not None and self.proc.stdout is not None

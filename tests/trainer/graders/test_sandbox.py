@@ -384,6 +384,42 @@ def test_module_errors_fail_every_sample_without_restarts(sandbox_settings: Grad
         assert eng.root.pool(eng._runtime).starts == 1  # type: ignore[attr-defined]
 
 
+def test_a_grader_that_stops_reading_cannot_hang_the_engine(sandbox_settings: GraderSettings) -> None:
+    # grade() forges its own reply (it may lie about its own score) and then never returns, so it never
+    # reads the next request: a request larger than the pipe buffer must not block the engine forever.
+    source = textwrap.dedent(
+        """
+        import json, os, struct, time
+
+        def grade(sample, item):
+            if item.get("forge"):
+                reply = json.dumps({"id": item["forge"], "ok": True, "score": 0.5}).encode()
+                for fd in range(3, 16):
+                    try:
+                        os.write(fd, struct.pack(">I", len(reply)) + reply)
+                    except OSError:
+                        pass
+                time.sleep(3600)
+            return 1.0
+        """
+    )
+    with GraderEngine({"type": "python", "source": source}, sandbox_settings) as eng:
+        # ids: 1 is the init call, 2 the first sample
+        result = eng.grade_batch(["a", "b", "c"], [{"forge": 2}, {"big": "x" * (1 << 20)}, {}])
+    assert result.scores == [0.5, 0.0, 1.0]
+    assert result.sample_errors == [[], ["python_grader_runtime_error"], []]
+    assert "timed out" in result.error_details[0]
+
+
+def test_module_level_infinite_loop_is_a_runtime_error(sandbox_settings: GraderSettings) -> None:
+    source = "while True:\n    pass\ndef grade(sample, item):\n    return 1.0\n"
+    with GraderEngine({"type": "python", "source": source}, sandbox_settings) as eng:
+        result = eng.grade_batch(["a", "b"], [{}] * 2)
+        assert result.scores == [0.0, 0.0] and result.errors["python_grader_runtime_error"] == 2
+        assert "loading the grader" in result.error_details[0]
+        assert eng.root.pool(eng._runtime).starts == 1  # type: ignore[attr-defined]
+
+
 def test_runtime_error_details_via_run(sandbox_settings: GraderSettings) -> None:
     source = "def grade(sample, item):\n    return 1 / 0\n"
     out = run_grader({"type": "python", "source": source}, "x", {}, sandbox_settings)
