@@ -1,7 +1,8 @@
 """The ``openrft`` command.
 
 Server commands (serve, worker, migrate, keys) run the service itself and import its packages lazily, only
-when called, so the client SDK stays light. Client commands talk to a running service over HTTP.
+when called, so the client SDK stays light. Client commands (files, jobs, graders, models, chat, demo) talk to a
+running service over HTTP; they live in :mod:`openrft.commands`.
 """
 
 from __future__ import annotations
@@ -55,12 +56,27 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from openrft.commands import add_client_commands
+
     parser = argparse.ArgumentParser(
         prog="openrft", description="OpenRFT: self-hosted reinforcement fine-tuning"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_server_commands(sub)
+    add_client_commands(sub)
     return parser
+
+
+def _error_line(exc: Exception) -> str:
+    from openrft import APIConnectionError, APITimeoutError
+
+    if isinstance(exc, APITimeoutError):
+        return f"{exc.message} Raise --timeout if the service is busy."
+    if isinstance(exc, APIConnectionError):
+        return f"{exc.message} Is the service running? Start it with: openrft serve"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit:
         raise
     except Exception as exc:  # user-facing: one readable line, no traceback
-        print(f"openrft: error: {exc}", file=sys.stderr)
+        print(f"openrft: error: {_error_line(exc)}", file=sys.stderr)
         return 1
 
 

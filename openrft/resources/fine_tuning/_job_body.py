@@ -53,17 +53,18 @@ def job_body(
         body["method"] = resolved
     elif hyperparameters is not None:
         body["hyperparameters"] = dict(hyperparameters)
-    options = _merge(dict(openrft or {}), {k: v for k, v in openrft_keywords.items() if v is not None})
+    options = merge_options(dict(openrft or {}), {k: v for k, v in openrft_keywords.items() if v is not None})
     if options:
         body["openrft"] = options
     return body
 
 
-def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+def merge_options(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``, nested objects merged key by key."""
     out = dict(base)
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(dict(out[key]), value)
+            out[key] = merge_options(dict(out[key]), value)
         else:
             out[key] = dict(value) if isinstance(value, Mapping) else value
     return out

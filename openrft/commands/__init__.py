@@ -1,0 +1,14 @@
+"""The client commands of the ``openrft`` CLI (they talk to a running service over HTTP)."""
+
+from __future__ import annotations
+
+import argparse
+
+from openrft.commands import chat, files, graders, jobs, models
+
+Subparsers = argparse._SubParsersAction
+
+
+def add_client_commands(sub: Subparsers) -> None:
+    for module in (files, jobs, graders, models, chat):
+        module.register(sub)

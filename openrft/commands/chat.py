@@ -1,0 +1,74 @@
+"""``openrft chat MODEL``: one message with ``-m``, or an interactive conversation; replies stream in."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from openrft import OpenRFT
+from openrft.commands.common import connection_options, err, make_client
+
+EXIT_WORDS = frozenset({"exit", "quit", "/exit", "/quit"})
+
+
+def _reply(client: OpenRFT, args: argparse.Namespace, messages: list[dict[str, Any]]) -> str:
+    """Send the conversation; print the reply as it arrives (reasoning, if any, dimmed on stderr)."""
+    sampling: dict[str, Any] = {"max_tokens": args.max_tokens, "temperature": args.temperature}
+    if args.no_stream:
+        done = client.chat.completions.create(model=args.model, messages=messages, **sampling)
+        message = done.choices[0].message
+        if message.reasoning_content:
+            err.print(message.reasoning_content, style="dim", markup=False)
+        text = message.content or ""
+        sys.stdout.write(text + "\n")
+        return text
+    parts: list[str] = []
+    with client.chat.completions.create(
+        model=args.model, messages=messages, stream=True, **sampling
+    ) as stream:
+        for chunk in stream:
+            if not chunk.choices:
+                continue
+            delta = chunk.choices[0].delta
+            if delta.reasoning_content:
+                err.print(delta.reasoning_content, style="dim", end="", markup=False)
+            if delta.content:
+                parts.append(delta.content)
+                sys.stdout.write(delta.content)
+                sys.stdout.flush()
+    sys.stdout.write("\n")
+    return "".join(parts)
+
+
+def chat(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    history: list[dict[str, Any]] = [{"role": "system", "content": args.system}] if args.system else []
+    if args.message is not None:
+        _reply(client, args, [*history, {"role": "user", "content": args.message}])
+        return 0
+    interactive = sys.stdin.isatty()
+    if interactive:
+        err.print(f"chatting with {args.model}; Ctrl+D or 'exit' to leave", style="dim")
+    while True:
+        try:
+            text = input("you> " if interactive else "")
+        except EOFError:
+            return 0
+        if not text.strip():
+            continue
+        if text.strip().lower() in EXIT_WORDS:
+            return 0
+        history.append({"role": "user", "content": text})
+        history.append({"role": "assistant", "content": _reply(client, args, history)})
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", parents=[connection_options()], help="chat with a base or fine-tuned model")
+    p.add_argument("model")
+    p.add_argument("--message", "-m", help="send one message, print the reply and exit")
+    p.add_argument("--system", help="a system message")
+    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--no-stream", action="store_true", help="wait for the whole reply")
+    p.set_defaults(func=chat)

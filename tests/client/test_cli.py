@@ -1,0 +1,146 @@
+"""The ``openrft`` client commands, run as subprocesses against the live service: results on stdout, and for
+user mistakes one readable line on stderr with a non-zero exit (never a traceback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO, STRING_CHECK_GRADER, LiveService, arithmetic_rows, free_port, write_jsonl
+
+
+def run_cli(
+    *args: str, live: LiveService | None = None, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OPENRFT_")}
+    if live is not None:
+        base.update(OPENRFT_API_KEY=live.api_key, OPENRFT_BASE_URL=live.base_url)
+    base.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "openrft.cli", *args],
+        cwd=REPO, env=base, input=stdin, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("openrft: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def train_file(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "train.jsonl", arithmetic_rows(4))
+
+
+def test_files_upload_and_list(live: LiveService, train_file: Path) -> None:
+    up = run_cli("files", "upload", str(train_file), "--json", live=live)
+    assert up.returncode == 0, up.stderr
+    uploaded = json.loads(up.stdout)
+    assert uploaded["filename"] == "train.jsonl" and uploaded["bytes"] == train_file.stat().st_size
+    plain = run_cli("files", "upload", str(train_file), live=live)
+    assert "checked as reinforcement data" in plain.stdout
+    listed = run_cli("files", "list", "--json", live=live)
+    assert uploaded["id"] in [f["id"] for f in json.loads(listed.stdout)]
+    table = run_cli("files", "list", live=live)
+    assert uploaded["id"] in table.stdout and "FILENAME" in table.stdout
+
+
+def test_bad_file_is_one_line_with_the_bad_line_numbers(live: LiveService, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "q"}]}\n{oops\n')
+    line = one_error_line(run_cli("files", "upload", str(bad), live=live))
+    assert "line 2: invalid JSON" in line
+    missing = one_error_line(run_cli("files", "upload", str(tmp_path / "nope.jsonl"), live=live))
+    assert "no such file" in missing
+
+
+def test_jobs_create_list_get_and_state_changes(live: LiveService, train_file: Path, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex
+    grader = tmp_path / "grader.json"
+    grader.write_text(json.dumps(STRING_CHECK_GRADER))
+    created = run_cli(
+        "jobs", "create", "--model", "tiny-test", "--training-file", str(train_file), "--grader", f"@{grader}",
+        "-H", "n_epochs=1", "-o", "rl.max_steps=2", "-o", "sft.enabled=false", "--metadata", f"tag={tag}",
+        "--suffix", "cli", "--json", live=live,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert "uploaded" in created.stderr  # a local path is validated and uploaded first
+    job = json.loads(created.stdout)
+    assert job["method"]["reinforcement"]["hyperparameters"]["n_epochs"] == 1
+    assert job["openrft"]["rl"]["max_steps"] == 2 and job["openrft"]["sft"]["enabled"] is False
+    listed = run_cli("jobs", "list", "--metadata", f"tag={tag}", "--json", live=live)
+    assert [j["id"] for j in json.loads(listed.stdout)] == [job["id"]]
+    got = run_cli("jobs", "get", job["id"], live=live)
+    assert job["id"] in got.stdout and "tiny-test" in got.stdout
+    cancelled = run_cli("jobs", "cancel", job["id"], live=live)
+    assert cancelled.stdout.split() == [job["id"], "cancelled"]
+    again = one_error_line(run_cli("jobs", "pause", job["id"], live=live))
+    assert "cannot be paused" in again and "invalid_job_state" in again
+    one_error_line(run_cli("jobs", "resume", job["id"], live=live))
+    events = run_cli("jobs", "events", job["id"], live=live)
+    lines = events.stdout.strip().splitlines()
+    assert "Created fine-tuning job" in lines[0] and "cancelled" in lines[-1]
+    followed = run_cli("jobs", "follow", job["id"], "--poll", "0.2", live=live)
+    assert followed.returncode == 1 and f"{job['id']} cancelled" in followed.stdout
+    assert "Job cancelled by the user." in followed.stderr
+    assert "no checkpoints" in run_cli("jobs", "checkpoints", job["id"], live=live).stderr
+
+
+def test_user_mistakes_are_one_line(live: LiveService, train_file: Path) -> None:
+    assert "No such job" in one_error_line(run_cli("jobs", "get", "ftjob-unknown", live=live))
+    bad_json = one_error_line(
+        run_cli("jobs", "create", "-t", str(train_file), "--grader", "{nope", live=live)
+    )
+    assert "--grader: invalid JSON" in bad_json
+    unknown_option = one_error_line(
+        run_cli("jobs", "create", "--model", "tiny-test", "-t", "file-missing", "-g", json.dumps(STRING_CHECK_GRADER),
+                live=live)
+    )  # fmt: skip
+    assert "No such file" in unknown_option
+    bad_model = one_error_line(
+        run_cli("jobs", "create", "--model", "gpt-17", "-t", str(train_file), "-g", json.dumps(STRING_CHECK_GRADER),
+                live=live)
+    )  # fmt: skip
+    assert "unknown base model 'gpt-17'; available: " in bad_model and "tiny-test" in bad_model
+    by_id = one_error_line(
+        run_cli("jobs", "create", "--model", "gpt-17", "-t", "file-x", "-g", "{}", live=live)
+    )
+    assert "param=model" in by_id  # with file ids the server itself refuses the model
+    wrong_key = one_error_line(run_cli("jobs", "list", "--api-key", "sk-wrong", live=live))
+    assert "Incorrect API key" in wrong_key and "401" in wrong_key
+    down = one_error_line(
+        run_cli("jobs", "list", "--base-url", f"http://127.0.0.1:{free_port()}/v1", live=live)
+    )
+    assert "could not reach" in down and "openrft serve" in down
+    usage = run_cli("jobs", "frobnicate", live=live)
+    assert usage.returncode == 2 and "invalid choice" in usage.stderr and "Traceback" not in usage.stderr
+
+
+def test_key_from_the_home_key_file(live: LiveService, tmp_path: Path) -> None:
+    (tmp_path / "api_key").write_text(live.api_key + "\n")
+    env = {"OPENRFT_HOME": str(tmp_path), "OPENRFT_BASE_URL": live.base_url}
+    result = run_cli("models", "list", env=env)
+    assert result.returncode == 0 and "tiny-test" in result.stdout
+    no_key = one_error_line(run_cli("models", "list", env={"OPENRFT_HOME": str(tmp_path / "empty")}))
+    assert "No API key" in no_key
+
+
+def test_graders_run_and_validate(live: LiveService) -> None:
+    grader = json.dumps(STRING_CHECK_GRADER)
+    ok = run_cli("graders", "run", "-g", grader, "-s", "9", "-i", '{"answer": "9"}', live=live)
+    assert ok.returncode == 0 and ok.stdout.strip() == "reward 1"
+    full = run_cli("graders", "run", "-g", grader, "-s", "8", "-i", '{"answer": "9"}', "--json", live=live)
+    assert json.loads(full.stdout)["reward"] == 0
+    normalized = run_cli("graders", "validate", "-g", '{"type": "multiple_choice"}', live=live)
+    assert json.loads(normalized.stdout)["grader"]["labels"][:2] == ["A", "B"]
+    bad = one_error_line(run_cli("graders", "validate", "-g", '{"type": "nonsense"}', live=live))
+    assert "invalid_grader" in bad
