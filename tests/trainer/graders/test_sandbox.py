@@ -133,6 +133,12 @@ ATTACKER = textwrap.dedent(
                 pass
         return 1.0
 
+    def new_namespace(item):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(0x10000000) == 0:  # CLONE_NEWUSER: a way to regain capabilities
+            return HIT
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
     def exit_now(item):
         os._exit(0)
 
@@ -227,7 +233,7 @@ def test_memory_bombs(engine: GraderEngine) -> None:
     assert result.sample_errors[0] == [] and 0 < megabytes < 256
 
 
-@pytest.mark.parametrize("name", ["fork_bomb", "subprocess_spawn"])
+@pytest.mark.parametrize("name", ["fork_bomb", "subprocess_spawn", "new_namespace"])
 def test_no_new_processes(engine: GraderEngine, name: str) -> None:
     result, _ = attack(engine, name)
     assert_blocked(result, "Operation not permitted")
