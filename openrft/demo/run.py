@@ -1,0 +1,217 @@
+"""The demo, step by step: service, task, upload, job, follow, before/after accuracy, summary."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from openrft import OpenRFT
+from openrft.demo.evaluate import Score, ask, grade
+from openrft.demo.service import EmbeddedService
+from openrft.demo.task import GRADER, SYSTEM_PROMPT, make_task
+from openrft.types import FineTuningJob
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass
+class DemoOptions:
+    home: Path = Path(".openrft-demo")
+    base_url: str | None = None
+    """Use a running service instead of starting one."""
+    api_key: str | None = None
+    port: int | None = None
+    model: str = DEFAULT_MODEL
+    n_train: int = 100
+    n_validation: int = 16
+    n_test: int = 30
+    seed: int = 0
+    rl_steps: int = 12
+    sft_epochs: int = 2
+    max_minutes: float = 10.0
+    """The job's own wall-clock budget: it pauses itself with a snapshot after this (its best checkpoint
+    is then evaluated)."""
+    answer_tokens: int = 64
+    keep_running: bool = False
+    poll_interval: float = 2.0
+
+
+@dataclass
+class DemoResult:
+    job: FineTuningJob
+    tuned_model: str | None
+    before: Score | None = None
+    after: Score | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.after is not None and self.job.status in ("succeeded", "paused")
+
+
+def job_options(opts: DemoOptions) -> dict[str, Any]:
+    """The job's configuration for about 15 minutes on 2 CPU cores (see the service's "auto" rules):
+    a short SFT warm-up on the reference answers, then a dozen GRPO steps of 2 prompts x 4 rollouts of at
+    most 64 tokens, with 4 evaluations on the validation questions."""
+    return {
+        "hyperparameters": {
+            "reasoning_effort": "low",
+            "batch_size": 2,
+            "eval_interval": max(1, opts.rl_steps // 4),
+        },
+        "openrft": {
+            "system_prompt": SYSTEM_PROMPT,
+            "sft": {"samples_per_question": 0, "n_epochs": opts.sft_epochs},
+            "rl": {"max_steps": opts.rl_steps, "num_generations": 4},
+            "eval": {"max_samples": opts.n_validation},
+            "max_minutes": opts.max_minutes,
+        },
+    }
+
+
+class Demo:
+    def __init__(self, opts: DemoOptions, console: Console | None = None) -> None:
+        self.opts = opts
+        self.console = console or Console(highlight=False)
+        self.service: EmbeddedService | None = None
+        self.started = time.monotonic()
+
+    def say(self, text: str) -> None:
+        elapsed = time.monotonic() - self.started
+        self.console.print(f"[dim]{int(elapsed // 60):02d}:{int(elapsed % 60):02d}[/dim] {text}")
+
+    def run(self) -> DemoResult:
+        try:
+            client = self._connect()
+            with client:
+                return self._run(client)
+        finally:
+            if self.service is not None and not self.opts.keep_running:
+                self.say("Stopping the service...")
+                self.service.stop()
+
+    def _connect(self) -> OpenRFT:
+        opts = self.opts
+        if opts.base_url:
+            self.say(f"Using the service at {opts.base_url}")
+            return OpenRFT(api_key=opts.api_key, base_url=opts.base_url)
+        self.service = EmbeddedService(opts.home, opts.port)
+        self.say(f"Starting the embedded service (home {self.service.home}, port {self.service.port})...")
+        t0 = time.monotonic()
+        self.service.start()
+        self.say(f"Service ready in {time.monotonic() - t0:.0f} s: {self.service.base_url}")
+        return OpenRFT(api_key=self.service.api_key, base_url=self.service.base_url)
+
+    def _run(self, client: OpenRFT) -> DemoResult:
+        opts = self.opts
+        timings: dict[str, float] = {}
+        task = make_task(opts.n_train, opts.n_validation, opts.n_test, seed=opts.seed)
+        paths = task.write(opts.home / "task")
+        self.say(
+            f"Wrote a multiple-choice arithmetic task to {paths['train'].parent}: {len(task.train)} training, "
+            f"{len(task.validation)} validation and {len(task.test)} held-out test questions."
+        )
+        train = client.files.create(paths["train"], validate="reinforcement")
+        valid = client.files.create(paths["validation"], validate="reinforcement")
+        self.say(f"Uploaded them (checked locally first): {train.id}, {valid.id}")
+
+        config = job_options(opts)
+        job = client.fine_tuning.jobs.create(
+            model=opts.model,
+            training_file=train.id,
+            validation_file=valid.id,
+            grader=GRADER,
+            hyperparameters=config["hyperparameters"],
+            openrft=config["openrft"],
+            suffix="demo",
+            seed=opts.seed,
+            metadata={"source": "openrft demo"},
+        )
+        self.say(
+            f"Created RFT job {job.id} on {opts.model}: multiple_choice grader, SFT warm-up then "
+            f"{opts.rl_steps} GRPO steps (budget {opts.max_minutes:g} min). Following it:"
+        )
+        t0 = time.monotonic()
+        job = client.fine_tuning.jobs.follow(job.id, console=self.console, poll_interval=opts.poll_interval)
+        timings["training"] = time.monotonic() - t0
+        tuned = job.fine_tuned_model or self._best_checkpoint(client, job)
+        result = DemoResult(job=job, tuned_model=tuned, timings=timings)
+        if job.status not in ("succeeded", "paused") or tuned is None:
+            detail = f": {job.error.message}" if job.error else ""
+            self.say(f"[red]The job ended {job.status}{detail}[/red]")
+            return result
+        if job.status == "paused":
+            self.say(
+                f"The job used its {opts.max_minutes:g}-minute budget and paused; evaluating its best checkpoint."
+            )
+
+        self.say(f"Asking the base model and the fine-tuned model the {len(task.test)} held-out questions...")
+        t0 = time.monotonic()
+        result.before = self._score(client, opts.model, task.test, "base model")
+        result.after = self._score(client, tuned, task.test, "fine-tuned")
+        timings["evaluation"] = time.monotonic() - t0
+        timings["total"] = time.monotonic() - self.started
+        self._summary(result)
+        return result
+
+    def _best_checkpoint(self, client: OpenRFT, job: FineTuningJob) -> str | None:
+        def reward(c: Any) -> float:
+            value = c.metrics.to_dict().get("full_valid_mean_reward")
+            return float(value) if isinstance(value, int | float) else float("-inf")
+
+        checkpoints = list(client.fine_tuning.jobs.checkpoints.list(job.id))
+        return max(checkpoints, key=reward).fine_tuned_model_checkpoint if checkpoints else None
+
+    def _score(self, client: OpenRFT, model: str, rows: list[dict[str, Any]], label: str) -> Score:
+        t0 = time.monotonic()
+        with Progress(
+            TextColumn(f"  {label:<11}"), BarColumn(bar_width=30), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=self.console, transient=True,
+        ) as progress:  # fmt: skip
+            task_id = progress.add_task(label, total=len(rows))
+            replies = ask(
+                client,
+                model,
+                rows,
+                system_prompt=SYSTEM_PROMPT,
+                max_tokens=self.opts.answer_tokens,
+                on_reply=lambda: progress.advance(task_id),
+            )
+        score = Score(model=model, graded=grade(client, GRADER, rows, replies), seconds=time.monotonic() - t0)
+        self.say(
+            f"{label}: {score.correct}/{len(rows)} correct ({score.accuracy:.0%}) in {score.seconds:.0f} s"
+        )
+        return score
+
+    def _summary(self, result: DemoResult) -> None:
+        assert result.before is not None and result.after is not None
+        table = Table(title="Held-out accuracy (graded by the job's multiple_choice grader)", box=None)
+        for col in ("model", "correct", "accuracy", "answered in format"):
+            table.add_column(col)
+        for score in (result.before, result.after):
+            n = len(score.graded)
+            table.add_row(
+                score.model, f"{score.correct}/{n}", f"{score.accuracy:.0%}", f"{score.answered}/{n}"
+            )
+        self.console.print()
+        self.console.print(table)
+        gain = result.after.accuracy - result.before.accuracy
+        t = result.timings
+        self.console.print(
+            f"\nWhat happened: the service fine-tuned {self.opts.model} with OpenRFT (SFT on the reference answers, "
+            f"then RL with the grader as reward) in {t.get('training', 0) / 60:.1f} min; accuracy on questions it "
+            f"never saw went from {result.before.accuracy:.0%} to {result.after.accuracy:.0%} "
+            f"({gain:+.0%}). Total time {t.get('total', 0) / 60:.1f} min."
+        )
+        chat = f"openrft chat '{result.tuned_model}' -m 'What is 7 + 8? A. 14 B. 15 C. 16 D. 17'"
+        if self.service is not None and self.opts.keep_running:
+            chat = f"OPENRFT_HOME={self.opts.home} OPENRFT_BASE_URL={self.service.base_url} {chat}"
+        elif self.service is not None:
+            chat = f"OPENRFT_HOME={self.opts.home} openrft serve   # then, in another shell:\n  OPENRFT_HOME={self.opts.home} {chat}"
+        self.console.print(f"Try it:\n  {chat}", markup=False)
