@@ -8,6 +8,7 @@ its own answer).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from trainer.data import Row, question
@@ -34,7 +35,7 @@ class Embedder:
 
 
 class ExampleBank:
-    def __init__(self, rows: list[Row], answers: dict[str, str | None], *, k: int, embedder: Any) -> None:
+    def __init__(self, rows: list[Row], answers: Mapping[str, str | None], *, k: int, embedder: Any) -> None:
         self.k = k
         self.embedder = embedder
         self.rows = [r for r in rows if answers.get(r.uid)]

@@ -200,6 +200,7 @@ class Pipeline:
         eval_examples = supervised_examples(self.val_rows) if self.val_rows else None
         steps = sft_steps(len(examples), plan.sft_batch_size, plan.sft_epochs)
         self.reporter.total_steps = self.state.total_steps = steps
+        self._announce_estimate(sft_examples=len(examples), synthesis_questions=0)
         interval = max(1, math.ceil(steps / 4))
         self._train_sft(examples, eval_examples, offset=0, eval_every=interval, rank_by_loss=True)
 
@@ -209,6 +210,13 @@ class Pipeline:
         from trainer.sft import sft_steps
 
         plan = self._plan()
+        n = len(self.train_rows)
+        # total_steps before synthesis assumes every question yields an SFT example; fixed right after it.
+        self.reporter.total_steps = self.state.total_steps or (
+            (sft_steps(n, plan.sft_batch_size, plan.sft_epochs) if plan.sft_enabled else 0)
+            + plan.rl_max_steps
+        )
+        self._announce_estimate(sft_examples=n, synthesis_questions=n if plan.sft_enabled else 0)
         self._setup_icl()
         rl_rows = self.train_rows
         if self.ext.augmentation.enabled and plan.rl_enabled:
@@ -275,6 +283,42 @@ class Pipeline:
         self.icl.precompute(self.train_rows + self.val_rows)
         n = len(self.icl.rows)
         self.sink.message(f"Few-shot ICL: {self.ext.icl_k} nearest of {n} worked examples in every prompt.")
+
+    def _announce_estimate(self, *, sft_examples: int, synthesis_questions: int) -> None:
+        """Once per job: time a calibration step and report the estimated duration."""
+        if "estimate" in self.state.done:
+            return
+        from trainer.estimate import calibrate, estimate_seconds
+
+        plan = self._plan()
+        prompt = self.prompt_for(self.train_rows[0])
+        if self.spec.method == "supervised":
+            prompt = prompt[:-1] if prompt and prompt[-1].get("role") == "assistant" else prompt
+        batch = plan.rl_batch_size * plan.num_generations if plan.rl_enabled else plan.sft_batch_size
+        cal = calibrate(
+            self.base_model,
+            self.tokenizer,
+            prompt,
+            batch=max(1, batch),
+            new_tokens=min(32, plan.max_completion_length),
+        )
+        parts = estimate_seconds(
+            plan,
+            cal,
+            n_val=len(self.val_rows),
+            sft_examples=sft_examples,
+            synthesis_questions=synthesis_questions,
+            prm_factor=2.0 if self.ext.prm.type == "self" else 0.0,
+        )
+        total = sum(parts.values())
+        self.state.counters["estimate_s"] = parts
+        shown = ", ".join(f"{k} {v / 60:.1f}" for k, v in parts.items() if v)
+        self.sink.message(
+            f"Estimated duration: {total / 60:.1f} min ({shown} min; calibration: {cal.gen_tokens_per_s:.0f} "
+            f"generated tokens/s, {cal.train_s_per_seq:.2f} s per trained sequence)."
+        )
+        self.reporter.estimate(seconds_left=total, step=self.state.global_step)
+        self._mark_done("estimate")
 
     def _synthesize(self) -> list[dict[str, Any]]:
         """SFT examples for the reinforcement warm-up (prompt identical to RL and eval)."""

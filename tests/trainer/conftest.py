@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-try:  # the real grader engine; until it lands, a string_check stand-in with the same batch API
-    from trainer.graders import GraderEngine  # noqa: F401
-except ImportError:
-    from tests.trainer import fake_graders
-
-    sys.modules["trainer.graders"] = fake_graders
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,80 @@
+"""Duration estimate at job start, from the settings and a timed calibration step on this machine.
+
+The calibration generates a short batch with the base model (tokens per second at the RL batch shape) and
+runs one forward/backward pass (seconds per trained sequence); the plan's work is then priced with both.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from trainer.config import RunPlan
+
+
+@dataclass
+class Calibration:
+    gen_tokens_per_s: float
+    train_s_per_seq: float
+    seconds: float
+
+
+def calibrate(
+    model: Any, tokenizer: Any, prompt: list[dict[str, Any]], *, batch: int, new_tokens: int
+) -> Calibration:
+    from trainer.generation import GenerationStats, chat_prompt, generate
+
+    t0 = time.perf_counter()
+    stats = GenerationStats()
+    # Sampling with min_new_tokens is not needed: a random-ish prompt at temperature 1 rarely stops early, and
+    # the stats count the tokens actually produced.
+    generate(
+        model, tokenizer, [prompt], max_new_tokens=new_tokens, temperature=1.0, num_samples=batch, stats=stats
+    )
+    tps = stats.tokens_per_second or 1.0
+    text = chat_prompt(tokenizer, prompt) + "x " * new_tokens
+    enc = tokenizer([text] * batch, return_tensors="pt", add_special_tokens=False).to(
+        next(model.parameters()).device
+    )
+    was = model.training
+    model.train()
+    t1 = time.perf_counter()
+    out = model(**enc, labels=enc["input_ids"])
+    out.loss.backward()
+    dt = time.perf_counter() - t1
+    model.zero_grad(set_to_none=True)
+    model.train(was)
+    return Calibration(gen_tokens_per_s=tps, train_s_per_seq=dt / batch, seconds=time.perf_counter() - t0)
+
+
+def estimate_seconds(
+    plan: RunPlan,
+    cal: Calibration,
+    *,
+    n_val: int,
+    sft_examples: int,
+    synthesis_questions: int,
+    prm_factor: float = 0.0,
+) -> dict[str, float]:
+    """Seconds per stage. Generation is priced at full length (an upper bound for early-stopping models)."""
+    L = plan.max_completion_length  # noqa: N806 - the usual symbol
+    gen = L / cal.gen_tokens_per_s  # one batched generation call of full length
+    per_eval = gen * max(1, -(-n_val * plan.eval_samples // 16))
+    out = {
+        "synthesis": gen * synthesis_questions * plan.samples_per_question / 16 if plan.sft_enabled else 0.0,
+        "sft": plan.sft_epochs * sft_examples * cal.train_s_per_seq * 1.5 if plan.sft_enabled else 0.0,
+        "rl": 0.0,
+        "eval": 0.0,
+    }
+    if plan.rl_enabled:
+        seqs = plan.rl_batch_size * plan.num_generations
+        # Batched rollouts: one generation pass per step; training over every sequence (+ a no-grad logprob pass
+        # is skipped by TRL when num_iterations == 1); PRM adds verifier forward passes.
+        step = gen * max(1.0, seqs / 16) + seqs * cal.train_s_per_seq * (1.0 + prm_factor)
+        out["rl"] = plan.rl_max_steps * step
+        n_evals = -(-plan.rl_max_steps // plan.eval_interval) + 1
+        out["eval"] = n_evals * per_eval if n_val else 0.0
+    elif n_val and plan.sft_enabled:
+        out["eval"] = 2 * per_eval
+    return out
