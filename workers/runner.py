@@ -136,6 +136,8 @@ def _finish(job_id: str, worker: str, result: JobResult, settings: Settings) -> 
         if job.worker != worker:
             return "lost"
         if result.status == "cancelled":
+            # The API already set the status; this records that training really stopped (and when).
+            jobstore.add_event(s, job.pk, f"Worker {worker} stopped training after the cancel request.")
             return "cancelled"
         if result.status == "paused":
             if jobstore.transition(

@@ -138,6 +138,7 @@ def test_cancel_reaches_a_running_job(new_job, fake_trainer, client, key, fast_c
     t.join(10)
     assert out == ["cancelled"]
     assert job_row(job_id).status == "cancelled"
+    assert events(job_id)[-1] == "Worker w1 stopped training after the cancel request."
 
 
 def test_pause_snapshot_then_resume_passes_the_snapshot(new_job, fake_trainer, client, key, fast_control):
