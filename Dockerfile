@@ -5,7 +5,8 @@ FROM python:3.11-slim
 ARG PROFILE=cpu
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 OPENRFT_HOME=/data HF_HOME=/data/hf
 
-RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap git && rm -rf /var/lib/apt/lists/*
+# bubblewrap jails python graders; wordnet-base is the offline WordNet for METEOR graders.
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap wordnet-base git && rm -rf /var/lib/apt/lists/*
 WORKDIR /srv/openrft
 COPY pyproject.toml README.md ./
 COPY app app

@@ -1,10 +1,20 @@
-"""The service's deployment settings for graders, handed to the grader engine (API and workers)."""
+"""Graders for the API: the deployment's grader settings, and a small process pool that runs
+``/graders/run`` so that nothing a grader needs (sentence-transformers and torch for ``cosine``, the sandbox
+plumbing for ``python``) is ever loaded into the API process."""
 
 from __future__ import annotations
 
+import multiprocessing
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from app.settings import Settings
+
+_pool: ProcessPoolExecutor | None = None
+_lock = threading.Lock()
+RUN_TIMEOUT_SECONDS = 300
 
 
 def grader_settings(settings: Settings) -> dict[str, Any]:
@@ -16,3 +26,48 @@ def grader_settings(settings: Settings) -> dict[str, Any]:
         # User code must never see the service's data: the database, uploads, models, other jobs.
         "hidden_paths": [str(settings.home)],
     }
+
+
+def _run(
+    spec: dict[str, Any], model_sample: str, item: dict[str, Any], settings: dict[str, Any]
+) -> dict[str, Any]:
+    from trainer.graders import GraderSettings, run_grader
+
+    return run_grader(spec, model_sample, item, GraderSettings(**settings))
+
+
+def _executor() -> ProcessPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None:
+            # spawn: a clean interpreter, not a fork of the API with its threads and connections.
+            _pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
+        return _pool
+
+
+def run_grader_isolated(
+    spec: dict[str, Any], model_sample: str, item: dict[str, Any], settings: Settings
+) -> dict[str, Any]:
+    """Run one grader call in the grading pool; a crashed pool is replaced once."""
+    global _pool
+    for attempt in (1, 2):
+        pool = _executor()
+        try:
+            return pool.submit(_run, spec, model_sample, item, grader_settings(settings)).result(
+                RUN_TIMEOUT_SECONDS
+            )
+        except BrokenProcessPool:
+            with _lock:
+                if _pool is pool:
+                    _pool = None
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def shutdown_pool() -> None:
+    global _pool
+    with _lock:
+        if _pool is not None:
+            _pool.shutdown(wait=False, cancel_futures=True)
+            _pool = None

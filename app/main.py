@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from app.api import api_router
+from app.dashboard import router as dashboard_router
 from app.errors import install_error_handlers
+from app.grading import shutdown_pool
 from app.middleware import RequestIdMiddleware
 from app.routes import health
 
 
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    yield
+    shutdown_pool()
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
+        lifespan=lifespan,
         title="OpenRFT",
         version="0.1.0",
         summary="Self-hosted, OpenAI-compatible reinforcement fine-tuning.",
@@ -25,6 +36,7 @@ def create_app() -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(api_router)
+    app.include_router(dashboard_router)
     logging.getLogger("openrft").setLevel(logging.INFO)
     return app
 

@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import PrincipalDep, SettingsDep
 from app.errors import bad_request
-from app.grading import grader_settings
+from app.grading import run_grader_isolated
 from app.schemas.common import ERROR_RESPONSES
-from trainer.graders import GraderSettings, GraderValidationError, run_grader, validate_grader
+from trainer.graders import GraderValidationError, validate_grader
 
 router = APIRouter(prefix="/fine_tuning/alpha/graders", tags=["graders"], responses=ERROR_RESPONSES)
 
@@ -63,7 +63,7 @@ def run_grader_endpoint(body: GraderRunRequest, _: PrincipalDep, settings: Setti
             if isinstance(body.reference_answer, dict)
             else {"reference_answer": body.reference_answer}
         )
-    return run_grader(spec, body.model_sample, item or {}, GraderSettings(**grader_settings(settings)))
+    return run_grader_isolated(spec, body.model_sample, item or {}, settings)
 
 
 @router.post("/validate", response_model=GraderValidateResponse)

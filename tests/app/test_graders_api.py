@@ -107,3 +107,31 @@ def test_python_grader_runs_jailed_away_from_the_service_data(sdk, app_settings)
 
 def test_graders_need_auth(client):
     assert_error(client.post("/v1/fine_tuning/alpha/graders/validate", json={"grader": STRING_CHECK}), 401)
+
+
+def test_graders_run_outside_the_api_process(sdk, monkeypatch):
+    """Grading happens in the grading pool's processes: the API process never loads what graders need
+    (torch for cosine). Poisoning the in-process grader proves the call went elsewhere."""
+    import trainer.graders
+    import trainer.graders.engine
+
+    def poisoned(*args, **kwargs):
+        raise AssertionError("run_grader was called inside the API process")
+
+    monkeypatch.setattr(trainer.graders, "run_grader", poisoned)
+    monkeypatch.setattr(trainer.graders.engine, "run_grader", poisoned)
+    grader = {
+        "type": "text_similarity",
+        "name": "cos",
+        "input": "{{ sample.output_text }}",
+        "reference": "{{ item.ref }}",
+        "evaluation_metric": "cosine",
+    }
+    same = sdk.fine_tuning.alpha.graders.run(
+        grader=grader, model_sample="The cat sat on the mat.", item={"ref": "The cat sat on the mat."}
+    )
+    other = sdk.fine_tuning.alpha.graders.run(
+        grader=grader, model_sample="Quarterly revenue grew.", item={"ref": "The cat sat on the mat."}
+    )
+    assert same.reward == pytest.approx(1.0, abs=1e-3)
+    assert other.reward < 0.5
