@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
 
 from app import ids, jobstore
 from app.db.base import utcnow
@@ -174,10 +175,7 @@ def _finish(job_id: str, worker: str, result: JobResult, settings: Settings) -> 
         return "cancelled"
 
 
-def _store_result_file(session: object, job: Job, path: Path) -> str:
-    from sqlalchemy.orm import Session
-
-    assert isinstance(session, Session)
+def _store_result_file(session: Session, job: Job, path: Path) -> str:
     storage = get_storage()
     file_id = ids.file_id()
     key = f"{job.organization.id}/{file_id}"

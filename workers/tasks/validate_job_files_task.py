@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from app import jobstore
 from app.db.models import Job
@@ -62,10 +63,7 @@ def validate_job_files(job_id: str) -> str:
     return "queued"
 
 
-def _fail(s: object, job: Job, code: str, message: str, param: str) -> None:
-    from sqlalchemy.orm import Session
-
-    assert isinstance(s, Session)
+def _fail(s: Session, job: Job, code: str, message: str, param: str) -> None:
     if jobstore.transition(
         s,
         job.id,
