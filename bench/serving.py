@@ -4,11 +4,12 @@
 
 1. Throughput: ``--clients`` concurrent clients send chat requests (greedy, fixed length via ignore_eos)
    to the CPU engine process; tokens/s is compared with sequential ``transformers.generate`` on the same
-   prompts in this process (same model, same thread count). Target >= 3x.
+   prompts in this process (same model, same thread count); engine and baseline rounds alternate so
+   both share the machine's load. Target >= 3x.
 2. Proxy overhead: the same requests sent directly to the engine and through ``serving.proxy`` inside a
-   minimal ASGI app (``serving.gateway``), alternating round by round so both see the same machine load;
-   p50 latency compared (target <= 5%). Non-streamed with 8 clients, streamed (time to first and last
-   byte), and one-at-a-time.
+   minimal ASGI app (``serving.gateway``): in every round half of the clients take each path (the halves
+   swap each round) and share the engine's batch, so both sides see the same load; p50 latency compared
+   (target <= 5%). Non-streamed, streamed (time to first token and to the end), and one at a time.
 
 Writes ``bench/results/serving.json`` and ``.md``. The machine's load average is recorded: the CPU is shared.
 """
@@ -77,37 +78,41 @@ def summary(latencies: list[float]) -> dict[str, float]:
 
 
 # -- baseline: sequential transformers.generate ----------------------------------------------------------
-def baseline_generate(
-    source: str, prompts: list[list[dict[str, str]]], max_tokens: int, threads: int
-) -> dict[str, Any]:
-    import torch
+class Baseline:
+    """The same model in this process, generating the same prompts one after another."""
 
-    from serving.engine.loader import load_base_model
+    def __init__(self, source: str, threads: int) -> None:
+        import torch
 
-    torch.set_num_threads(threads)
-    model, tokenizer, _ = load_base_model(source, cache_dir=cache_dir())
-    tokens = 0
-    with torch.inference_mode():
-        ids = tokenizer.apply_chat_template(
-            prompts[0], add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
-        model.generate(**ids, max_new_tokens=4, do_sample=False)  # warm-up
+        from serving.engine.loader import load_base_model
+
+        torch.set_num_threads(threads)
+        self.model, self.tokenizer, _ = load_base_model(source, cache_dir=cache_dir())
+        self.generate([QUESTIONS[0]], 4)  # warm-up
+
+    def generate(self, questions: list[str], max_tokens: int) -> tuple[int, float]:
+        """(new tokens, seconds) for ``questions`` run one by one, each exactly ``max_tokens`` long."""
+        import torch
+
+        tokens = 0
         start = time.perf_counter()
-        for messages in prompts:
-            ids = tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-            )
-            out = model.generate(**ids, max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False)
-            tokens += out.shape[1] - ids["input_ids"].shape[1]
-        seconds = time.perf_counter() - start
-    del model
-    gc.collect()
-    return {
-        "requests": len(prompts),
-        "tokens": tokens,
-        "seconds": round(seconds, 3),
-        "tokens_per_s": round(tokens / seconds, 2),
-    }
+        with torch.inference_mode():
+            for question in questions:
+                ids = self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": question}],
+                    add_generation_prompt=True,
+                    return_tensors="pt",
+                    return_dict=True,
+                )
+                out = self.model.generate(
+                    **ids, max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False
+                )
+                tokens += out.shape[1] - ids["input_ids"].shape[1]
+        return tokens, time.perf_counter() - start
+
+    def close(self) -> None:
+        del self.model
+        gc.collect()
 
 
 # -- clients ----------------------------------------------------------------------------------------------
@@ -175,7 +180,9 @@ async def clients_round(
 
 
 # -- the run ----------------------------------------------------------------------------------------------
-async def run_engine_side(args: argparse.Namespace, name: str, source: str, work: Path) -> dict[str, Any]:
+async def run(
+    args: argparse.Namespace, name: str, source: str, work: Path, baseline: Baseline
+) -> dict[str, Any]:
     from serving.backends import CpuBackend
     from serving.gateway import create_gateway_app
     from serving.http_thread import ThreadedServer
@@ -206,41 +213,74 @@ async def run_engine_side(args: argparse.Namespace, name: str, source: str, work
                 await clients_round(http, direct, name, args.clients, 1, 8, False, 0)
                 await clients_round(http, gateway.url, name, args.clients, 1, 8, False, 0)
 
-            results, seconds = await clients_round(
-                http, direct, name, args.clients, args.per_client, args.max_tokens, False, 0
-            )
-            tokens = sum(r.tokens for r in results)
+            # Throughput, side by side: engine and baseline rounds alternate, so both see the same load.
+            engine_tokens, engine_seconds, base_tokens, base_seconds = 0, 0.0, 0, 0.0
+            latencies: list[float] = []
+            for r in range(args.throughput_rounds):
+                questions = [QUESTIONS[(r + i) % len(QUESTIONS)] for i in range(args.clients)]
+                for side in ["engine", "baseline"] if r % 2 == 0 else ["baseline", "engine"]:
+                    if side == "engine":
+                        results, seconds = await clients_round(
+                            http, direct, name, args.clients, 1, args.max_tokens, False, r
+                        )
+                        engine_tokens += sum(x.tokens for x in results)
+                        engine_seconds += seconds
+                        latencies += [x.latency for x in results]
+                    else:
+                        tokens, seconds = baseline.generate(questions, args.max_tokens)
+                        base_tokens, base_seconds = base_tokens + tokens, base_seconds + seconds
             out["engine"] = {
                 "clients": args.clients,
-                "requests": len(results),
-                "tokens": tokens,
-                "seconds": round(seconds, 3),
-                "tokens_per_s": round(tokens / seconds, 2),
-                "latency": summary([r.latency for r in results]),
+                "requests": len(latencies),
+                "tokens": engine_tokens,
+                "seconds": round(engine_seconds, 3),
+                "tokens_per_s": round(engine_tokens / engine_seconds, 2),
+                "latency": summary(latencies),
+            }
+            out["baseline"] = {
+                "requests": len(latencies),
+                "tokens": base_tokens,
+                "seconds": round(base_seconds, 3),
+                "tokens_per_s": round(base_tokens / base_seconds, 2),
             }
 
+            # Proxy overhead. Each round's clients are split between the two paths (the split flips every
+            # round) and share one engine batch, so load changes hit both sides alike; fixed-length greedy
+            # requests make every difference the proxy's own time, or a decode step missed because of it.
+            paths = {"direct": direct, "proxy": gateway.url}
             lat: dict[str, list[float]] = {"direct": [], "proxy": []}
             stream_lat: dict[str, list[float]] = {"direct": [], "proxy": []}
             stream_first: dict[str, list[float]] = {"direct": [], "proxy": []}
             single: dict[str, list[float]] = {"direct": [], "proxy": []}
-            paths = {"direct": direct, "proxy": gateway.url}
             for r in range(args.rounds):
-                order = ["direct", "proxy"] if r % 2 == 0 else ["proxy", "direct"]
-                for path in order:
-                    res, _ = await clients_round(
-                        http, paths[path], name, args.clients, 1, args.max_tokens, False, r
+                route = ["direct" if (i + r) % 2 == 0 else "proxy" for i in range(args.clients)]
+                for stream in (False, True):
+                    results = await asyncio.gather(
+                        *(
+                            one_request(
+                                http,
+                                paths[route[i]],
+                                name,
+                                QUESTIONS[(r + i // 2) % len(QUESTIONS)],
+                                args.max_tokens,
+                                stream,
+                            )
+                            for i in range(args.clients)
+                        )
                     )
-                    lat[path] += [x.latency for x in res]
-                for path in order:
-                    res, _ = await clients_round(
-                        http, paths[path], name, args.clients, 1, args.max_tokens, True, r
-                    )
-                    stream_lat[path] += [x.latency for x in res]
-                    stream_first[path] += [x.first_byte for x in res if x.first_byte is not None]
+                    for i, res in enumerate(results):
+                        if stream:
+                            stream_lat[route[i]].append(res.latency)
+                            if res.first_byte is not None:
+                                stream_first[route[i]].append(res.first_byte)
+                        else:
+                            lat[route[i]].append(res.latency)
                 for k in range(args.single_pairs):
-                    for path in order:
-                        res, _ = await clients_round(http, paths[path], name, 1, 1, 16, False, r + k)
-                        single[path] += [x.latency for x in res]
+                    for path in ("direct", "proxy") if (r + k) % 2 == 0 else ("proxy", "direct"):
+                        res = await one_request(
+                            http, paths[path], name, QUESTIONS[(r + k) % len(QUESTIONS)], 16, False
+                        )
+                        single[path].append(res.latency)
 
             def compare(data: dict[str, list[float]]) -> dict[str, Any]:
                 d, p = summary(data["direct"]), summary(data["proxy"])
@@ -279,7 +319,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "",
         f"Speed-up: **{result['speedup']}x** (target >= 3x). Engine request latency p50 {e['latency']['p50_s']} s.",
         "",
-        "## Proxy overhead (gateway + serving.proxy vs engine directly, rounds alternated)",
+        "## Proxy overhead (gateway + serving.proxy vs engine directly, both in the same batches)",
         "",
         "| scenario | direct p50 (s) | proxy p50 (s) | overhead at p50 | direct p90 | proxy p90 | n per side |",
         "|---|---|---|---|---|---|---|",
@@ -300,9 +340,9 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__.split("\n")[0])
     p.add_argument("--clients", type=int, default=8)
-    p.add_argument("--per-client", type=int, default=2, help="Requests per client in the throughput run.")
+    p.add_argument("--throughput-rounds", type=int, default=2, help="Alternating engine/baseline rounds.")
     p.add_argument("--max-tokens", type=int, default=48)
-    p.add_argument("--rounds", type=int, default=3, help="Alternating direct/proxy rounds for the overhead.")
+    p.add_argument("--rounds", type=int, default=4, help="Mixed direct/proxy rounds for the overhead.")
     p.add_argument("--single-pairs", type=int, default=3)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--model", default="auto", choices=["auto", "smollm2", "tiny"])
@@ -314,13 +354,13 @@ def main() -> None:
     name, source, description = pick_model(args.model, work)
     load_before = [round(x, 2) for x in os.getloadavg()]
 
-    result: dict[str, Any] = asyncio.run(run_engine_side(args, name, source, work))
-    prompts = [
-        [{"role": "user", "content": QUESTIONS[(i + k) % len(QUESTIONS)]}]
-        for i in range(args.clients)
-        for k in range(args.per_client)
-    ]
-    result["baseline"] = baseline_generate(source, prompts, args.max_tokens, args.threads)
+    baseline = Baseline(
+        source, args.threads
+    )  # also converts and caches a GGUF model before the engine starts
+    try:
+        result: dict[str, Any] = asyncio.run(run(args, name, source, work, baseline))
+    finally:
+        baseline.close()
     result["speedup"] = round(result["engine"]["tokens_per_s"] / result["baseline"]["tokens_per_s"], 2)
     result.update(
         command="python -m bench.serving "
