@@ -12,7 +12,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.db.retry import is_transient
 
 log = logging.getLogger("openrft.api")
 
@@ -121,8 +124,26 @@ async def unhandled_error_handler(request: Request, exc: Exception) -> JSONRespo
     )
 
 
+async def database_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A database that is restarting or unreachable is a 503 the client may retry (the SDKs do); any
+    other database error is a bug, a plain 500."""
+    if not is_transient(exc):
+        return await unhandled_error_handler(request, exc)
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return _response(
+        503,
+        error_body(
+            "The service's database is temporarily unavailable. Retry in a few seconds.",
+            "service_unavailable_error",
+            code="database_unavailable",
+        ),
+        {"retry-after": "2"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, api_error_handler)
+    app.add_exception_handler(DBAPIError, database_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(Exception, unhandled_error_handler)

@@ -12,8 +12,10 @@ from app.api import api_router
 from app.dashboard import router as dashboard_router
 from app.errors import install_error_handlers
 from app.grading import shutdown_pool
-from app.middleware import RequestIdMiddleware
+from app.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from app.ratelimit import RateLimitHeadersMiddleware
 from app.routes import health
+from app.settings import get_settings
 
 
 @asynccontextmanager
@@ -33,6 +35,13 @@ def create_app() -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
+    app.add_middleware(RateLimitHeadersMiddleware)
+    # Uploads stream to storage under their own limit (OPENRFT_MAX_UPLOAD_BYTES).
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=get_settings().max_request_bytes,
+        exempt=[("POST", "/v1/files")],
+    )
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(api_router)

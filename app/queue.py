@@ -80,3 +80,22 @@ def revoke(task_id: str) -> None:
         get_producer().control.revoke(task_id)
     except Exception:  # the cooperative cancel in the worker does not depend on this
         log.warning("revoke of task %s failed", task_id, exc_info=True)
+
+
+_BROKER_MARKER = "openrft:broker-alive"
+
+
+def broker_was_reset(settings: Settings) -> bool:
+    """True when the Redis broker lost its data since the last call (restarted without persistence, or
+    flushed): the messages of queued jobs went with it and must be sent again. The marker lives in the
+    broker's own database, so it disappears exactly when they do. Always False for the filesystem broker.
+    The very first call also answers True; the resends it causes are skipped by the workers' claim."""
+    if not settings.redis_url:
+        return False
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        return bool(client.set(_BROKER_MARKER, "1", nx=True))
+    finally:
+        client.close()

@@ -38,9 +38,29 @@ class Settings(BaseSettings):
         description="How graders and workers reach this service's own API (model graders on served models).",
     )
 
-    # Files
+    # Files and request bodies
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, validation_alias="OPENRFT_MAX_UPLOAD_BYTES")
+    max_request_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        validation_alias="OPENRFT_MAX_REQUEST_BYTES",
+        description="Largest request body outside file uploads (those have OPENRFT_MAX_UPLOAD_BYTES).",
+    )
+    max_line_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        validation_alias="OPENRFT_MAX_LINE_BYTES",
+        description="Longest JSONL line that file validation reads; longer lines are reported, not parsed.",
+    )
     storage_dir: Path | None = Field(default=None, validation_alias="OPENRFT_STORAGE_DIR")
+
+    # Rate limits per API key, in requests per minute (0 turns one off). Shared by all API processes
+    # through Redis when REDIS_URL is set, per process otherwise.
+    rate_limit_jobs_per_minute: int = Field(default=60, validation_alias="OPENRFT_RATE_LIMIT_JOBS_PER_MINUTE")
+    rate_limit_chat_per_minute: int = Field(
+        default=600, validation_alias="OPENRFT_RATE_LIMIT_CHAT_PER_MINUTE"
+    )
+    rate_limit_graders_per_minute: int = Field(
+        default=120, validation_alias="OPENRFT_RATE_LIMIT_GRADERS_PER_MINUTE"
+    )
 
     # Base models: name -> Hugging Face id, local directory, or gguf:<package>/<file>. JSON in the env.
     base_models: dict[str, str] = Field(default_factory=dict, validation_alias="OPENRFT_BASE_MODELS")
@@ -49,7 +69,17 @@ class Settings(BaseSettings):
     worker_heartbeat_seconds: float = Field(default=10.0, validation_alias="OPENRFT_WORKER_HEARTBEAT_SECONDS")
     job_lease_seconds: float = Field(default=120.0, validation_alias="OPENRFT_JOB_LEASE_SECONDS")
     control_poll_seconds: float = Field(default=1.0, validation_alias="OPENRFT_CONTROL_POLL_SECONDS")
-    max_running_jobs_per_org: int = Field(default=2, validation_alias="OPENRFT_MAX_RUNNING_JOBS_PER_ORG")
+    max_running_jobs_per_org: int = Field(
+        default=2,
+        validation_alias="OPENRFT_MAX_RUNNING_JOBS_PER_ORG",
+        description="Jobs one organization may have running at once (0: no cap); the rest wait queued.",
+    )
+    reaper_interval_seconds: float = Field(default=15.0, validation_alias="OPENRFT_REAPER_INTERVAL_SECONDS")
+    db_retry_seconds: float = Field(
+        default=300.0,
+        validation_alias="OPENRFT_DB_RETRY_SECONDS",
+        description="How long a worker waits for the database to come back before giving up a write.",
+    )
 
     # Graders
     grader_base_url: str | None = Field(default=None, validation_alias="OPENRFT_GRADER_BASE_URL")
@@ -122,6 +152,10 @@ class Settings(BaseSettings):
     @property
     def broker_dir(self) -> Path:
         return self.home / "broker"
+
+    def rate_limit(self, name: str) -> int:
+        """Requests per minute per API key for the route group ``name`` (jobs, chat, graders)."""
+        return int(getattr(self, f"rate_limit_{name}_per_minute"))
 
     @property
     def all_base_models(self) -> dict[str, str]:

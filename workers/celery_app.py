@@ -22,8 +22,9 @@ celery_app = Celery(
     ],
 )
 celery_app.conf.update(celery_config(get_settings()))
+_reap_every = get_settings().reaper_interval_seconds
 celery_app.conf.beat_schedule = {
-    "reap-jobs": {"task": REAP_JOBS, "schedule": 15.0, "options": {"expires": 14}},
+    "reap-jobs": {"task": REAP_JOBS, "schedule": _reap_every, "options": {"expires": _reap_every}},
 }
 celery_app.conf.worker_hijack_root_logger = False
 

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
 from app import jobstore
 from app.db.base import utcnow
-from app.db.models import Job
+from app.db.models import Checkpoint, Job, JobEvent
+from app.db.retry import retry_db
 from app.db.session import session_scope
 from trainer.interface import StopRequest
 
@@ -22,39 +25,64 @@ log = logging.getLogger("openrft.worker")
 
 
 class DbEventSink:
-    def __init__(self, job_id: str) -> None:
+    """Each call is one transaction, retried while the database is unavailable (a restart must not
+    crash hours of training), up to ``retry_seconds``."""
+
+    def __init__(self, job_id: str, *, retry_seconds: float = 300.0, replace_steps: bool = False) -> None:
         self.job_id = job_id
+        self.retry_seconds = retry_seconds
+        self.replace_steps = replace_steps
 
     def _job(self, session: Any) -> Job:
         return session.scalars(select(Job).where(Job.id == self.job_id)).one()
 
+    def _write(self, fn: Callable[[Session], object]) -> None:
+        def transaction() -> None:
+            with session_scope() as s:
+                fn(s)
+
+        retry_db(transaction, max_seconds=self.retry_seconds)
+
     def message(self, text: str, *, level: Literal["info", "warn", "error"] = "info") -> None:
-        with session_scope() as s:
-            jobstore.add_event(s, self._job(s).pk, text, level=level)
+        self._write(lambda s: jobstore.add_event(s, self._job(s).pk, text, level=level))
 
     def metrics(self, text: str, data: dict[str, Any]) -> None:
-        with session_scope() as s:
-            jobstore.add_event(s, self._job(s).pk, text, type="metrics", data=data)
+        def write(s: Session) -> None:
+            job_pk = self._job(s).pk
+            if self.replace_steps and isinstance(data.get("step"), int):
+                s.execute(
+                    delete(JobEvent).where(
+                        JobEvent.job_pk == job_pk,
+                        JobEvent.type == "metrics",
+                        JobEvent.data["step"].as_integer() == data["step"],
+                    )
+                )
+            jobstore.add_event(s, job_pk, text, type="metrics", data=data)
+
+        self._write(write)
 
     def checkpoint_saved(self, step: int, path: Path, metrics: dict[str, Any]) -> None:
-        with session_scope() as s:
+        def write(s: Session) -> None:
             job = self._job(s)
-            ckpt = jobstore.register_checkpoint(s, job, step, str(path), metrics)
-            jobstore.add_event(
-                s, job.pk, f"Checkpoint created at step {step}: {ckpt.fine_tuned_model_checkpoint}"
+            seen = s.scalar(
+                select(Checkpoint.pk).where(Checkpoint.job_pk == job.pk, Checkpoint.step_number == step)
             )
+            ckpt = jobstore.register_checkpoint(s, job, step, str(path), metrics)
+            if seen is None:
+                jobstore.add_event(
+                    s, job.pk, f"Checkpoint created at step {step}: {ckpt.fine_tuned_model_checkpoint}"
+                )
+
+        self._write(write)
 
     def checkpoint_removed(self, step: int) -> None:
-        with session_scope() as s:
-            jobstore.remove_checkpoint(s, self._job(s), step)
+        self._write(lambda s: jobstore.remove_checkpoint(s, self._job(s), step))
 
     def estimate(self, finish_at: float, *, step: int = 0, total_steps: int = 0) -> None:
-        with session_scope() as s:
-            s.execute(
-                update(Job)
-                .where(Job.id == self.job_id)
-                .values(estimated_finish=datetime.fromtimestamp(finish_at, tz=utcnow().tzinfo))
-            )
+        finish = datetime.fromtimestamp(finish_at, tz=utcnow().tzinfo)
+        self._write(
+            lambda s: s.execute(update(Job).where(Job.id == self.job_id).values(estimated_finish=finish))
+        )
 
 
 class DbControl:

@@ -1,23 +1,35 @@
 """Runs one training attempt of a job: claim it, build the trainer's spec, call the trainer, record the
-outcome. Every write is conditional on this worker still holding the job."""
+outcome. Every write is conditional on this worker still holding the job.
+
+Fair sharing: an organization may have at most ``max_running_jobs_per_org`` jobs running. A worker that
+receives a job of an organization at its cap leaves it queued with no message in flight (``task_id`` NULL)
+and takes the next message; when one of that organization's jobs stops, :func:`dispatch_waiting` sends its
+oldest waiting job again (the reaper does the same periodically, in case that send is lost). Nothing polls
+while an organization stays at its cap, and other organizations' jobs are never stuck behind its backlog.
+"""
 
 from __future__ import annotations
 
+import enum
+import errno
 import logging
 import shutil
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app import ids, jobstore
 from app.db.base import utcnow
-from app.db.models import File, Job
+from app.db.models import File, Job, JobEvent, Organization
+from app.db.retry import is_transient, retry_db
 from app.db.session import session_scope
 from app.grading import grader_settings
+from app.queue import TRAIN_JOB, enqueue
 from app.settings import Settings, get_settings
-from app.storage import get_storage
+from app.storage import StorageError, get_storage
 from trainer.interface import JobResult, JobSpec, TrainerError
 from workers.control import DbControl, DbEventSink
 
@@ -32,18 +44,49 @@ def data_path(settings: Settings, job_id: str, which: str) -> Path:
     return job_workdir(settings, job_id) / "data" / f"{which}.jsonl"
 
 
-def claim(job_id: str, worker: str, task_id: str | None, settings: Settings) -> bool:
-    """Atomically take a queued job, or a running one whose lease expired. Two workers racing for the
-    same job: exactly one UPDATE matches."""
+class ClaimResult(enum.Enum):
+    CLAIMED = "claimed"
+    NOT_CLAIMABLE = "not_claimable"
+    """Running elsewhere with a live lease, finished, cancelled, paused, or gone."""
+    AT_CAPACITY = "at_capacity"
+    """Claimable, but its organization already runs ``max_running_jobs_per_org`` jobs."""
+
+
+def _claimable(settings: Settings) -> Any:
+    stale = utcnow() - timedelta(seconds=settings.job_lease_seconds)
+    return or_(Job.status == "queued", (Job.status == "running") & (Job.heartbeat_at < stale))
+
+
+def _running_elsewhere(org_pk: int, job_id: str) -> Any:
+    other = aliased(Job)
+    return (
+        select(func.count())
+        .select_from(other)
+        .where(other.org_pk == org_pk, other.status == "running", other.id != job_id)
+        .scalar_subquery()
+    )
+
+
+def try_claim(job_id: str, worker: str, task_id: str | None, settings: Settings) -> ClaimResult:
+    """Atomically take a queued job, or a running one whose lease expired, if its organization is below
+    its cap. Two workers racing for the same job: exactly one UPDATE matches; racing for the last free
+    slot of an organization: its row lock makes them take turns."""
     now = utcnow()
-    stale = now - timedelta(seconds=settings.job_lease_seconds)
+    claimable = _claimable(settings)
+    cap = settings.max_running_jobs_per_org
     with session_scope() as s:
+        org_pk = s.scalar(select(Job.org_pk).where(Job.id == job_id))
+        if org_pk is None:
+            return ClaimResult.NOT_CLAIMABLE
+        conditions = [Job.id == job_id, claimable]
+        if cap > 0:
+            # PostgreSQL: FOR UPDATE serializes claims within one organization, and the UPDATE below then
+            # counts on a fresh snapshot. SQLite: ignored, its single writer gives the same guarantee.
+            s.execute(select(Organization.pk).where(Organization.pk == org_pk).with_for_update())
+            conditions.append(_running_elsewhere(org_pk, job_id) < cap)
         result = s.execute(
             update(Job)
-            .where(
-                Job.id == job_id,
-                or_(Job.status == "queued", (Job.status == "running") & (Job.heartbeat_at < stale)),
-            )
+            .where(*conditions)
             .values(
                 status="running",
                 worker=worker,
@@ -52,8 +95,86 @@ def claim(job_id: str, worker: str, task_id: str | None, settings: Settings) -> 
                 attempt=Job.attempt + 1,
                 started_at=func.coalesce(Job.started_at, now),
             )
+            .execution_options(synchronize_session=False)
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        if result.rowcount:  # type: ignore[attr-defined]
+            return ClaimResult.CLAIMED
+        if cap > 0 and s.scalar(select(Job.pk).where(Job.id == job_id, claimable)) is not None:
+            return ClaimResult.AT_CAPACITY
+        return ClaimResult.NOT_CLAIMABLE
+
+
+def claim(job_id: str, worker: str, task_id: str | None, settings: Settings) -> bool:
+    return try_claim(job_id, worker, task_id, settings) is ClaimResult.CLAIMED
+
+
+def defer(job_id: str, task_id: str | None, settings: Settings) -> None:
+    """Leave a job of an organization at its cap queued, with no message in flight, and say why once."""
+    with session_scope() as s:
+        job = s.scalars(select(Job).where(Job.id == job_id)).one()
+        s.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.status == "queued",
+                or_(Job.task_id.is_(None), Job.task_id == task_id) if task_id else Job.task_id.is_(None),
+            )
+            .values(task_id=None)
+            .execution_options(synchronize_session=False)
+        )
+        last = s.scalar(
+            select(JobEvent).where(JobEvent.job_pk == job.pk).order_by(JobEvent.pk.desc()).limit(1)
+        )
+        if last is None or (last.data or {}).get("waiting_for") != "organization_capacity":
+            cap = settings.max_running_jobs_per_org
+            jobstore.add_event(
+                s,
+                job.pk,
+                f"Waiting: organization {job.organization.name!r} already has {cap} running job"
+                f"{'s' * (cap != 1)} (the per-organization limit); this job starts when one of them ends.",
+                data={"waiting_for": "organization_capacity", "limit": cap},
+            )
+        org_pk = job.org_pk
+    # A slot may have freed between the claim and now; then nobody else would send this job.
+    dispatch_waiting(org_pk, settings)
+
+
+def dispatch_waiting(org_pk: int, settings: Settings) -> list[str]:
+    """Send the oldest queued jobs of an organization that have no message in flight, as many as it has
+    free slots; returns their ids. Called when one of its jobs stops, and by the reaper."""
+    cap = settings.max_running_jobs_per_org
+    with session_scope() as s:
+        if cap > 0:
+            running = s.scalar(
+                select(func.count()).select_from(Job).where(Job.org_pk == org_pk, Job.status == "running")
+            )
+            free = cap - (running or 0)
+        else:
+            free = 1_000
+        if free <= 0:
+            return []
+        waiting = s.scalars(
+            select(Job.id)
+            .where(Job.org_pk == org_pk, Job.status == "queued", Job.task_id.is_(None))
+            .order_by(Job.pk)
+            .limit(free)
+        ).all()
+    sent = []
+    for job_id in waiting:
+        try:
+            task_id = enqueue(TRAIN_JOB, job_id)
+        except Exception:
+            log.exception("could not send waiting job %s; the reaper will retry", job_id)
+            break
+        with session_scope() as s:
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.task_id.is_(None))
+                .values(task_id=task_id)
+                .execution_options(synchronize_session=False)
+            )
+        sent.append(job_id)
+    return sent
 
 
 def build_spec(job: Job, settings: Settings) -> JobSpec:
@@ -79,56 +200,115 @@ def build_spec(job: Job, settings: Settings) -> JobSpec:
 
 
 def run_training(job_id: str, *, worker: str, task_id: str | None) -> str:
-    """One attempt at a job; returns what happened (for logs and tests)."""
+    """One attempt at a job; returns what happened (for logs and tests). Transient database errors
+    propagate (the Celery task retries them); the job itself stays claimable through its lease."""
     settings = get_settings()
-    if not claim(job_id, worker, task_id, settings):
+    outcome = try_claim(job_id, worker, task_id, settings)
+    if outcome is ClaimResult.AT_CAPACITY:
+        log.info("job %s: its organization is at its running-job cap; leaving it queued", job_id)
+        defer(job_id, task_id, settings)
+        return "deferred"
+    if outcome is not ClaimResult.CLAIMED:
         log.info("job %s is not claimable (taken, cancelled or paused); skipping", job_id)
         return "skipped"
     with session_scope() as s:
         job = s.scalars(select(Job).where(Job.id == job_id)).one()
         spec = build_spec(job, settings)
         attempt = job.attempt
+        org_pk = job.org_pk
         word = "Resuming" if spec.resume_from or attempt > 1 else "Fine-tuning"
         jobstore.add_event(s, job.pk, f"{word} job {job.id} (attempt {attempt}) on worker {worker}.")
+    try:
+        return _train(job_id, spec, attempt, worker=worker, settings=settings)
+    finally:
+        try:
+            dispatch_waiting(org_pk, settings)  # this job's slot is free now (unless it is retried)
+        except Exception:
+            log.warning("could not dispatch waiting jobs of org %s; the reaper will", org_pk, exc_info=True)
 
+
+def _train(job_id: str, spec: JobSpec, attempt: int, *, worker: str, settings: Settings) -> str:
     control = DbControl(
         job_id,
         worker,
         poll_seconds=settings.control_poll_seconds,
         heartbeat_seconds=settings.worker_heartbeat_seconds,
     )
+    # A resumed attempt recomputes the steps after its last saved state: their metrics replace the
+    # earlier attempt's, so the job's events list every step once.
+    sink = DbEventSink(job_id, retry_seconds=settings.db_retry_seconds, replace_steps=attempt > 1)
     control.start()
     try:
         from trainer import run_job
 
-        result = run_job(spec, DbEventSink(job_id), control, job_workdir(settings, job_id))
+        result = run_job(spec, sink, control, job_workdir(settings, job_id))
     except TrainerError as exc:
-        _fail(job_id, worker, exc.code, exc.message, exc.param)
+        _fail(job_id, worker, exc.code, exc.message, exc.param, settings)
         return "failed"
     except Exception as exc:
+        if is_transient(exc):
+            raise  # the database was away longer than the sink waits: the task retries, the job resumes
+        problem = storage_problem(exc)
+        if problem:
+            log.error("job %s: storage failure: %s", job_id, exc)
+            _fail(job_id, worker, "storage_error", problem, None, settings)
+            return "failed"
         log.exception("job %s crashed", job_id)
-        _fail(job_id, worker, "internal_error", f"Training failed: {type(exc).__name__}: {exc}", None)
+        _fail(
+            job_id, worker, "internal_error", f"Training failed: {type(exc).__name__}: {exc}", None, settings
+        )
         raise
     finally:
         control.stop()
     if control.lost_lease:
         log.warning("job %s: lease lost to another worker; leaving the job to it", job_id)
         return "lost"
-    return _finish(job_id, worker, result, settings)
+    return retry_db(lambda: _finish(job_id, worker, result, settings), max_seconds=settings.db_retry_seconds)
 
 
-def _fail(job_id: str, worker: str, code: str, message: str, param: str | None) -> None:
-    with session_scope() as s:
-        job = s.scalars(select(Job).where(Job.id == job_id)).one()
-        if jobstore.transition(
-            s,
-            job_id,
-            "failed",
-            from_=("running",),
-            worker=worker,
-            error={"code": code, "message": message, "param": param},
-        ):
-            jobstore.add_event(s, job.pk, f"Job failed: {message}", level="error")
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
+_STORAGE_MESSAGES = ("No space left on device", "Read-only file system", "Disk quota exceeded")
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """A user-facing message if ``exc`` (or what caused it) is the disk failing a write, else None.
+    Libraries wrap OS errors in their own types (safetensors, torch), so messages count too."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _STORAGE_ERRNOS:
+            where = f" while writing {current.filename}" if current.filename else ""
+            return (
+                f"Training stopped: the worker could not write the job's files ({current.strerror}{where}). "
+                "Checkpoints saved before this are intact; free space or fix the volume, then start the job again."
+            )
+        text = str(current)
+        for marker in _STORAGE_MESSAGES:
+            if marker in text:
+                return (
+                    f"Training stopped: the worker could not write the job's files ({marker}). Checkpoints "
+                    "saved before this are intact; free space or fix the volume, then start the job again."
+                )
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _fail(job_id: str, worker: str, code: str, message: str, param: str | None, settings: Settings) -> None:
+    def write() -> None:
+        with session_scope() as s:
+            job = s.scalars(select(Job).where(Job.id == job_id)).one()
+            if jobstore.transition(
+                s,
+                job_id,
+                "failed",
+                from_=("running",),
+                worker=worker,
+                error={"code": code, "message": message, "param": param},
+            ):
+                jobstore.add_event(s, job.pk, f"Job failed: {message}", level="error")
+
+    retry_db(write, max_seconds=settings.db_retry_seconds)
 
 
 def _finish(job_id: str, worker: str, result: JobResult, settings: Settings) -> str:
@@ -156,7 +336,10 @@ def _finish(job_id: str, worker: str, result: JobResult, settings: Settings) -> 
             raise RuntimeError("the trainer reported success without a model")
         result_files = []
         if result.result_file and result.result_file.exists():
-            result_files.append(_store_result_file(s, job, result.result_file))
+            try:
+                result_files.append(_store_result_file(s, job, result.result_file))
+            except StorageError as exc:  # the model is done; a missing metrics CSV must not lose it
+                jobstore.add_event(s, job.pk, f"The results file could not be stored: {exc}", level="warn")
         name = jobstore.register_final_model(s, job, str(result.model_dir))
         if jobstore.transition(
             s,

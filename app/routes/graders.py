@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import PrincipalDep, SettingsDep
 from app.errors import bad_request
 from app.grading import run_grader_isolated
+from app.ratelimit import RateLimited
 from app.schemas.common import ERROR_RESPONSES
 from trainer.graders import GraderValidationError, validate_grader
 
@@ -53,7 +54,7 @@ def _validated(spec: dict[str, Any]) -> dict[str, Any]:
         ) from exc
 
 
-@router.post("/run", response_model=GraderRunResponse)
+@router.post("/run", response_model=GraderRunResponse, dependencies=[Depends(RateLimited("graders"))])
 def run_grader_endpoint(body: GraderRunRequest, _: PrincipalDep, settings: SettingsDep) -> dict[str, Any]:
     spec = _validated(body.grader)
     item = body.item

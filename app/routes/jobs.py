@@ -6,13 +6,14 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import select
 
 from app.db.models import Checkpoint, Job, JobEvent
 from app.deps import PrincipalDep, SessionDep, SettingsDep
 from app.errors import bad_request
 from app.pagination import page_body, paginate
+from app.ratelimit import RateLimited
 from app.schemas.common import ERROR_RESPONSES, ListResponse
 from app.schemas.jobs import Checkpoint as CheckpointOut
 from app.schemas.jobs import Job as JobOut
@@ -26,7 +27,7 @@ router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"], responses=E
 _METADATA_PARAM = re.compile(r"^metadata\[(.+)\]$")
 
 
-@router.post("", response_model=JobOut)
+@router.post("", response_model=JobOut, dependencies=[Depends(RateLimited("jobs"))])
 def create_fine_tuning_job(
     body: JobCreate, principal: PrincipalDep, session: SessionDep, settings: SettingsDep
 ) -> JobOut:

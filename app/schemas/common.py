@@ -34,6 +34,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorResponse, "description": "Invalid request"},
     401: {"model": ErrorResponse, "description": "Missing, malformed or revoked API key"},
     404: {"model": ErrorResponse, "description": "Not found (or not visible to your organization)"},
-    429: {"model": ErrorResponse, "description": "Rate limited"},
+    413: {"model": ErrorResponse, "description": "Request body too large"},
+    429: {"model": ErrorResponse, "description": "Rate limited (see the retry-after header)"},
     500: {"model": ErrorResponse, "description": "Server error"},
+    503: {"model": ErrorResponse, "description": "Temporarily unavailable (database restarting); retry"},
 }

@@ -1,5 +1,7 @@
-"""Periodic: notice jobs whose worker vanished (lease expired) and re-queue them to resume from their last
-checkpoint, and send again any job whose message never reached the broker."""
+"""Periodic (every ``OPENRFT_REAPER_INTERVAL_SECONDS``): notice jobs whose worker vanished (lease expired) and
+re-queue them to resume from their last checkpoint, send again any job whose message never reached the
+broker or was lost with it (a Redis restart without persistence), and send waiting jobs of organizations
+that have a free running slot."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ from app import jobstore
 from app.db.base import utcnow
 from app.db.models import Job
 from app.db.session import session_scope
-from app.queue import REAP_JOBS, TRAIN_JOB, VALIDATE_JOB_FILES, enqueue
+from app.queue import REAP_JOBS, TRAIN_JOB, VALIDATE_JOB_FILES, broker_was_reset, enqueue
 from app.settings import get_settings
 from workers.celery_app import celery_app
+from workers.runner import dispatch_waiting
 
 log = logging.getLogger("openrft.reaper")
 
@@ -27,8 +30,13 @@ def reap_jobs() -> dict[str, int]:
     settings = get_settings()
     now = utcnow()
     stale = now - timedelta(seconds=settings.job_lease_seconds)
-    counts = {"requeued": 0, "failed": 0, "resent": 0}
+    counts = {"requeued": 0, "failed": 0, "resent": 0, "dispatched": 0}
     resend: list[tuple[str, str]] = []
+    try:
+        lost_broker = broker_was_reset(settings)
+    except Exception:
+        log.warning("cannot reach the broker; skipping the lost-message check", exc_info=True)
+        lost_broker = False
     with session_scope() as s:
         for job in s.scalars(select(Job).where(Job.status == "running", Job.heartbeat_at < stale)).all():
             silent = int((now - job.heartbeat_at).total_seconds()) if job.heartbeat_at else 0
@@ -55,18 +63,31 @@ def reap_jobs() -> dict[str, int]:
                 )
                 resend.append((TRAIN_JOB, job.id))
                 counts["requeued"] += 1
+        if lost_broker:
+            # Every message in flight is gone; a job that had one gets a new one.
+            for job in s.scalars(
+                select(Job).where(Job.status.in_(("validating_files", "queued")), Job.task_id.is_not(None))
+            ).all():
+                resend.append((VALIDATE_JOB_FILES if job.status == "validating_files" else TRAIN_JOB, job.id))
+                counts["resent"] += 1
+            if counts["resent"]:
+                log.warning("the broker lost its messages; sending %d jobs again", counts["resent"])
         grace = now - timedelta(seconds=UNSENT_GRACE_SECONDS)
-        unsent = s.scalars(
-            select(Job).where(
-                Job.status.in_(("validating_files", "queued")), Job.task_id.is_(None), Job.created_at < grace
-            )
-        ).all()
         already = {job_id for _, job_id in resend}
-        for job in unsent:
-            if job.id in already:
-                continue
-            resend.append((VALIDATE_JOB_FILES if job.status == "validating_files" else TRAIN_JOB, job.id))
-            counts["resent"] += 1
+        for job in s.scalars(
+            select(Job).where(Job.status == "validating_files", Job.task_id.is_(None), Job.created_at < grace)
+        ).all():
+            if job.id not in already:
+                resend.append((VALIDATE_JOB_FILES, job.id))
+                counts["resent"] += 1
+        # Queued jobs without a message: never sent, or waiting for their organization's cap.
+        waiting_orgs = set(
+            s.scalars(
+                select(Job.org_pk).where(
+                    Job.status == "queued", Job.task_id.is_(None), Job.created_at < grace
+                )
+            ).all()
+        )
     for task, job_id in resend:
         try:
             task_id = enqueue(task, job_id)
@@ -75,4 +96,6 @@ def reap_jobs() -> dict[str, int]:
             continue
         with session_scope() as s:
             s.execute(update(Job).where(Job.id == job_id).values(task_id=task_id))
+    for org_pk in waiting_orgs:
+        counts["dispatched"] += len(dispatch_waiting(org_pk, settings))
     return counts

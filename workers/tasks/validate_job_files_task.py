@@ -3,24 +3,96 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
 
+from celery import Task
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app import jobstore
 from app.db.models import Job
+from app.db.retry import is_transient
 from app.db.session import session_scope
 from app.queue import TRAIN_JOB, VALIDATE_JOB_FILES, enqueue
 from app.settings import get_settings
-from openrft.validation import validate_file
+from openrft.validation import Method, ValidationReport, validate_stream
 from workers.celery_app import celery_app
-from workers.runner import copy_inputs, data_path
+from workers.runner import copy_inputs, data_path, storage_problem
+from workers.tasks.train_job_task import retry_countdown
 
 log = logging.getLogger("openrft.worker")
 
 
-@celery_app.task(name=VALIDATE_JOB_FILES, acks_late=True, reject_on_worker_lost=True)
-def validate_job_files(job_id: str) -> str:
+class BoundedLines:
+    """The lines of a binary file, none held longer than ``max_bytes``: a longer line is read through in
+    blocks, yielded as a blank line (which validation skips) and its number kept in ``too_long``, so a
+    single 500 MB line costs no more memory than a short one."""
+
+    def __init__(self, fh: BinaryIO, max_bytes: int) -> None:
+        self.fh = fh
+        self.max_bytes = max_bytes
+        self.number = 0
+        self.too_long: list[int] = []
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.fh.readline(self.max_bytes + 1):
+            self.number += 1
+            if len(line) > self.max_bytes and not line.endswith(b"\n"):
+                while (rest := self.fh.readline(1 << 20)) and not rest.endswith(b"\n"):
+                    pass
+                self.too_long.append(self.number)
+                yield b"\n"
+            else:
+                yield line
+
+
+def validate_path(path: Path, method: Method, max_line_bytes: int) -> ValidationReport:
+    with path.open("rb") as fh:
+        lines = BoundedLines(fh, max_line_bytes)
+        try:
+            report = validate_stream(lines, method)
+        except RecursionError:  # json's parser recurses per nesting level: a hostile row stops here
+            report = ValidationReport()
+            report.add(lines.number, "JSON nested too deeply")
+            return report
+    if lines.too_long:
+        report.errors = [e for e in report.errors if e.line]  # "no examples" is not the news here
+        report.error_count = len(report.errors)
+        for number in lines.too_long:
+            report.add(number, f"line longer than {max_line_bytes} bytes (OPENRFT_MAX_LINE_BYTES)")
+        report.errors.sort(key=lambda e: e.line)
+    return report
+
+
+@celery_app.task(
+    name=VALIDATE_JOB_FILES, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None
+)
+def validate_job_files(self: Task, job_id: str) -> str:
+    try:
+        return _validate(job_id)
+    except DBAPIError as exc:
+        if is_transient(exc):
+            raise self.retry(exc=exc, countdown=retry_countdown(self.request.retries)) from exc
+        _fail_unexpected(job_id, exc)
+        raise
+    except Exception as exc:
+        _fail_unexpected(job_id, exc)
+        raise
+
+
+def _fail_unexpected(job_id: str, exc: Exception) -> None:
+    """A bug must end the job with an error, not leave it validating forever."""
+    log.exception("validation of job %s crashed", job_id)
+    with session_scope() as s:
+        job = s.scalar(select(Job).where(Job.id == job_id))
+        if job is not None:
+            _fail(s, job, "internal_error", f"File validation failed: {type(exc).__name__}: {exc}", None)
+
+
+def _validate(job_id: str) -> str:
     settings = get_settings()
     with session_scope() as s:
         job = s.scalar(select(Job).where(Job.id == job_id))
@@ -34,11 +106,17 @@ def validate_job_files(job_id: str) -> str:
                 s, job, f"invalid_{param}", f"The file {exc} was deleted before the job could read it.", param
             )
             return "failed"
+        except Exception as exc:
+            problem = storage_problem(exc)
+            if problem is None:
+                raise
+            _fail(s, job, "storage_error", problem.replace("Training stopped", "Validation stopped"), None)
+            return "failed"
         method = job.method["type"]
         for which in ("training", "validation"):
             if which == "validation" and not job.validation_file:
                 continue
-            report = validate_file(data_path(settings, job.id, which), method)
+            report = validate_path(data_path(settings, job.id, which), method, settings.max_line_bytes)
             if not report.ok:
                 param = f"{which}_file"
                 _fail(s, job, f"invalid_{param}", report.summary(f"{which} file"), param)
@@ -63,7 +141,7 @@ def validate_job_files(job_id: str) -> str:
     return "queued"
 
 
-def _fail(s: Session, job: Job, code: str, message: str, param: str) -> None:
+def _fail(s: Session, job: Job, code: str, message: str, param: str | None) -> None:
     if jobstore.transition(
         s,
         job.id,
