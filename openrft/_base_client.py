@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
@@ -292,7 +292,3 @@ class AsyncAPIClient(BaseClient):
 
     async def close(self) -> None:
         await self._client.aclose()
-
-
-def with_stream(options: RequestOptions) -> RequestOptions:
-    return replace(options, stream=True)

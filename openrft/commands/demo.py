@@ -28,29 +28,35 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    d = DemoOptions()
     p = sub.add_parser(
         "demo",
         help="fine-tune a small model on a generated task and compare accuracy before and after",
         description="Starts the embedded service, writes a multiple-choice arithmetic task, fine-tunes "
         f"{DEFAULT_MODEL} on it with OpenRFT, and asks the base and the fine-tuned model the held-out questions.",
     )
-    p.add_argument(
-        "--home", dest="demo_home", default=".openrft-demo", help="service home (default ./.openrft-demo)"
-    )
+    p.add_argument("--home", dest="demo_home", default=str(d.home), help=f"service home (default ./{d.home})")
     p.add_argument("--port", type=int, help="port for the embedded service (default: a free one)")
     p.add_argument("--base-url", help="use this running service instead of starting one")
     p.add_argument(
         "--api-key", help="key for --base-url (default: $OPENRFT_API_KEY, then $OPENRFT_HOME/api_key)"
     )
     p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--train", type=int, default=100, help="training questions")
+    p.add_argument("--train", type=int, default=d.n_train, help="training questions")
     p.add_argument(
-        "--validation", type=int, default=16, help="validation questions (evaluated during training)"
+        "--validation",
+        type=int,
+        default=d.n_validation,
+        help="validation questions (evaluated during training)",
     )
-    p.add_argument("--test", type=int, default=30, help="held-out questions for the before/after comparison")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rl-steps", type=int, default=12)
-    p.add_argument("--sft-epochs", type=int, default=2)
-    p.add_argument("--minutes", type=float, default=10.0, help="the job's training budget")
+    p.add_argument(
+        "--test", type=int, default=d.n_test, help="held-out questions for the before/after comparison"
+    )
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--rl-steps", type=int, default=d.rl_steps)
+    p.add_argument("--sft-epochs", type=int, default=d.sft_epochs)
+    p.add_argument(
+        "--minutes", type=float, default=d.max_minutes, help="the job's training budget (it pauses after)"
+    )
     p.add_argument("--keep-running", action="store_true", help="leave the service running at the end")
     p.set_defaults(func=demo)

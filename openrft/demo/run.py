@@ -32,9 +32,9 @@ class DemoOptions:
     n_validation: int = 16
     n_test: int = 30
     seed: int = 0
-    rl_steps: int = 12
-    sft_epochs: int = 2
-    max_minutes: float = 10.0
+    rl_steps: int = 10
+    sft_epochs: int = 1
+    max_minutes: float = 12.0
     """The job's own wall-clock budget: it pauses itself with a snapshot after this (its best checkpoint
     is then evaluated)."""
     answer_tokens: int = 64
@@ -144,6 +144,8 @@ class Demo:
         result = DemoResult(job=job, tuned_model=tuned, timings=timings)
         if job.status not in ("succeeded", "paused") or tuned is None:
             detail = f": {job.error.message}" if job.error else ""
+            if job.status == "paused":
+                detail = " before its first checkpoint (the machine is slower than planned; raise --minutes)"
             self.say(f"[red]The job ended {job.status}{detail}[/red]")
             return result
         if job.status == "paused":

@@ -48,6 +48,9 @@ class EmbeddedService:
         if path.is_file() and path.read_text().strip():
             return path.read_text().strip()
         self.home.mkdir(parents=True, exist_ok=True)
+        ignore = self.home / ".gitignore"
+        if not ignore.exists():  # the default home sits in the checkout: keep it out of git
+            ignore.write_text("*\n")
         key = "sk-openrft-demo-" + secrets.token_hex(20)
         path.write_text(key + "\n")
         path.chmod(0o600)

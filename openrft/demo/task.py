@@ -16,9 +16,10 @@ from typing import Any
 LABELS = ("A", "B", "C", "D")
 TIMES = "\N{MULTIPLICATION SIGN}"
 SYSTEM_PROMPT = (
-    "You answer multiple-choice arithmetic questions. Work it out briefly, then end with "
-    "'Answer: X' where X is the letter of the correct option."
+    "Work out the answer briefly, then end with 'Answer: X' where X is the letter of the correct option."
 )
+# How the service writes a reference answer as a training response: its worked arithmetic, then the letter.
+RESPONSE_TEMPLATE = "{reasoning}\n\nAnswer: {answer}"
 # The OpenRFT multiple_choice grader: finds the chosen letter in the reply (boxed, "Answer: X", a lone letter)
 # and compares it with the row's "answer" field.
 GRADER: dict[str, Any] = {

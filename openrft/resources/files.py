@@ -105,8 +105,9 @@ class Files(SyncResource):
         extra_headers: Mapping[str, str] | None = None,
         timeout: Timeout | NotGiven = NOT_GIVEN,
     ) -> FileObject:
-        """Upload a file. With ``validate="reinforcement"`` (or "supervised", "dpo") the JSONL is checked
-        locally first and :class:`FileValidationError` lists its bad lines, before any byte is sent."""
+        """Upload a file: a path, bytes, a binary file object (sent whole, from its start) or a
+        ``(filename, content)`` tuple. With ``validate="reinforcement"`` (or "supervised", "dpo") the JSONL is
+        checked locally first and :class:`FileValidationError` lists its bad lines before any byte is sent."""
         options = _upload_options(
             file,
             purpose,

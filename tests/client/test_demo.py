@@ -13,7 +13,7 @@ from openrft import OpenRFT
 from openrft.demo.evaluate import Graded, Score, grade, prompt
 from openrft.demo.run import DemoOptions, job_options
 from openrft.demo.service import EmbeddedService
-from openrft.demo.task import GRADER, LABELS, SYSTEM_PROMPT, all_problems, make_task
+from openrft.demo.task import GRADER, LABELS, RESPONSE_TEMPLATE, SYSTEM_PROMPT, all_problems, make_task
 from openrft.validation import validate_file
 
 
@@ -59,7 +59,7 @@ def test_task_rows_are_multiple_choice_to_the_trainer() -> None:
 
 def test_job_options_are_accepted_by_the_service(client: OpenRFT, tmp_path: Path) -> None:
     paths = make_task(8, 2, 1).write(tmp_path)
-    opts = DemoOptions(n_validation=2, rl_steps=8)
+    opts = DemoOptions(n_validation=2, rl_steps=8)  # evaluations every 4 RL steps
     config = job_options(opts)
     job = client.fine_tuning.jobs.create(
         model="tiny-test",
@@ -73,7 +73,8 @@ def test_job_options_are_accepted_by_the_service(client: OpenRFT, tmp_path: Path
     assert (
         job.openrft and job.openrft["system_prompt"] == SYSTEM_PROMPT and job.openrft["rl"]["max_steps"] == 8
     )
-    assert job.method["reinforcement"]["hyperparameters"]["eval_interval"] == 2
+    assert job.method["reinforcement"]["hyperparameters"]["eval_interval"] == 4
+    assert job.openrft["response_template"] == RESPONSE_TEMPLATE
     assert job.method["reinforcement"]["grader"]["type"] == "multiple_choice"
 
 
