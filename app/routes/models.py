@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import anyio.from_thread
+from fastapi import APIRouter, Request
 from sqlalchemy import select
 
 from app.db.models import FineTunedModel
@@ -57,7 +58,7 @@ def retrieve_model(model: str, principal: PrincipalDep, session: SessionDep, set
 
 
 @router.delete("/{model:path}", response_model=ModelDeleted)
-def delete_model(model: str, principal: PrincipalDep, session: SessionDep) -> ModelDeleted:
+def delete_model(model: str, request: Request, principal: PrincipalDep, session: SessionDep) -> ModelDeleted:
     row = session.scalar(
         select(FineTunedModel).where(FineTunedModel.id == model, FineTunedModel.org_pk == principal.org_pk)
     )
@@ -65,4 +66,7 @@ def delete_model(model: str, principal: PrincipalDep, session: SessionDep) -> Mo
         raise not_found("model", model, param="model")
     session.delete(row)
     session.commit()
+    serving = getattr(request.app.state, "serving", None)
+    if serving is not None:  # free the adapter in engines that loaded it (no engine is started for this)
+        anyio.from_thread.run(serving.unload, model)
     return ModelDeleted(id=model, deleted=True)

@@ -1,0 +1,61 @@
+"""The API's handle on the serving layer: one ServingService per app (engines run in their own processes;
+this process only proxies, so it never loads torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from sqlalchemy import select
+
+from app.db.models import FineTunedModel
+from app.db.session import get_sessionmaker
+from app.settings import Settings, get_settings
+from serving.registry import FineTunedRecord
+from serving.service import ServingConfig, ServingService
+
+
+def build_serving(settings: Settings) -> ServingService:
+    return ServingService.from_config(
+        ServingConfig(
+            base_models=settings.all_base_models,
+            backend=settings.serving_backend,
+            # The trainer caches converted base models here too: one conversion serves both.
+            cache_dir=settings.cache_dir / "models",
+            log_dir=settings.logs_dir,
+        )
+    )
+
+
+def get_serving(request: Request) -> ServingService:
+    app = request.app
+    service: ServingService | None = getattr(app.state, "serving", None)
+    if service is None:
+        service = app.state.serving = build_serving(get_settings())
+    return service
+
+
+async def close_serving(app: FastAPI) -> None:
+    service: ServingService | None = getattr(app.state, "serving", None)
+    if service is not None:
+        app.state.serving = None
+        await service.close()
+
+
+ServingDep = Annotated[ServingService, Depends(get_serving)]
+
+
+def model_lookup(org_pk: int) -> Callable[[str], FineTunedRecord | None]:
+    """A lookup of fine-tuned models bound to one organization: other tenants' models do not exist."""
+
+    def lookup(model_id: str) -> FineTunedRecord | None:
+        with get_sessionmaker()() as session:
+            row = session.scalar(
+                select(FineTunedModel).where(FineTunedModel.id == model_id, FineTunedModel.org_pk == org_pk)
+            )
+            if row is None:
+                return None
+            return FineTunedRecord(id=row.id, base_model=row.base_model, adapter_path=row.path)
+
+    return lookup
