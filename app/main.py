@@ -12,6 +12,7 @@ from app.api import api_router
 from app.dashboard import router as dashboard_router
 from app.errors import install_error_handlers
 from app.grading import shutdown_pool
+from app.inference import close_serving
 from app.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from app.ratelimit import RateLimitHeadersMiddleware
 from app.routes import health
@@ -19,9 +20,10 @@ from app.settings import get_settings
 
 
 @asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     shutdown_pool()
+    await close_serving(app)  # stops the inference engines this process started
 
 
 def create_app() -> FastAPI:
