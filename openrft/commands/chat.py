@@ -7,13 +7,26 @@ import sys
 from typing import Any
 
 from openrft import OpenRFT
+from openrft._model_loading import retry_while_loading
 from openrft.commands.common import connection_options, err, make_client
 
 EXIT_WORDS = frozenset({"exit", "quit", "/exit", "/quit"})
 
 
 def _reply(client: OpenRFT, args: argparse.Namespace, messages: list[dict[str, Any]]) -> str:
-    """Send the conversation; print the reply as it arrives (reasoning, if any, dimmed on stderr)."""
+    """Send the conversation; print the reply as it arrives. A model still loading is waited for."""
+    waited: list[str] = []
+
+    def note(message: str) -> None:
+        if not waited:
+            err.print(f"{message} Waiting...", style="dim", markup=False)
+        waited.append(message)
+
+    return retry_while_loading(lambda: _send(client, args, messages), timeout=args.timeout, on_wait=note)
+
+
+def _send(client: OpenRFT, args: argparse.Namespace, messages: list[dict[str, Any]]) -> str:
+    """One request; the reply is printed as it streams in (reasoning, if any, dimmed on stderr)."""
     sampling: dict[str, Any] = {"max_tokens": args.max_tokens, "temperature": args.temperature}
     if args.no_stream:
         done = client.chat.completions.create(model=args.model, messages=messages, **sampling)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from openrft import OpenRFT
+from openrft._model_loading import retry_while_loading
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,10 @@ def ask(
     """Greedy replies to every row; concurrent requests so the engine can batch them."""
 
     def one(row: dict[str, Any]) -> str:
-        done = client.chat.completions.create(
-            model=model, messages=prompt(row, system_prompt), max_tokens=max_tokens, temperature=0.0
+        done = retry_while_loading(  # the first requests may find the model's engine or adapter still loading
+            lambda: client.chat.completions.create(
+                model=model, messages=prompt(row, system_prompt), max_tokens=max_tokens, temperature=0.0
+            )
         )
         if on_reply is not None:
             on_reply()

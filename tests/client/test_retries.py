@@ -186,3 +186,30 @@ def test_async_client_retries_the_same_way(tmp_path: Path) -> None:
                 await c.models.retrieve("m")
 
     asyncio.run(run())
+
+
+def test_retry_while_loading_waits_out_a_cold_model() -> None:
+    from openrft._model_loading import retry_while_loading
+
+    def loading() -> Reply:
+        body = {
+            "error": {
+                "message": "The model 'm' is loading",
+                "type": "service_unavailable_error",
+                "code": "model_loading",
+            }
+        }
+        return Reply(503, body, {"retry-after": "0.3"})
+
+    notes: list[str] = []
+    with fake_server([loading(), loading(), loading(), Reply(200, MODEL)]) as srv:
+        client = client_for(srv.base_url, max_retries=0)
+        model = retry_while_loading(lambda: client.models.retrieve("m"), timeout=10, on_wait=notes.append)
+    assert model.id == "m" and len(notes) == 3 and srv.seen[3].at - srv.seen[0].at >= 0.9
+    with (
+        fake_server([error(503, "engine down")]) as srv,
+        pytest.raises(InternalServerError, match="engine down"),
+    ):
+        retry_while_loading(lambda: client_for(srv.base_url, max_retries=0).models.retrieve("m"), timeout=10)
+    with fake_server([loading()] * 5) as srv, pytest.raises(InternalServerError, match="loading"):
+        retry_while_loading(lambda: client_for(srv.base_url, max_retries=0).models.retrieve("m"), timeout=0.5)
