@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 
 from tests.app.conftest import app_settings, auth, client, key  # noqa: F401
 from tests.reliability.servers import PrivateRedis
-from tests.support import LiveService, service_env, wait_until
+from tests.support import LiveService, free_port, service_env, wait_until
 from tests.workers.conftest import new_job  # noqa: F401
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -67,6 +67,16 @@ class Service(LiveService):
     def start_api(self) -> None:
         super().start_api()
         self.named["api"] = self.procs[-1]
+
+    def start_extra_api(self, name: str) -> int:
+        """Another API process on its own port (same database, broker and settings); returns the port."""
+        main_port, self.port = self.port, free_port()
+        try:
+            super().start_api()
+            self.named[name] = self.procs[-1]
+            return self.port
+        finally:
+            self.port = main_port
 
     def start_worker(
         self, queues: str = "default,gpu", name: str | None = None, beat: bool = True
