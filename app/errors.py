@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.db.retry import is_transient
@@ -125,8 +125,18 @@ async def unhandled_error_handler(request: Request, exc: Exception) -> JSONRespo
 
 
 async def database_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    """A database that is restarting or unreachable is a 503 the client may retry (the SDKs do); any
-    other database error is a bug, a plain 500."""
+    """A database that is restarting or unreachable is a 503 the client may retry (the SDKs do); a value
+    the database cannot hold (a NUL character in a string: PostgreSQL text refuses it) is the request's
+    fault, a 400; any other database error is a bug, a plain 500."""
+    if isinstance(exc, DataError):
+        return _response(
+            400,
+            error_body(
+                "A value in the request cannot be stored (for example a NUL character in a string).",
+                "invalid_request_error",
+                code="invalid_value",
+            ),
+        )
     if not is_transient(exc):
         return await unhandled_error_handler(request, exc)
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
