@@ -3,8 +3,6 @@ every response (status code, content type, headers, body) matches the contract."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -33,7 +31,7 @@ CHECKS = [
 
 
 @pytest.fixture(scope="module")
-def live_api(make_service, pg_url, tiny_model_dir) -> Iterator[Service]:
+def live_api(make_service, pg_url, tiny_model_dir) -> Service:
     from tests.reliability.conftest import tiny_models_env
 
     svc = make_service(
@@ -50,7 +48,7 @@ def live_api(make_service, pg_url, tiny_model_dir) -> Iterator[Service]:
         ),
     )
     svc.start_api()
-    yield svc
+    return svc
 
 
 @schema.parametrize()
