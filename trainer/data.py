@@ -40,7 +40,9 @@ def content_text(content: Any) -> str:
     return "" if content is None else str(content)
 
 
-def load_rows(path: Path, *, method: str, param: str = "training_file") -> list[Row]:
+def load_rows(
+    path: Path, *, method: str, param: str = "training_file", split: str | None = None
+) -> list[Row]:
     """Parse a fine-tune JSONL file; every bad line is reported with its number (like OpenAI)."""
     rows: list[Row] = []
     problems: list[str] = []
@@ -70,10 +72,8 @@ def load_rows(path: Path, *, method: str, param: str = "training_file") -> list[
             problems.append(f"line {lineno}: no assistant message to learn from")
             continue
         item = {k: v for k, v in obj.items() if k not in RESERVED_KEYS}
-        split = "valid" if param == "validation_file" else "train"
-        rows.append(
-            Row(index=len(rows), messages=msgs, item=item, tools=obj.get("tools"), meta={"split": split})
-        )
+        meta = {"split": split or ("valid" if param == "validation_file" else "train")}
+        rows.append(Row(index=len(rows), messages=msgs, item=item, tools=obj.get("tools"), meta=meta))
     if problems:
         shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
         raise TrainerError(f"Invalid {param}: {shown}", code=f"invalid_{param}", param=param)

@@ -37,14 +37,24 @@ def calibrate(
     enc = tokenizer([text] * batch, return_tensors="pt", add_special_tokens=False).to(
         next(model.parameters()).device
     )
+    # LoRA training backpropagates through every layer but computes no base-weight gradients: freeze the
+    # weights and let the gradient start at the embeddings to time the same work.
     was = model.training
+    frozen = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in frozen:
+        p.requires_grad_(False)
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: o.requires_grad_(True))
     model.train()
-    t1 = time.perf_counter()
-    out = model(**enc, labels=enc["input_ids"])
-    out.loss.backward()
-    dt = time.perf_counter() - t1
-    model.zero_grad(set_to_none=True)
-    model.train(was)
+    try:
+        t1 = time.perf_counter()
+        out = model(**enc, labels=enc["input_ids"])
+        out.loss.backward()
+        dt = time.perf_counter() - t1
+    finally:
+        hook.remove()
+        for p, req in frozen:
+            p.requires_grad_(req)
+        model.train(was)
     return Calibration(gen_tokens_per_s=tps, train_s_per_seq=dt / batch, seconds=time.perf_counter() - t0)
 
 

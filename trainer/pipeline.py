@@ -51,6 +51,68 @@ def run_job(spec: JobSpec, sink: EventSink, control: Control, workdir: Path) -> 
     return Pipeline(spec, sink, control, Path(workdir)).run()
 
 
+class _NullSink:
+    def message(self, text: str, *, level: str = "info") -> None:
+        pass
+
+    def metrics(self, text: str, data: dict[str, Any]) -> None:
+        pass
+
+    def checkpoint_saved(self, step: int, path: Path, metrics: dict[str, Any]) -> None:
+        pass
+
+    def checkpoint_removed(self, step: int) -> None:
+        pass
+
+    def estimate(self, finish_at: float, *, step: int = 0, total_steps: int = 0) -> None:
+        pass
+
+
+class _NeverStop:
+    def poll(self) -> None:
+        return None
+
+
+def evaluate_job(spec: JobSpec, workdir: Path, rows_file: Path, *, adapter_dir: Path | None) -> Any:
+    """Evaluate a job's model (``adapter_dir``, or the base model when None) on a held-out file, with exactly
+    the prompts the job trained with (system prompt, the job's ICL example bank) and its eval protocol.
+
+    Returns an :class:`trainer.evaluation.EvalResult`. Used by bench/quality for test-set accuracy.
+    """
+    from trainer.evaluation import evaluate
+
+    _quiet_libraries()
+    p = Pipeline(spec, _NullSink(), _NeverStop(), Path(workdir))
+    p.state = p.store.load() if p.store.exists() else RunState(job_id=spec.job_id, method=spec.method)
+    p.state.resumes = 1  # an evaluation, not a (re)start: no start message
+    try:
+        p._prepare()
+        rows = load_rows(rows_file, method=spec.method, param="validation_file", split="test")
+        if spec.method == "reinforcement":
+            p._setup_icl()
+            if p.icl is not None:
+                p.icl.precompute(rows)
+        model: Any = p.base_model
+        if adapter_dir is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(p.base_model, str(adapter_dir))
+        plan = p._plan()
+        return evaluate(
+            model,
+            p.tokenizer,
+            [p.prompt_for(r) for r in rows],
+            [r.item for r in rows],
+            p.grader,
+            samples=plan.eval_samples,
+            temperature=plan.eval_temperature,
+            max_new_tokens=plan.max_completion_length,
+        )
+    finally:
+        if p.grader is not None:
+            p.grader.__exit__(None, None, None)
+
+
 def _quiet_libraries() -> None:
     """Progress bars and per-step dict printing go to the worker's log otherwise; events carry the progress."""
     import datasets
@@ -258,6 +320,7 @@ class Pipeline:
             grader_spec=self.grader.spec,
             reference=self.ext.reference,
             template=self.ext.response_template,
+            instruction=self.ext.system_prompt or "",
         )
         self._refs = {r.uid: text for r, text in zip(self.train_rows, responses, strict=True)}
         atomic_write_text(path, json.dumps(self._refs))

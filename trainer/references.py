@@ -107,6 +107,14 @@ def reference_answers(
     return [render(tpl, item=r.item) for r in rows]
 
 
+def preferred_templates(instruction: str) -> list[str]:
+    """The auto templates, the one the task's instruction asks for first (a trace should follow the prompt)."""
+    order = list(AUTO_TEMPLATES)
+    if "answer:" in instruction.lower() and "\\boxed" not in instruction:
+        order.insert(0, order.pop(1))
+    return order
+
+
 def reference_responses(
     rows: list[Row],
     grader: Grader,
@@ -114,10 +122,14 @@ def reference_responses(
     grader_spec: dict[str, Any] | None,
     reference: str | None,
     template: str = "auto",
+    instruction: str = "",
 ) -> tuple[list[str | None], dict[str, int]]:
-    """A graded-correct response per row built from its reference answer (None where none passes)."""
+    """A graded-correct response per row built from its reference answer (None where none passes).
+
+    ``instruction`` (the system prompt) decides which auto template is tried first.
+    """
     answers = reference_answers(rows, grader_spec, reference)
-    templates = AUTO_TEMPLATES if template == "auto" else [template]
+    templates = preferred_templates(instruction) if template == "auto" else [template]
     out: list[str | None] = [None] * len(rows)
     used: dict[str, int] = {}
     pending = [i for i, a in enumerate(answers) if a]

@@ -140,3 +140,32 @@ def test_cli_runs_a_yaml_spec(
     path.write_text(yaml.safe_dump(spec))
     assert main(["run", str(path), "--workdir", str(tmp_path / "cli2")]) == 1
     assert "method.supervised.hyperparameters.n_epochs" in capsys.readouterr().err
+
+
+def test_evaluate_job_on_a_held_out_file(
+    tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from trainer.pipeline import evaluate_job
+
+    spec = JobSpec(
+        job_id="ftjob-eval",
+        method="reinforcement",
+        base_model="tiny",
+        model_source=str(tiny_model),
+        training_file=rft_files[0],
+        validation_file=rft_files[1],
+        grader=LIKE_GRADER,
+        hyperparameters={"reasoning_effort": "low"},
+        openrft={
+            "icl_k": 1,
+            "rl": {"enabled": False},
+            "sft": {"n_epochs": 3, "samples_per_question": 0, "learning_rate": 0.05},
+        },
+    )
+    res = run_job(spec, RecordingSink(), ScriptedControl(), tmp_path / "w")
+    base = evaluate_job(spec, tmp_path / "w", rft_files[0], adapter_dir=None)
+    tuned = evaluate_job(spec, tmp_path / "w", rft_files[0], adapter_dir=res.model_dir)
+    assert base.n_questions == tuned.n_questions == 12
+    assert 0.0 <= base.accuracy <= 1.0 and 0.0 <= tuned.accuracy <= 1.0
+    # A high learning rate moves the tiny model far from its all-newline greedy output: the adapter was used.
+    assert [e["completion"] for e in base.examples] != [e["completion"] for e in tuned.examples]
