@@ -533,6 +533,7 @@ def build_server(args: argparse.Namespace) -> EngineServer:
         max_loras=args.max_loras,
         max_lora_rank=args.max_lora_rank,
         max_model_len=args.max_model_len,
+        admission_window=args.admission_window,
     )
     engine.start()
     server = EngineServer(
@@ -577,6 +578,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-lora-rank", type=int, default=64)
     p.add_argument("--max-batch-size", type=int, default=16, help="Sequences decoded together.")
     p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument(
+        "--admission-window",
+        type=float,
+        default=0.02,
+        help="Seconds to wait after an arrival so requests sent together are prefilled together.",
+    )
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"])
     p.add_argument("--cache-dir", default=None, help="Where converted (GGUF) base models are cached.")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default).")

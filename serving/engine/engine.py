@@ -122,11 +122,13 @@ class InferenceEngine:
         target_modules: set[str] | None = None,
         max_model_len: int | None = None,
         prefill_token_budget: int = 4096,
+        admission_window: float = 0.02,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.prefill_token_budget = prefill_token_budget
+        self.admission_window = admission_window
         config = getattr(model, "config", None)
         context: int = max_model_len or getattr(config, "max_position_embeddings", None) or 2048
         self.max_model_len = int(context)
@@ -239,6 +241,7 @@ class InferenceEngine:
         torch.set_grad_enabled(False)
         while not self._stopping:
             self._drain_inbox(block=not self._running and not self._waiting)
+            self._gather_arrivals()
             if self._stopping:
                 break
             self._drop_cancelled()
@@ -257,6 +260,27 @@ class InferenceEngine:
                     self._finish_request(request, error=exc)
         for request in [*{s.request for s in self._running}, *self._waiting]:
             self._finish_request(request, error=RuntimeError("The inference engine shut down."))
+
+    def _gather_arrivals(self) -> None:
+        """Wait out a short window after the newest arrival, so requests sent together share one prefill.
+
+        Clients that fire at once reach the engine a few milliseconds apart (more through a proxy); without
+        the window the first would be prefilled alone and the rest would wait a whole step. Like Triton's
+        ``max_queue_delay``; the window is tiny next to a CPU decode step.
+        """
+        if not self._waiting or self.admission_window <= 0:
+            return
+        give_up = time.monotonic() + 5 * self.admission_window  # a steady stream must not stall the batch
+        while True:
+            newest = max(r.arrived for r in self._waiting)
+            left = min(newest + self.admission_window, give_up) - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(left)
+            before = len(self._waiting)
+            self._drain_inbox(block=False)
+            if len(self._waiting) == before:
+                return
 
     def _drain_inbox(self, *, block: bool) -> None:
         try:

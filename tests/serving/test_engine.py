@@ -236,3 +236,18 @@ def test_unloading_a_running_adapter_lets_it_finish(engine: Any, adapter_dirs: d
     assert "temp" not in engine.adapters.resident()
     with pytest.raises(AdapterUnknownError):
         engine.validate(ids, greedy(4), "temp")
+
+
+def test_requests_sent_together_share_one_prefill(engine: Any) -> None:
+    ids = [encode(engine, p) for p in PROMPTS[:3]]
+
+    async def main() -> None:
+        async def staggered(i: int) -> Any:
+            await asyncio.sleep(0.005 * i)  # a few ms apart, like clients behind a proxy
+            return await collect(engine, ids[i], greedy(4, ignore_eos=True))
+
+        await asyncio.gather(*(staggered(i) for i in range(3)))
+
+    before = engine.stats.prefills
+    asyncio.run(main())
+    assert engine.stats.prefills == before + 1
