@@ -334,6 +334,13 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "Target: <= 5% at p50. Negative values are noise: the two sides differ by less than the run-to-run spread.",
         "",
     ]
+    if result["machine"]["loadavg_before"][0] > (result["machine"]["cpus"] or 1):
+        lines += [
+            "Note: the machine was busier than its core count during this run. There, torch with as many",
+            "threads as cores makes one-sequence decoding collapse (threads wait for preempted peers), which",
+            "flatters the engine against `generate`; `--threads 1` is the fair comparison on a loaded machine.",
+            "",
+        ]
     path.write_text("\n".join(lines))
 
 
