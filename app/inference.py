@@ -24,6 +24,13 @@ def build_serving(settings: Settings) -> ServingService:
             # The trainer caches converted base models here too: one conversion serves both.
             cache_dir=settings.cache_dir / "models",
             log_dir=settings.logs_dir,
+            max_loras=settings.serving_max_loras,
+            max_lora_rank=settings.serving_max_lora_rank,
+            max_batch_size=settings.serving_max_batch_size,
+            cpu_threads=settings.serving_cpu_threads,
+            gpu_memory_utilization=settings.serving_gpu_memory_utilization,
+            vllm_reasoning_parser=settings.serving_vllm_reasoning_parser,
+            wait_for_ready=settings.serving_wait_for_ready,
         )
     )
 

@@ -94,6 +94,24 @@ class Settings(BaseSettings):
     serving_backend: Literal["auto", "cpu", "vllm"] = Field(
         default="auto", validation_alias="OPENRFT_SERVING_BACKEND"
     )
+    serving_max_loras: int = Field(default=4, ge=1, validation_alias="OPENRFT_SERVING_MAX_LORAS")
+    serving_max_lora_rank: int = Field(default=64, ge=1, validation_alias="OPENRFT_SERVING_MAX_LORA_RANK")
+    serving_max_batch_size: int = Field(default=16, ge=1, validation_alias="OPENRFT_SERVING_MAX_BATCH_SIZE")
+    serving_cpu_threads: int = Field(
+        default=0, ge=0, validation_alias="OPENRFT_SERVING_CPU_THREADS", description="0: torch's default."
+    )
+    serving_gpu_memory_utilization: float = Field(
+        default=0.85, gt=0, le=1, validation_alias="OPENRFT_SERVING_GPU_MEMORY_UTILIZATION"
+    )
+    serving_vllm_reasoning_parser: str | None = Field(
+        default=None, validation_alias="OPENRFT_SERVING_VLLM_REASONING_PARSER"
+    )
+    serving_wait_for_ready: float = Field(
+        default=10.0,
+        ge=0,
+        validation_alias="OPENRFT_SERVING_WAIT_FOR_READY",
+        description="Seconds a request waits for a starting engine before answering 503 + retry-after.",
+    )
 
     @field_validator("base_models", "grader_models", mode="before")
     @classmethod
