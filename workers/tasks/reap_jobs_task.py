@@ -9,10 +9,12 @@ import logging
 from datetime import timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
 
 from app import jobstore
 from app.db.base import utcnow
 from app.db.models import Job
+from app.db.retry import is_transient
 from app.db.session import session_scope
 from app.queue import REAP_JOBS, TRAIN_JOB, VALIDATE_JOB_FILES, broker_was_reset, enqueue
 from app.settings import get_settings
@@ -22,11 +24,26 @@ from workers.runner import dispatch_waiting
 log = logging.getLogger("openrft.reaper")
 
 MAX_ATTEMPTS = 3
-UNSENT_GRACE_SECONDS = 30
+
+
+def unsent_grace_seconds(interval: float) -> float:
+    """How long a job may go without a message before the reaper sends one: two of its periods, so it
+    never races the API's own send right after the commit."""
+    return max(5.0, 2 * interval)
 
 
 @celery_app.task(name=REAP_JOBS)
 def reap_jobs() -> dict[str, int]:
+    try:
+        return _reap()
+    except DBAPIError as exc:
+        if not is_transient(exc):
+            raise
+        log.warning("reaper skipped a round: the database is unavailable (%s)", exc.orig or exc)
+        return {}
+
+
+def _reap() -> dict[str, int]:
     settings = get_settings()
     now = utcnow()
     stale = now - timedelta(seconds=settings.job_lease_seconds)
@@ -72,7 +89,7 @@ def reap_jobs() -> dict[str, int]:
                 counts["resent"] += 1
             if counts["resent"]:
                 log.warning("the broker lost its messages; sending %d jobs again", counts["resent"])
-        grace = now - timedelta(seconds=UNSENT_GRACE_SECONDS)
+        grace = now - timedelta(seconds=unsent_grace_seconds(settings.reaper_interval_seconds))
         already = {job_id for _, job_id in resend}
         for job in s.scalars(
             select(Job).where(Job.status == "validating_files", Job.task_id.is_(None), Job.created_at < grace)
