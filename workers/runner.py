@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import errno
 import logging
+import os
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -248,9 +249,9 @@ def _train(job_id: str, spec: JobSpec, attempt: int, *, worker: str, settings: S
     except Exception as exc:
         if is_transient(exc):
             raise  # the database was away longer than the sink waits: the task retries, the job resumes
-        problem = storage_problem(exc)
+        problem = storage_problem(exc, job_workdir(settings, job_id))
         if problem:
-            log.error("job %s: storage failure: %s", job_id, exc)
+            log.error("job %s: storage failure under %s: %s", job_id, job_workdir(settings, job_id), exc)
             _fail(job_id, worker, "storage_error", problem, None, settings)
             return "failed"
         log.exception("job %s crashed", job_id)
@@ -268,30 +269,43 @@ def _train(job_id: str, spec: JobSpec, attempt: int, *, worker: str, settings: S
 
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
 _STORAGE_MESSAGES = ("No space left on device", "Read-only file system", "Disk quota exceeded")
+_NEARLY_FULL = 1 << 20
 
 
-def storage_problem(exc: BaseException) -> str | None:
-    """A user-facing message if ``exc`` (or what caused it) is the disk failing a write, else None.
-    Libraries wrap OS errors in their own types (safetensors, torch), so messages count too."""
+def _os_reason(exc: BaseException) -> str | None:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, OSError) and current.errno in _STORAGE_ERRNOS:
-            where = f" while writing {current.filename}" if current.filename else ""
-            return (
-                f"Training stopped: the worker could not write the job's files ({current.strerror}{where}). "
-                "Checkpoints saved before this are intact; free space or fix the volume, then start the job again."
-            )
-        text = str(current)
+            return current.strerror or os.strerror(current.errno or 0)
         for marker in _STORAGE_MESSAGES:
-            if marker in text:
-                return (
-                    f"Training stopped: the worker could not write the job's files ({marker}). Checkpoints "
-                    "saved before this are intact; free space or fix the volume, then start the job again."
-                )
+            if marker in str(current):
+                return marker
         current = current.__cause__ or current.__context__
     return None
+
+
+def storage_problem(exc: BaseException, workdir: Path | None = None) -> str | None:
+    """A user-facing message if ``exc`` is the disk failing a write, else None. Libraries wrap OS errors in
+    their own types and words (safetensors, torch's zip writer), so besides errno and messages a full
+    filesystem under ``workdir`` counts too. Paths stay in the worker's log, not in the tenant's message."""
+    reason = _os_reason(exc)
+    free = None
+    if workdir is not None:
+        try:
+            free = shutil.disk_usage(workdir).free
+        except OSError:
+            pass
+    if reason is None and free is not None and free < _NEARLY_FULL:
+        reason = "No space left on device"
+    if reason is None:
+        return None
+    space = f", {free // (1 << 20)} MiB free" if free is not None else ""
+    return (
+        f"Training stopped: the worker could not write the job's files ({reason}{space}). "
+        "Checkpoints saved before this are intact; free space or fix the volume, then start the job again."
+    )
 
 
 def _fail(job_id: str, worker: str, code: str, message: str, param: str | None, settings: Settings) -> None:

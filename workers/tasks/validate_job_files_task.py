@@ -107,7 +107,7 @@ def _validate(job_id: str) -> str:
             )
             return "failed"
         except Exception as exc:
-            problem = storage_problem(exc)
+            problem = storage_problem(exc, settings.jobs_dir)
             if problem is None:
                 raise
             _fail(s, job, "storage_error", problem.replace("Training stopped", "Validation stopped"), None)
