@@ -107,11 +107,11 @@ def list_files(
     order: Literal["asc", "desc"] = "desc",
     purpose: str | None = None,
 ) -> dict[str, object]:
-    query = select(File).where(File.org_pk == principal.org_pk)
+    query = select(File)
     if purpose:
         query = query.where(File.purpose == purpose)
     rows, has_more = paginate(
-        session, query, File, after=after, limit=limit, order=order, scope=File.org_pk == principal.org_pk
+        session, query, File, within=(File.org_pk, principal.org_pk), after=after, limit=limit, order=order
     )
     return page_body([file_object(r) for r in rows], has_more, lambda f: f.id)
 

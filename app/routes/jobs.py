@@ -58,7 +58,7 @@ def list_fine_tuning_jobs(
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, object]:
-    query = select(Job).where(Job.org_pk == principal.org_pk)
+    query = select(Job)
     for key, value in request.query_params.multi_items():
         match = _METADATA_PARAM.match(key)
         if match:
@@ -66,7 +66,7 @@ def list_fine_tuning_jobs(
         elif key == "metadata":
             raise bad_request("Filter metadata as metadata[key]=value.", param="metadata")
     rows, has_more = paginate(
-        session, query, Job, after=after, limit=limit, scope=Job.org_pk == principal.org_pk
+        session, query, Job, within=(Job.org_pk, principal.org_pk), after=after, limit=limit
     )
     return page_body([job_object(r) for r in rows], has_more, lambda j: j.id)
 
@@ -103,9 +103,8 @@ def list_fine_tuning_events(
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> dict[str, object]:
     job = service.get_job(session, principal, fine_tuning_job_id)
-    query = select(JobEvent).where(JobEvent.job_pk == job.pk)
     rows, has_more = paginate(
-        session, query, JobEvent, after=after, limit=limit, scope=JobEvent.job_pk == job.pk
+        session, select(JobEvent), JobEvent, within=(JobEvent.job_pk, job.pk), after=after, limit=limit
     )
     return page_body([event_object(r) for r in rows], has_more, lambda e: e.id)
 
@@ -119,8 +118,7 @@ def list_fine_tuning_checkpoints(
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> dict[str, object]:
     job = service.get_job(session, principal, fine_tuning_job_id)
-    query = select(Checkpoint).where(Checkpoint.job_pk == job.pk)
     rows, has_more = paginate(
-        session, query, Checkpoint, after=after, limit=limit, scope=Checkpoint.job_pk == job.pk
+        session, select(Checkpoint), Checkpoint, within=(Checkpoint.job_pk, job.pk), after=after, limit=limit
     )
     return page_body([checkpoint_object(r, job.id) for r in rows], has_more, lambda c: c.id)
