@@ -14,6 +14,7 @@ from app.db import migrate
 from app.db.models import ApiKey
 from app.db.session import get_engine, session_scope
 from app.settings import Settings
+from app.storage import LocalStorage
 
 log = logging.getLogger("openrft.bootstrap")
 
@@ -30,10 +31,17 @@ def wait_for_database() -> None:
         conn.execute(text("SELECT 1"))
 
 
+# An upload's temporary file older than this belongs to an API process that died mid-upload.
+STALE_UPLOAD_SECONDS = 3600
+
+
 def prepare(settings: Settings, *, generate_key: bool = True) -> BootstrapResult:
     settings.ensure_dirs()
     wait_for_database()
     migrate.upgrade(settings.sqlalchemy_url)
+    removed = LocalStorage(settings.files_dir).remove_stale_uploads(STALE_UPLOAD_SECONDS)
+    if removed:
+        log.info("removed %d unfinished uploads left by a stopped API process", removed)
     result = BootstrapResult()
     with session_scope() as s:
         if settings.bootstrap_api_key:

@@ -10,6 +10,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -101,6 +102,20 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def remove_stale_uploads(self, older_than_s: float) -> int:
+        """Delete the temporary files of uploads that never finished (an API process killed mid-upload);
+        an upload in progress keeps writing, so its file is never that old. Returns how many went."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for tmp in self.root.rglob(".upload-*"):
+            try:
+                if tmp.is_file() and tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+                    removed += 1
+            except OSError:  # raced with its own writer finishing, or unreadable: leave it
+                continue
+        return removed
 
     def copy_to(self, key: str, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -179,3 +179,30 @@ def test_an_endless_json_body_is_refused_at_the_request_limit(api: Service):
     assert REQUEST_LIMIT - CHUNK <= sent < REQUEST_LIMIT + (16 << 20), sent
     assert rss.growth_mb < 40, rss.growth_mb
     assert api.healthy()
+
+
+def test_an_upload_cut_by_an_api_crash_is_cleaned_up_on_restart(api: Service):
+    """SIGKILL the API in the middle of an upload: the partial object stays invisible (never renamed into
+    place) and the next start removes its temporary file."""
+    import os
+
+    boundary = b"crashboundary"
+    head = (
+        b"POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Authorization: Bearer " + api.api_key.encode() + b"\r\n"
+        b"Content-Type: multipart/form-data; boundary=" + boundary + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    part = b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="cut.jsonl"\r\n\r\n'
+    before = _storage_files(api)
+    with socket.create_connection(("127.0.0.1", api.port), timeout=30) as sock:
+        sock.sendall(head + b"%x\r\n%s\r\n" % (len(part), part))
+        for block in _zeros(8 << 20):
+            sock.sendall(b"%x\r\n%s\r\n" % (len(block), block))
+        time.sleep(0.5)
+        api.kill("api")
+    orphans = [p for p in (api.home / "files").rglob(".upload-*")]
+    assert orphans and _storage_files(api) == sorted([*before, *map(str, orphans)])
+    for orphan in orphans:  # as if the crash was more than an hour ago
+        os.utime(orphan, (time.time() - 7200, time.time() - 7200))
+    api.start_api()
+    assert _storage_files(api) == before
