@@ -126,7 +126,8 @@ def defer(job_id: str, task_id: str | None, settings: Settings) -> None:
         last = s.scalar(
             select(JobEvent).where(JobEvent.job_pk == job.pk).order_by(JobEvent.pk.desc()).limit(1)
         )
-        if last is None or (last.data or {}).get("waiting_for") != "organization_capacity":
+        said = last is not None and (last.data or {}).get("waiting_for") == "organization_capacity"
+        if job.status == "queued" and not said:
             cap = settings.max_running_jobs_per_org
             jobstore.add_event(
                 s,
