@@ -482,7 +482,7 @@ def write_results(out: Path, result: dict[str, Any]) -> None:
     lines = [
         "# API under load",
         "",
-        f"`python -m bench.load {' '.join(cfg['argv'])}` on {result['machine']['platform']}, "
+        f"`{' '.join(['python -m bench.load', *cfg['argv']])}` on {result['machine']['platform']}, "
         f"{result['machine']['cpus']} CPUs, 1-minute load average {result['machine']['load_before'][0]:.2f} "
         f"before and {result['machine']['load_after'][0]:.2f} after (the machine is shared with other work). "
         f"PostgreSQL database of {result['data']['db_size']}: {result['data']['total_jobs']:,} jobs and "
@@ -515,10 +515,28 @@ def write_results(out: Path, result: dict[str, Any]) -> None:
             f"| {name} | {small[name]['p50_ms']:.1f} | {large[name]['p50_ms']:.1f} | "
             f"{small[name]['p99_ms']:.1f} | {large[name]['p99_ms']:.1f} |"
         )
-    lines += ["", "## Query plans of the list routes", ""]
+    times = [
+        float(line.split(":")[1].split()[0])
+        for p in result["plans"]
+        for line in p["plan"].splitlines()
+        if line.startswith("Execution Time")
+    ]
+    lines += [
+        "",
+        "## Query plans of the list routes",
+        "",
+        f"Every statement the list routes send, for both organizations, under `EXPLAIN (ANALYZE, BUFFERS)`: "
+        f"{sum(p['index_backed'] for p in result['plans'])}/{len(result['plans'])} use the index of their "
+        f"organization or job; execution {min(times):.3f}-{max(times):.3f} ms. Under load the latency above "
+        "is the API's CPU time on a shared 2-core machine, not the database.",
+        "",
+    ]
+    counter: dict[str, int] = defaultdict(int)
     for p in result["plans"]:
+        counter[p["route"]] += 1
         lines += [
-            f"### {p['route']}: {'index-backed' if p['index_backed'] else 'NOT index-backed'}",
+            f"### {p['route']}, statement {counter[p['route']]}: "
+            f"{'index-backed' if p['index_backed'] else 'NOT index-backed'}",
             "",
             "```sql",
             p["sql"],

@@ -16,24 +16,15 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.e2e.lifecycle import TERMINAL, all_events, sdk, upload_rows, wait_status
-from tests.reliability.conftest import Service, tiny_models_env
+from tests.reliability.conftest import Service
 from tests.support import REPO, STRING_CHECK_GRADER, arithmetic_rows, supervised_rows, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
-@pytest.fixture(scope="module")
-def service(make_service, pg_url, private_redis, tiny_model_dir) -> Service:
-    svc = make_service(
-        database_url=pg_url,
-        redis_url=private_redis.url,
-        extra=tiny_models_env(tiny_model_dir, OPENRFT_MAX_RUNNING_JOBS_PER_ORG="1"),
-    )
-    svc.start_api()
-    svc.start_worker("default", name="default", beat=True)
-    svc.start_worker("gpu", name="gpu-a", beat=False)
-    svc.start_worker("gpu", name="gpu-b", beat=False)
-    return svc
+@pytest.fixture
+def service(shared_service: Service) -> Service:
+    return shared_service  # cap of 1 running job per organization, two GPU-queue workers
 
 
 def _sql(service: Service, query: str, **params: Any) -> list[dict[str, Any]]:
@@ -76,11 +67,11 @@ def _metrics_steps(client: Any, job_id: str) -> list[int]:
 
 def test_worker_killed_mid_rl_job_is_resumed_by_another_without_repeating_steps(service: Service):
     client = sdk(service.base_url, service.api_key)
-    job = _rl_job(client, steps=4)
+    job = _rl_job(client, steps=3)
     running = wait_status(client, job.id, ("running", *TERMINAL), 120)
     assert running.status == "running"
-    # kill the worker holding the job once step 2 has its checkpoint
-    wait_until(lambda: 2 in _metrics_steps(client, job.id), 240, interval=0.5, what="step 2")
+    # kill the worker holding the job once step 1 has its checkpoint
+    wait_until(lambda: 1 in _metrics_steps(client, job.id), 240, interval=0.3, what="step 1")
     holder = _sql(service, "SELECT worker FROM jobs WHERE id = :id", id=job.id)[0]["worker"]
     victim = holder.split("@")[0]
     service.kill(victim)
@@ -96,7 +87,7 @@ def test_worker_killed_mid_rl_job_is_resumed_by_another_without_repeating_steps(
     assert any(m.startswith("Resuming at step") for m in messages), messages
     # every step reported exactly once (the resumed attempt's replace the killed one's)
     steps = _metrics_steps(client, job.id)
-    assert sorted(steps) == [1, 2, 3, 4], steps
+    assert sorted(steps) == [1, 2, 3], steps
     checkpoints = list(client.fine_tuning.jobs.checkpoints.list(job.id))
     numbers = [c.step_number for c in checkpoints]
     assert len(numbers) == len(set(numbers)) and numbers, numbers
@@ -146,7 +137,8 @@ def _race(service: Service, rounds: list[list[str]], n: int = 4) -> list[list[bo
 
 def _queued_jobs_nobody_was_sent(service: Service, n: int) -> list[str]:
     """``n`` queued jobs of a fresh organization, written straight into the database: no message exists for
-    them, so only the racers below can claim them (the reaper leaves jobs younger than its grace alone)."""
+    them, and their ``task_id`` says one does, so the reaper leaves them alone and only the racers below
+    can claim them."""
     import uuid
 
     from sqlalchemy.orm import Session
@@ -168,6 +160,7 @@ def _queued_jobs_nobody_was_sent(service: Service, n: int) -> list[str]:
                     training_file="file-none",
                     seed=1,
                     status="queued",
+                    task_id="race-no-message",
                     method={"type": "supervised", "supervised": {"hyperparameters": {}}},
                     resolved_config={},
                     result_files=[],
