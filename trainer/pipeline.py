@@ -417,6 +417,9 @@ class Pipeline:
             dropout=self.ext.lora_dropout,
             adapter_dir=adapter_dir,
         )
+        if not self.use_cpu:
+            # Gradient checkpointing (on for GPUs) needs a grad-requiring input when only adapters train.
+            self.model.enable_input_require_grads()
         return self.model
 
     def _begin_stage(self, stage: str) -> str | None:

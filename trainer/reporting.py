@@ -78,7 +78,9 @@ class Reporter:
             "valid_loss": rec.get("valid_loss"),
             "frac_reward_zero_std": rec.get("frac_reward_zero_std"),
             "policy_lag": rec.get("policy_lag"),
+            "rollout_policy_version": rec.get("rollout_version"),
             "completion_tokens_mean": rec.get("completion_tokens_mean"),
+            "usage": {"graders": rec["grader_usage"]} if rec.get("grader_usage") else None,
             "scores": {
                 "train_reward_mean": rec.get("train_mean_reward"),
                 "train_outcome_reward_mean": rec.get("train_outcome_reward"),

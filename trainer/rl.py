@@ -36,6 +36,7 @@ class StepStats:
     completion_tokens: list[int] = field(default_factory=list)
     rollout_versions: list[int] = field(default_factory=list)
     policy_lags: list[int] = field(default_factory=list)
+    grader_usage: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         mean = statistics.fmean
@@ -50,6 +51,7 @@ class StepStats:
             "completion_tokens_mean": mean(self.completion_tokens) if self.completion_tokens else None,
             "policy_lag": max(self.policy_lags) if self.policy_lags else None,
             "rollout_version": max(self.rollout_versions) if self.rollout_versions else None,
+            "grader_usage": self.grader_usage or None,
         }
 
 
@@ -93,6 +95,10 @@ class GraderReward:
         st.grading_s += grades.seconds
         for k, v in grades.errors.items():
             st.grader_errors[k] = st.grader_errors.get(k, 0) + v
+        for model, counts in grades.token_usage.items():  # model graders: tokens per judge model
+            mine = st.grader_usage.setdefault(model, {})
+            for key, n in (counts or {}).items():
+                mine[key] = mine.get(key, 0) + int(n)
         rewards = list(outcome)
         if self.prm is not None:
             t0 = time.perf_counter()

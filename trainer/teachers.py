@@ -55,8 +55,11 @@ class PolicyTeacher:
 class EndpointTeacher:
     """Chat completions against ``{base_url}/chat/completions``, a few requests in flight at a time."""
 
-    def __init__(self, endpoint: Endpoint, *, stopper: Stopper | None, concurrency: int = 8) -> None:
+    def __init__(
+        self, endpoint: Endpoint, *, stopper: Stopper | None, concurrency: int = 8, transport: Any = None
+    ) -> None:
         self.endpoint = endpoint
+        self.transport = transport
         self.name = f"{endpoint.model} at {endpoint.base_url}"
         self.stopper = stopper
         self.concurrency = concurrency
@@ -91,7 +94,10 @@ class EndpointTeacher:
         out: list[list[str]] = [[] for _ in conversations]
         with (
             httpx.Client(
-                base_url=self.endpoint.base_url, headers=headers, timeout=self.endpoint.timeout
+                base_url=self.endpoint.base_url,
+                headers=headers,
+                timeout=self.endpoint.timeout,
+                transport=self.transport,
             ) as client,
             concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool,
         ):

@@ -132,3 +132,39 @@ def test_rejection_sampling_resumes_from_saved_results() -> None:
         )
     assert teacher.asked == [(1, 1)]  # only the one try left in the budget
     assert done["1"].response == "11" and done["1"].tries == 4
+
+
+def test_endpoint_teacher_samples_over_http() -> None:
+    import json
+
+    import httpx
+
+    from trainer.config import Endpoint
+    from trainer.teachers import EndpointTeacher
+
+    bodies: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        assert request.headers["authorization"] == "Bearer k"
+        q = body["messages"][-1]["content"]
+        # This server ignores n and returns one choice: the teacher tops up with more requests.
+        return httpx.Response(
+            200, json={"choices": [{"message": {"role": "assistant", "content": f"re: {q}"}}]}
+        )
+
+    teacher = EndpointTeacher(
+        Endpoint(base_url="http://teacher/v1", model="big", api_key="k"),
+        stopper=None,
+        transport=httpx.MockTransport(handler),
+    )
+    out = teacher.sample(
+        [[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]],
+        n=2,
+        temperature=0.7,
+        max_new_tokens=32,
+    )
+    assert out == [["re: a", "re: a"], ["re: b", "re: b"]]
+    assert {b["model"] for b in bodies} == {"big"} and all(b["max_tokens"] == 32 for b in bodies)
+    assert len(bodies) == 4
