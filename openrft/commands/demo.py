@@ -56,7 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rl-steps", type=int, default=d.rl_steps)
     p.add_argument("--sft-epochs", type=int, default=d.sft_epochs)
     p.add_argument(
-        "--minutes", type=float, default=d.max_minutes, help="the job's training budget (it pauses after)"
+        "--minutes",
+        type=float,
+        default=d.max_minutes,
+        help="a training budget: the job pauses after it (default none)",
     )
     p.add_argument("--keep-running", action="store_true", help="leave the service running at the end")
     p.set_defaults(func=demo)

@@ -3,18 +3,21 @@ the job's grader, accuracy, and the embedded service it starts and stops."""
 
 from __future__ import annotations
 
+import io
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from openrft import OpenRFT
 from openrft.demo.evaluate import Graded, Score, grade, prompt
-from openrft.demo.run import DemoOptions, job_options
+from openrft.demo.run import Demo, DemoOptions, job_options
 from openrft.demo.service import EmbeddedService
 from openrft.demo.task import GRADER, LABELS, RESPONSE_TEMPLATE, SYSTEM_PROMPT, all_problems, make_task
 from openrft.validation import validate_file
+from tests.support import LiveService
 
 
 def options(row: dict) -> dict[str, int]:
@@ -59,7 +62,7 @@ def test_task_rows_are_multiple_choice_to_the_trainer() -> None:
 
 def test_job_options_are_accepted_by_the_service(client: OpenRFT, tmp_path: Path) -> None:
     paths = make_task(8, 2, 1).write(tmp_path)
-    opts = DemoOptions(n_validation=2, rl_steps=8)  # evaluations every 4 RL steps
+    opts = DemoOptions(n_validation=2, rl_steps=8, max_minutes=20)  # evaluations every 4 RL steps
     config = job_options(opts)
     job = client.fine_tuning.jobs.create(
         model="tiny-test",
@@ -75,6 +78,8 @@ def test_job_options_are_accepted_by_the_service(client: OpenRFT, tmp_path: Path
     )
     assert job.method["reinforcement"]["hyperparameters"]["eval_interval"] == 4
     assert job.openrft["response_template"] == RESPONSE_TEMPLATE
+    assert job.openrft["max_minutes"] == 20 and job.openrft["eval"]["at_start"] is False
+    assert "max_minutes" not in job_options(DemoOptions())["openrft"]  # no budget unless asked
     assert job.method["reinforcement"]["grader"]["type"] == "multiple_choice"
 
 
@@ -127,3 +132,30 @@ def test_embedded_service_starts_and_stops_with_its_workers(tmp_path: Path) -> N
     assert _processes_of(home.resolve()) == []
     again = EmbeddedService(home)
     assert again.api_key == service.api_key  # the same key on the next run
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_on_the_tiny_model(live: LiveService, tmp_path: Path) -> None:
+    """The whole demo against a running service (``--base-url``), scaled down to the tiny model."""
+    out = io.StringIO()
+    opts = DemoOptions(
+        home=tmp_path, base_url=live.base_url, api_key=live.api_key, model="tiny-test",
+        n_train=8, n_validation=2, n_test=4, rl_steps=2, answer_tokens=16, max_minutes=10, poll_interval=0.5,
+    )  # fmt: skip
+    result = Demo(opts, console=Console(file=out, width=200, soft_wrap=True)).run()
+    text = out.getvalue()
+    assert result.job.status == "succeeded", text
+    assert result.ok and result.before is not None and result.after is not None
+    assert result.before.model == "tiny-test" and result.after.model == result.job.fine_tuned_model
+    assert len(result.before.graded) == len(result.after.graded) == 4
+    assert (tmp_path / "task" / "test.jsonl").read_text().count("\n") == 4
+    for line in ("Created RFT job", "Held-out accuracy", "What happened", "openrft chat"):
+        assert line in text
+    assert f"{result.after.correct}/4" in text and f"{result.before.correct}/4" in text
+    # jobs.follow printed every event once, oldest first, and its bar reached the last step
+    with OpenRFT(api_key=live.api_key, base_url=live.base_url) as client:
+        events = list(client.fine_tuning.jobs.list_events(result.job.id))[::-1]
+    positions = [text.find(e.message) for e in events]
+    assert -1 not in positions and positions == sorted(positions)
+    total = next(e.data for e in reversed(events) if e.type == "metrics" and e.data)["total_steps"]
+    assert f"step {total}/{total}" in text

@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 import uuid
 from typing import Any
 
 import pytest
-from rich.console import Console
 
 from openrft import BadRequestError, NotFoundError, OpenRFT
-from openrft.types import FineTuningJobEvent
 from tests.support import STRING_CHECK_GRADER, arithmetic_rows
 
 # The smallest real RL run on the tiny model: no SFT warm-up, two steps, two short rollouts per prompt.
@@ -133,35 +130,3 @@ def test_wait_stops_at_pause_and_resume_requeues(client: OpenRFT) -> None:
     finally:
         if client.fine_tuning.jobs.retrieve(job.id).status not in ("succeeded", "failed", "cancelled"):
             client.fine_tuning.jobs.cancel(job.id)
-
-
-@pytest.mark.slow
-def test_follow_trains_to_the_end_with_progress(client: OpenRFT) -> None:
-    job = client.fine_tuning.jobs.create(
-        model="tiny-test",
-        training_file=upload(client, 4),
-        validation_file=upload(client, 2, seed=1),
-        grader=STRING_CHECK_GRADER,
-        hyperparameters={"batch_size": 2, "reasoning_effort": "low"},
-        suffix="follow",
-        **TINY_RUN,
-    )
-    out = io.StringIO()
-    seen: list[FineTuningJobEvent] = []
-    done = client.fine_tuning.jobs.follow(
-        job.id,
-        poll_interval=0.5,
-        timeout=300,
-        console=Console(file=out, width=200, force_terminal=False),
-        on_event=seen.append,
-    )
-    assert done.status == "succeeded", (done.error, [e.message for e in seen])
-    assert done.fine_tuned_model and done.fine_tuned_model.endswith(f":follow:{done.id}")
-    # every event exactly once, oldest first, the same as the API's newest-first list reversed
-    assert [e.id for e in seen] == [e.id for e in client.fine_tuning.jobs.list_events(job.id)][::-1]
-    metrics = [e for e in seen if e.type == "metrics"]
-    assert metrics and metrics[-1].data and metrics[-1].data["step"] == metrics[-1].data["total_steps"]
-    text = out.getvalue()
-    assert f"Created fine-tuning job: {job.id}" in text
-    total = metrics[-1].data["total_steps"]
-    assert f"step {total}/{total}" in text and "train reward" in text and "succeeded" in text
