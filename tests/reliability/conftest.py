@@ -48,6 +48,39 @@ def pg_url() -> Iterator[str]:
         drop()
 
 
+@pytest.fixture(scope="session")
+def shared_service(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Service]:
+    """One production-shaped service for the tests that only need jobs to run (each start costs ~15 s):
+    its own database on the shared PostgreSQL, a private Redis, the API, a light worker with the reaper
+    and two GPU-queue workers; at most one running job per organization."""
+    url, drop = create_database("openrft_rel_shared")
+    redis = PrivateRedis(tmp_path_factory.mktemp("redis-shared"))
+    redis.start()
+    home = tmp_path_factory.mktemp("svc-shared")
+    svc = Service(home=home, env={})
+    svc.env = service_env(
+        home,
+        database_url=url,
+        redis_url=redis.url,
+        api_key=svc.api_key,
+        extra=tiny_models_env(
+            tiny_model_dir,
+            OPENRFT_MAX_RUNNING_JOBS_PER_ORG="1",
+            OPENRFT_GRADER_API_KEY="sk-grader-secret-0123456789",
+        ),
+    )
+    try:
+        svc.start_api()
+        svc.start_worker("default", name="default", beat=True)
+        svc.start_worker("gpu", name="gpu-a", beat=False)
+        svc.start_worker("gpu", name="gpu-b", beat=False)
+        yield svc
+    finally:
+        svc.stop()
+        redis.stop()
+        drop()
+
+
 @pytest.fixture(scope="module")
 def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
     server = PrivateRedis(tmp_path_factory.mktemp("redis"))

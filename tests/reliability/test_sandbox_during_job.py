@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from tests.e2e.lifecycle import TERMINAL, all_events, sdk, upload_rows, wait_status
-from tests.reliability.conftest import Service, tiny_models_env
+from tests.reliability.conftest import Service
 from tests.support import arithmetic_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -63,16 +63,9 @@ ATTACKER = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def service(make_service, pg_url, private_redis, tiny_model_dir) -> Service:
-    svc = make_service(
-        database_url=pg_url,
-        redis_url=private_redis.url,
-        extra=tiny_models_env(tiny_model_dir, OPENRFT_GRADER_API_KEY="sk-grader-secret-0123456789"),
-    )
-    svc.start_api()
-    svc.start_worker("default,gpu", name="worker", beat=True)
-    return svc
+@pytest.fixture
+def service(shared_service: Service) -> Service:
+    return shared_service  # its environment holds OPENRFT_GRADER_API_KEY=sk-grader-secret-0123456789
 
 
 def test_a_grader_attacking_the_sandbox_cannot_stop_the_job_or_leak(service: Service):

@@ -53,7 +53,7 @@ def live_api(make_service, pg_url, tiny_model_dir) -> Service:
 
 @schema.parametrize()
 @settings(
-    max_examples=25,
+    max_examples=15,
     deadline=None,
     derandomize=True,
     suppress_health_check=list(HealthCheck),
