@@ -72,6 +72,16 @@ def to_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
+def _literal(source: str, start: int, end: int) -> str:
+    # "{{" always opens a variable: one left in literal text is a variable missing its "}}".
+    opened = source.find("{{", start, end)
+    if opened >= 0:
+        raise TemplateSyntaxError(
+            f"unterminated '{{{{' at character {opened}: close the variable with '}}}}'"
+        )
+    return source[start:end]
+
+
 @dataclass(frozen=True)
 class Template:
     """A parsed template: alternating literal text and variables."""
@@ -85,11 +95,11 @@ class Template:
         pos = 0
         for m in _VARIABLE.finditer(source):
             if m.start() > pos:
-                parts.append(source[pos : m.start()])
+                parts.append(_literal(source, pos, m.start()))
             parts.append(parse_variable(m.group(1)))
             pos = m.end()
         if pos < len(source):
-            parts.append(source[pos:])
+            parts.append(_literal(source, pos, len(source)))
         return cls(source, tuple(parts))
 
     @property

@@ -77,7 +77,16 @@ def test_missing_item_is_an_invalid_variable_error() -> None:
 
 
 @pytest.mark.parametrize(
-    "template", ["{{ foo.bar }}", "{{ sample.nope }}", "{{ item.a[x] }}", "{{ }}", "{{ sample }}"]
+    "template",
+    [
+        "{{ foo.bar }}",
+        "{{ sample.nope }}",
+        "{{ item.a[x] }}",
+        "{{ }}",
+        "{{ sample }}",
+        "{{ sample.output_text ",
+        "ok {{ item.a }} then {{ item.b",
+    ],
 )
 def test_bad_template_syntax(template: str) -> None:
     with pytest.raises(TemplateSyntaxError):
