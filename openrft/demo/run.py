@@ -207,11 +207,13 @@ class Demo:
         self.console.print(f"base: {result.before.model}\nfine-tuned: {result.after.model}", markup=False)
         gain = result.after.accuracy - result.before.accuracy
         t = result.timings
+        n = len(result.after.graded)
         self.console.print(
-            f"\nWhat happened: the service fine-tuned {self.opts.model} with OpenRFT (SFT on the reference answers, "
-            f"then RL with the grader as reward) in {t.get('training', 0) / 60:.1f} min; accuracy on questions it "
-            f"never saw went from {result.before.accuracy:.0%} to {result.after.accuracy:.0%} "
-            f"({gain:+.0%}). Total time {t.get('total', 0) / 60:.1f} min."
+            f"\nWhat happened: the service fine-tuned {self.opts.model} with OpenRFT (SFT on worked reference "
+            f"answers, then GRPO with the grader as reward) in {t.get('training', 0) / 60:.1f} min. On {n} questions "
+            f"it never saw, accuracy went from {result.before.accuracy:.0%} to {result.after.accuracy:.0%} "
+            f"({gain:+.0%}), and replies in the asked format from {result.before.answered}/{n} to "
+            f"{result.after.answered}/{n}. Total time {t.get('total', 0) / 60:.1f} min."
         )
         chat = f"openrft chat '{result.tuned_model}' -m 'What is 7 + 8? A. 14 B. 15 C. 16 D. 17'"
         if self.service is not None and self.opts.keep_running:
