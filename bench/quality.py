@@ -66,6 +66,8 @@ class Problem:
     text: str
     answer: int | float
     distractors: list[int | float]
+    explanation: str | None = None
+    """A worked solution kept in the row's item (the pipeline uses it for reference responses)."""
 
 
 def _fmt(x: float) -> str:
@@ -101,6 +103,7 @@ def science_problems() -> list[Problem]:
                         f"A cyclist travels {d} km in {t} hours at a constant speed. What is the speed in km/h?",
                         v,
                         [d * t, d + t, d - t, v + 5],
+                        f"speed = distance / time = {d} / {t} = {v} km/h",
                     )
                 )
     for m in range(2, 16):
@@ -110,6 +113,7 @@ def science_problems() -> list[Problem]:
                     f"A {m} kg cart accelerates at {a} m/s^2. What net force acts on it, in newtons?",
                     m * a,
                     [m + a, m * a * 2, abs(m - a) or m * a + 1, m * a + 10],
+                    f"F = m * a = {m} * {a} = {m * a} N",
                 )
             )
     for m in range(2, 31):
@@ -118,6 +122,7 @@ def science_problems() -> list[Problem]:
                 f"What is the weight, in newtons, of a {m} kg object on Earth? Use g = 10 m/s^2.",
                 m * 10,
                 [m, m + 10, m * 100, m * 10 + 10],
+                f"W = m * g = {m} * 10 = {m * 10} N",
             )
         )
     for mass in (24, 36, 48, 60, 72, 90):
@@ -128,6 +133,7 @@ def science_problems() -> list[Problem]:
                         f"A block has a mass of {mass} g and a volume of {vol} cm^3. What is its density in g/cm^3?",
                         mass // vol,
                         [mass * vol, mass - vol, mass + vol, mass // vol + 2],
+                        f"density = mass / volume = {mass} / {vol} = {mass // vol} g/cm^3",
                     )
                 )
     for i in (2, 3, 4, 5, 6):
@@ -137,6 +143,7 @@ def science_problems() -> list[Problem]:
                     f"A current of {i} A flows through a {r} ohm resistor. What is the voltage across it, in volts?",
                     i * r,
                     [i + r, r - i, i * r + i, i * r * 2],
+                    f"V = I * R = {i} * {r} = {i * r} V",
                 )
             )
     for f in (20, 40, 60, 90, 120):
@@ -147,11 +154,26 @@ def science_problems() -> list[Problem]:
                         f"A force of {f} N presses on an area of {area} m^2. What is the pressure in pascals?",
                         f // area,
                         [f * area, f + area, f - area, f // area + 1],
+                        f"p = F / A = {f} / {area} = {f // area} Pa",
                     )
                 )
     for k in (2, 3, 4, 5, 7, 9):
-        out.append(Problem(f"How many grams are in {k} kilograms?", k * 1000, [k * 100, k * 10, k * 10000]))
-        out.append(Problem(f"How many centimeters are in {k} meters?", k * 100, [k * 10, k * 1000, k + 100]))
+        out.append(
+            Problem(
+                f"How many grams are in {k} kilograms?",
+                k * 1000,
+                [k * 100, k * 10, k * 10000],
+                f"1 kg = 1000 g, so {k} kg = {k} * 1000 = {k * 1000} g",
+            )
+        )
+        out.append(
+            Problem(
+                f"How many centimeters are in {k} meters?",
+                k * 100,
+                [k * 10, k * 1000, k + 100],
+                f"1 m = 100 cm, so {k} m = {k} * 100 = {k * 100} cm",
+            )
+        )
     return out
 
 
@@ -167,13 +189,16 @@ def make_rows(problems: list[Problem], n: int, rng: random.Random, offset: int =
         misses = rng.sample(misses, 3)
         values = [*misses[:pos], p.answer, *misses[pos:]]
         options = "\n".join(f"{lab}. {_fmt(v)}" for lab, v in zip(LABELS, values, strict=True))
-        rows.append(
-            {
-                "messages": [{"role": "user", "content": f"{p.text}\n{options}"}],
-                "answer": LABELS[pos],
-                "value": _fmt(p.answer),
-            }
-        )
+        row: dict[str, Any] = {
+            "messages": [{"role": "user", "content": f"{p.text}\n{options}"}],
+            "answer": LABELS[pos],
+            "value": _fmt(p.answer),
+        }
+        if p.explanation:
+            row["explanation"] = (
+                p.explanation
+            )  # item field: graders and reference responses see it, not the model
+        rows.append(row)
     return rows
 
 

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--workdir", type=Path, default=None, help="default: ./runs/<job_id>")
     args = parser.parse_args(argv)
 
-    from trainer import run_job
+    from trainer import run_job  # sets OMP_WAIT_POLICY before torch loads
 
     try:
         spec = load_spec(args.spec)

@@ -72,25 +72,32 @@ def arithmetic_steps(text: str) -> str | None:
 
 
 def worked_reasoning(row: Row, answer: str) -> str:
-    """A short reasoning that leads to ``answer`` for ``row``, from what the row itself offers."""
-    for key in REASONING_FIELDS:
-        v = row.item.get(key)
-        if isinstance(v, str) and v.strip():
-            return v.strip()
+    """A short reasoning that leads to ``answer`` for ``row``, from what the row itself offers: its own
+    explanation field or the arithmetic in the question, then (multiple choice) each option checked."""
     q = question(row)
     choices = parse_choices(q)
+    own = next((str(row.item[k]).strip() for k in REASONING_FIELDS if _text(row.item.get(k))), None)
     math = arithmetic_steps(choices.stem if choices else q)
     parts = []
-    if math:
+    if own:
+        parts.append(own)
+    elif math:
         parts.append(f"Let me compute step by step: {math}")
     if choices and answer.strip() in choices.labels:
-        text = choices.texts[choices.labels.index(answer.strip())]
-        parts.append(
-            f"Comparing this with the options, option {answer.strip()} ({text}) is the one that matches."
-        )
-    elif not math:
+        # One line per option: a local yes/no per line is far easier for a small model to imitate than
+        # recalling which letter holds the value it computed (SmolLM2 otherwise settles on one letter).
+        lines = [
+            f"{lab}. {text} ({'yes' if lab == answer.strip() else 'no'})"
+            for lab, text in zip(choices.labels, choices.texts, strict=True)
+        ]
+        parts.append("Checking each option:\n" + "\n".join(lines))
+    elif not parts:
         parts.append("Let me reason about the question step by step and check the answer against it.")
     return "\n\n".join(parts)
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip())
 
 
 def fill(template: str, *, reasoning: str, answer: str) -> str:

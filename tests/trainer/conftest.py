@@ -10,6 +10,7 @@ from typing import Any, Literal
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see trainer.run_job: the CPU is shared
 
 
 @pytest.fixture(scope="session")

@@ -57,11 +57,11 @@ def test_arithmetic_and_option_reasoning() -> None:
         index=0, messages=[{"role": "user", "content": "What is 2 x 3?\nA. 5\nB. 6"}], item={"answer": "B"}
     )
     text = worked_reasoning(mc, "B")
-    assert "2 x 3 = 6." in text and "option B (6)" in text
+    assert "2 x 3 = 6." in text and "A. 5 (no)\nB. 6 (yes)" in text
     own = Row(
         index=0, messages=[{"role": "user", "content": "Q"}], item={"answer": "x", "explanation": "Because."}
     )
-    assert worked_reasoning(own, "x") == "Because."
+    assert worked_reasoning(own, "x") == "Because."  # the row's own explanation comes first
 
 
 def test_reference_responses_use_a_form_the_grader_accepts() -> None:
