@@ -72,11 +72,16 @@ def bare_trl(
     times: list[float] = []
 
     class Clock(TrainerCallback):
-        def on_step_begin(self, *a: Any, **k: Any) -> None:
+        """Step time as the pipeline counts it: from one step's log to the next (logging included)."""
+
+        def on_train_begin(self, *a: Any, **k: Any) -> None:
             self.t = time.perf_counter()
 
-        def on_step_end(self, *a: Any, **k: Any) -> None:
-            times.append(time.perf_counter() - self.t)
+        def on_log(self, *a: Any, logs: dict[str, Any] | None = None, **k: Any) -> None:
+            if logs and "loss" in logs:
+                now = time.perf_counter()
+                times.append(now - self.t)
+                self.t = now
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -130,14 +135,20 @@ def pipeline(model_source: str, train_file: Path, steps: int, work: Path, cache:
     from trainer import JobSpec, run_job
 
     times: list[float] = []
+    last = [0.0]
 
     class Sink:
+        """Wall time between consecutive RL step events: everything the pipeline does per step is inside."""
+
         def message(self, text: str, *, level: str = "info") -> None:
-            pass
+            if text.startswith("RL (GRPO)"):
+                last[0] = time.perf_counter()
 
         def metrics(self, text: str, data: dict[str, Any]) -> None:
             if data.get("stage") == "rl":
-                times.append(data["timing"]["step"]["full_iteration"])
+                now = time.perf_counter()
+                times.append(now - last[0])
+                last[0] = now
 
         def checkpoint_saved(self, *a: Any) -> None:
             pass

@@ -180,6 +180,9 @@ class RLConfig(_Strict):
     max_steps: Auto | Annotated[int, Field(ge=1, le=100000)] = Field(
         default="auto", description="RL optimizer steps; auto from n_epochs, batch_size and the budget."
     )
+    learning_rate: Auto | Annotated[float, Field(gt=0, le=1)] = Field(
+        default="auto", description="RL learning rate (before learning_rate_multiplier)."
+    )
     temperature: Annotated[float, Field(gt=0, le=2)] = Field(default=1.0, description="Rollout temperature.")
     beta: Annotated[float, Field(ge=0, le=1)] = Field(
         default=0.0, description="KL coefficient to the reference policy (0 skips the reference model)."
@@ -492,7 +495,7 @@ def plan_run(
 
     rl_bs = int(_val(hp.batch_size, 8 if gpu else 2)) if is_rl else 0
     num_gen = int(_val(ext.rl.num_generations, max(2, round((8 if gpu else 4) * math.sqrt(compute)))))
-    rl_lr = (3e-5 if gpu else 5e-5) * lr_mult
+    rl_lr = float(_val(ext.rl.learning_rate, 3e-5 if gpu else 5e-5)) * lr_mult
     rl_epochs = int(_val(hp.n_epochs, 6 if gpu else 1)) if is_rl else 0
     steps_per_epoch = max(1, math.ceil(n_train / max(1, rl_bs))) if is_rl else 0
     if ext.rl.max_steps != "auto":

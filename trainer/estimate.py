@@ -26,6 +26,8 @@ def calibrate(
     from trainer.generation import GenerationStats, chat_prompt, generate
 
     t0 = time.perf_counter()
+    # The first call pays one-off costs (allocator, kernels, caches): keep them out of the rate.
+    generate(model, tokenizer, [prompt], max_new_tokens=2, temperature=1.0, num_samples=batch)
     stats = GenerationStats()
     # Sampling with min_new_tokens is not needed: a random-ish prompt at temperature 1 rarely stops early, and
     # the stats count the tokens actually produced.

@@ -84,13 +84,15 @@ def worked_reasoning(row: Row, answer: str) -> str:
     elif math:
         parts.append(f"Let me compute step by step: {math}")
     if choices and answer.strip() in choices.labels:
-        # One line per option: a local yes/no per line is far easier for a small model to imitate than
-        # recalling which letter holds the value it computed (SmolLM2 otherwise settles on one letter).
+        # One line per option that puts the option next to the result before the verdict: a comparison of two
+        # adjacent values is within a small model's reach, recalling which letter holds the value it computed
+        # is not (SmolLM2 otherwise settles on one letter, or marks a position rather than a value).
+        target = choices.texts[choices.labels.index(answer.strip())]
         lines = [
-            f"{lab}. {text} ({'yes' if lab == answer.strip() else 'no'})"
+            f"{lab}. {text} vs {target}: {'yes' if lab == answer.strip() else 'no'}"
             for lab, text in zip(choices.labels, choices.texts, strict=True)
         ]
-        parts.append("Checking each option:\n" + "\n".join(lines))
+        parts.append(f"Checking each option against {target}:\n" + "\n".join(lines))
     elif not parts:
         parts.append("Let me reason about the question step by step and check the answer against it.")
     return "\n\n".join(parts)

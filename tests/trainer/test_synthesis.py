@@ -57,7 +57,7 @@ def test_arithmetic_and_option_reasoning() -> None:
         index=0, messages=[{"role": "user", "content": "What is 2 x 3?\nA. 5\nB. 6"}], item={"answer": "B"}
     )
     text = worked_reasoning(mc, "B")
-    assert "2 x 3 = 6." in text and "A. 5 (no)\nB. 6 (yes)" in text
+    assert "2 x 3 = 6." in text and "against 6:\nA. 5 vs 6: no\nB. 6 vs 6: yes" in text
     own = Row(
         index=0, messages=[{"role": "user", "content": "Q"}], item={"answer": "x", "explanation": "Because."}
     )
