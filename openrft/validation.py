@@ -6,8 +6,9 @@ upload gets exactly the errors the server would report (line numbers are 1-based
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -15,6 +16,7 @@ from typing import Any, BinaryIO, Literal
 Method = Literal["reinforcement", "supervised", "dpo"]
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_REPORTED = 50
+MAX_LINE_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,36 @@ def check_row(row: Any, method: Method) -> str | None:
     return None
 
 
-def validate_stream(stream: BinaryIO | Iterable[bytes], method: Method) -> ValidationReport:
+class BoundedLines:
+    """The lines of a binary file, none held longer than ``max_bytes``: a longer line is read through in
+    blocks, yielded as None and never parsed, so a single 500 MB line costs no more memory than a short one."""
+
+    def __init__(self, fh: BinaryIO | io.IOBase, max_bytes: int) -> None:
+        self.fh = fh
+        self.max_bytes = max_bytes
+
+    def __iter__(self) -> Iterator[bytes | None]:
+        while line := self.fh.readline(self.max_bytes + 1):
+            if len(line) > self.max_bytes and not line.endswith(b"\n"):
+                while (rest := self.fh.readline(1 << 20)) and not rest.endswith(b"\n"):
+                    pass
+                yield None
+            else:
+                yield line
+
+
+def validate_stream(
+    stream: BinaryIO | Iterable[bytes], method: Method, *, max_line_bytes: int = MAX_LINE_BYTES
+) -> ValidationReport:
+    """Check every line of ``stream``; lines longer than ``max_line_bytes`` are reported, not parsed."""
     report = ValidationReport()
-    for number, raw in enumerate(stream, start=1):
+    lines: Iterable[bytes | None] = (
+        BoundedLines(stream, max_line_bytes) if isinstance(stream, io.IOBase) else stream
+    )
+    for number, raw in enumerate(lines, start=1):
+        if raw is None or len(raw) > max_line_bytes:
+            report.add(number, f"line longer than {max_line_bytes} bytes")
+            continue
         if not raw.strip():
             continue
         try:
@@ -110,6 +139,9 @@ def validate_stream(stream: BinaryIO | Iterable[bytes], method: Method) -> Valid
         except json.JSONDecodeError as exc:
             report.add(number, f"invalid JSON ({exc.msg} at column {exc.colno})")
             continue
+        except RecursionError:  # the parser recurses per nesting level: a hostile row stops here, alone
+            report.add(number, "JSON nested too deeply")
+            continue
         problem = check_row(row, method)
         if problem:
             report.add(number, problem)
@@ -120,6 +152,8 @@ def validate_stream(stream: BinaryIO | Iterable[bytes], method: Method) -> Valid
     return report
 
 
-def validate_file(path: str | Path, method: Method) -> ValidationReport:
+def validate_file(
+    path: str | Path, method: Method, *, max_line_bytes: int = MAX_LINE_BYTES
+) -> ValidationReport:
     with Path(path).open("rb") as fh:
-        return validate_stream(fh, method)
+        return validate_stream(fh, method, max_line_bytes=max_line_bytes)

@@ -89,3 +89,18 @@ def test_server_side_refusals(client: OpenRFT, tmp_path: Path) -> None:
     assert info.value.param == "purpose"
     with pytest.raises(OpenRFTError, match="No such file"):
         client.files.create(tmp_path / f"missing-{uuid.uuid4().hex}.jsonl")
+
+
+def test_local_validation_survives_deep_nesting_and_long_lines() -> None:
+    """One hostile line is one error: the lines after it are still checked, and a long line is never parsed."""
+    from openrft.validation import validate_stream
+
+    good = b'{"messages": [{"role": "user", "content": "q"}]}\n'
+    deep = b"[" * 100_000 + b"]" * 100_000 + b"\n"
+    report = validate_stream(io.BytesIO(good + deep + good), "reinforcement")
+    assert (report.examples, [str(e) for e in report.errors]) == (2, ["line 2: JSON nested too deeply"])
+
+    report = validate_stream(
+        io.BytesIO(good + b"x" * 500 + b"\n" + good), "reinforcement", max_line_bytes=100
+    )
+    assert (report.examples, [str(e) for e in report.errors]) == (2, ["line 2: line longer than 100 bytes"])

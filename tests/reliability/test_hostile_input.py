@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from openrft.validation import validate_file
 from tests.app.conftest import assert_error, jsonl, upload
 from tests.support import STRING_CHECK_GRADER, arithmetic_rows
 from tests.workers.conftest import job_row
@@ -268,8 +269,6 @@ def test_every_kind_of_bad_row_before_a_bomb(new_job):
 
 
 def test_one_enormous_line_is_reported_without_reading_it_into_memory(new_job, app_settings, monkeypatch):
-    from workers.tasks.validate_job_files_task import validate_path
-
     monkeypatch.setattr(app_settings, "max_line_bytes", 1 << 20)
     good = json.dumps({"messages": [{"role": "user", "content": "q"}], "answer": "1"}).encode()
     huge = b'{"messages": [{"role": "user", "content": "' + b"x" * (24 << 20) + b'"}]}'
@@ -281,7 +280,7 @@ def test_one_enormous_line_is_reported_without_reading_it_into_memory(new_job, a
 
     path = app_settings.jobs_dir / job.id / "data" / "training.jsonl"
     tracemalloc.start()
-    report = validate_path(path, "reinforcement", 1 << 20)
+    report = validate_file(path, "reinforcement", max_line_bytes=1 << 20)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert report.examples == 2 and report.error_count == 1

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from pathlib import Path
-from typing import BinaryIO
 
 from celery import Task
 from sqlalchemy import func, select
@@ -18,53 +15,12 @@ from app.db.retry import is_transient
 from app.db.session import session_scope
 from app.queue import TRAIN_JOB, VALIDATE_JOB_FILES, enqueue
 from app.settings import get_settings
-from openrft.validation import Method, ValidationReport, validate_stream
+from openrft.validation import validate_file
 from workers.celery_app import celery_app
 from workers.runner import copy_inputs, data_path, storage_problem
 from workers.tasks.train_job_task import retry_countdown
 
 log = logging.getLogger("openrft.worker")
-
-
-class BoundedLines:
-    """The lines of a binary file, none held longer than ``max_bytes``: a longer line is read through in
-    blocks, yielded as a blank line (which validation skips) and its number kept in ``too_long``, so a
-    single 500 MB line costs no more memory than a short one."""
-
-    def __init__(self, fh: BinaryIO, max_bytes: int) -> None:
-        self.fh = fh
-        self.max_bytes = max_bytes
-        self.number = 0
-        self.too_long: list[int] = []
-
-    def __iter__(self) -> Iterator[bytes]:
-        while line := self.fh.readline(self.max_bytes + 1):
-            self.number += 1
-            if len(line) > self.max_bytes and not line.endswith(b"\n"):
-                while (rest := self.fh.readline(1 << 20)) and not rest.endswith(b"\n"):
-                    pass
-                self.too_long.append(self.number)
-                yield b"\n"
-            else:
-                yield line
-
-
-def validate_path(path: Path, method: Method, max_line_bytes: int) -> ValidationReport:
-    with path.open("rb") as fh:
-        lines = BoundedLines(fh, max_line_bytes)
-        try:
-            report = validate_stream(lines, method)
-        except RecursionError:  # json's parser recurses per nesting level: a hostile row stops here
-            report = ValidationReport()
-            report.add(lines.number, "JSON nested too deeply")
-            return report
-    if lines.too_long:
-        report.errors = [e for e in report.errors if e.line]  # "no examples" is not the news here
-        report.error_count = len(report.errors)
-        for number in lines.too_long:
-            report.add(number, f"line longer than {max_line_bytes} bytes (OPENRFT_MAX_LINE_BYTES)")
-        report.errors.sort(key=lambda e: e.line)
-    return report
 
 
 @celery_app.task(
@@ -116,7 +72,9 @@ def _validate(job_id: str) -> str:
         for which in ("training", "validation"):
             if which == "validation" and not job.validation_file:
                 continue
-            report = validate_path(data_path(settings, job.id, which), method, settings.max_line_bytes)
+            report = validate_file(
+                data_path(settings, job.id, which), method, max_line_bytes=settings.max_line_bytes
+            )
             if not report.ok:
                 param = f"{which}_file"
                 _fail(s, job, f"invalid_{param}", report.summary(f"{which} file"), param)
