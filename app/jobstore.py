@@ -71,21 +71,7 @@ def register_checkpoint(
         session.add(ckpt)
     ckpt.path = path
     ckpt.metrics = metrics
-    model = session.scalar(select(FineTunedModel).where(FineTunedModel.id == name))
-    if model is None:
-        model = FineTunedModel(
-            id=name,
-            org_pk=job.org_pk,
-            job_pk=job.pk,
-            base_model=job.model,
-            parent=job.model,
-            kind="checkpoint",
-            step_number=step,
-            path=path,
-        )
-        session.add(model)
-    model.path = path
-    session.flush()
+    _upsert_model(session, job, name, path, kind="checkpoint", step=step)
     return ckpt
 
 
@@ -96,6 +82,14 @@ def remove_checkpoint(session: Session, job: Job, step: int) -> None:
 
 def register_final_model(session: Session, job: Job, path: str) -> str:
     name = fine_tuned_model_name(job)
+    _upsert_model(session, job, name, path, kind="final")
+    return name
+
+
+def _upsert_model(
+    session: Session, job: Job, name: str, path: str, *, kind: str, step: int | None = None
+) -> None:
+    """The servable model row ``name`` pointing at ``path`` (a re-run of the same step moves the path)."""
     model = session.scalar(select(FineTunedModel).where(FineTunedModel.id == name))
     if model is None:
         model = FineTunedModel(
@@ -104,10 +98,10 @@ def register_final_model(session: Session, job: Job, path: str) -> str:
             job_pk=job.pk,
             base_model=job.model,
             parent=job.model,
-            kind="final",
+            kind=kind,
+            step_number=step,
             path=path,
         )
         session.add(model)
     model.path = path
     session.flush()
-    return name

@@ -100,7 +100,7 @@ def bare_trl(
         report_to=[],
         use_cpu=True,
         bf16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         disable_tqdm=True,
         beta=0.0,
         loss_type="dapo",
@@ -133,11 +133,12 @@ def pipeline(model_source: str, train_file: Path, steps: int, work: Path, cache:
     """Per-step seconds of the same RL through trainer.run_job (from its step events)."""
     from bench.quality import GRADER, PAPER_PROMPT
     from trainer import JobSpec, run_job
+    from trainer.interface import NeverStop, NullSink
 
     times: list[float] = []
     last = [0.0]
 
-    class Sink:
+    class Sink(NullSink):
         """Wall time between consecutive RL step events: everything the pipeline does per step is inside."""
 
         def message(self, text: str, *, level: str = "info") -> None:
@@ -149,19 +150,6 @@ def pipeline(model_source: str, train_file: Path, steps: int, work: Path, cache:
                 now = time.perf_counter()
                 times.append(now - last[0])
                 last[0] = now
-
-        def checkpoint_saved(self, *a: Any) -> None:
-            pass
-
-        def checkpoint_removed(self, *a: Any) -> None:
-            pass
-
-        def estimate(self, *a: Any, **k: Any) -> None:
-            pass
-
-    class Go:
-        def poll(self) -> None:
-            return None
 
     s = SETTINGS
     spec = JobSpec(
@@ -182,7 +170,7 @@ def pipeline(model_source: str, train_file: Path, steps: int, work: Path, cache:
             "eval": {"at_start": False},
         },
     )
-    run_job(spec, Sink(), Go(), work)
+    run_job(spec, Sink(), NeverStop(), work)
     return times
 
 

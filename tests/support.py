@@ -105,21 +105,10 @@ class LiveService:
         self.procs.append(proc)
         return proc
 
-    def start_api(self) -> None:
-        self._spawn(
-            "api",
-            [
-                sys.executable,
-                "-m",
-                "openrft.cli",
-                "serve",
-                "--no-worker",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-        )
+    def start_api(self, *, embedded: bool = False) -> None:
+        """`openrft serve`: the API alone, or (``embedded``) with the workers it spawns itself."""
+        args = [sys.executable, "-m", "openrft.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        self._spawn("serve" if embedded else "api", args if embedded else [*args, "--no-worker"])
         wait_until(
             lambda: httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200,
             90,

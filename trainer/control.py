@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
-from trainer.interface import Control
+from trainer.interface import Control, NeverStop
 
 if TYPE_CHECKING:
     import torch
@@ -23,11 +23,6 @@ class StopRequested(Exception):
         super().__init__(f"{kind}: {reason}")
         self.kind: StopKind = kind
         self.reason = reason
-
-
-class NeverStop:
-    def poll(self) -> None:
-        return None
 
 
 class Stopper:

@@ -71,6 +71,32 @@ class Control(Protocol):
         """None to go on, 'cancel' to stop and keep nothing, 'pause' to snapshot and stop."""
 
 
+class NullSink:
+    """An EventSink that drops everything; subclass it to keep only the events you need."""
+
+    def message(self, text: str, *, level: Literal["info", "warn", "error"] = "info") -> None:
+        pass
+
+    def metrics(self, text: str, data: dict[str, Any]) -> None:
+        pass
+
+    def checkpoint_saved(self, step: int, path: Path, metrics: dict[str, Any]) -> None:
+        pass
+
+    def checkpoint_removed(self, step: int) -> None:
+        pass
+
+    def estimate(self, finish_at: float, *, step: int = 0, total_steps: int = 0) -> None:
+        pass
+
+
+class NeverStop:
+    """A Control that never asks to stop."""
+
+    def poll(self) -> StopRequest | None:
+        return None
+
+
 @dataclass
 class CheckpointInfo:
     step: int

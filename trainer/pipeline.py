@@ -37,7 +37,7 @@ from trainer.config import (
 )
 from trainer.control import Stopper, StopRequested
 from trainer.data import Row, load_rows
-from trainer.interface import Control, EventSink, JobResult, JobSpec, TrainerError
+from trainer.interface import Control, EventSink, JobResult, JobSpec, NeverStop, NullSink, TrainerError
 from trainer.prompts import Messages, build_prompt
 from trainer.reporting import Reporter
 from trainer.resume import RunState, StateStore
@@ -51,28 +51,6 @@ def run_job(spec: JobSpec, sink: EventSink, control: Control, workdir: Path) -> 
     return Pipeline(spec, sink, control, Path(workdir)).run()
 
 
-class _NullSink:
-    def message(self, text: str, *, level: str = "info") -> None:
-        pass
-
-    def metrics(self, text: str, data: dict[str, Any]) -> None:
-        pass
-
-    def checkpoint_saved(self, step: int, path: Path, metrics: dict[str, Any]) -> None:
-        pass
-
-    def checkpoint_removed(self, step: int) -> None:
-        pass
-
-    def estimate(self, finish_at: float, *, step: int = 0, total_steps: int = 0) -> None:
-        pass
-
-
-class _NeverStop:
-    def poll(self) -> None:
-        return None
-
-
 def evaluate_job(spec: JobSpec, workdir: Path, rows_file: Path, *, adapter_dir: Path | None) -> Any:
     """Evaluate a job's model (``adapter_dir``, or the base model when None) on a held-out file, with exactly
     the prompts the job trained with (system prompt, the job's ICL example bank) and its eval protocol.
@@ -82,7 +60,7 @@ def evaluate_job(spec: JobSpec, workdir: Path, rows_file: Path, *, adapter_dir: 
     from trainer.evaluation import evaluate
 
     _quiet_libraries()
-    p = Pipeline(spec, _NullSink(), _NeverStop(), Path(workdir))
+    p = Pipeline(spec, NullSink(), NeverStop(), Path(workdir))
     p.state = p.store.load() if p.store.exists() else RunState(job_id=spec.job_id, method=spec.method)
     p.state.resumes = 1  # an evaluation, not a (re)start: no start message
     try:

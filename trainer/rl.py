@@ -211,7 +211,7 @@ def grpo_args(
         report_to=[],
         use_cpu=use_cpu,
         bf16=not use_cpu,
-        gradient_checkpointing=not use_cpu,
+        activation_checkpointing=not use_cpu,
         disable_tqdm=True,
         shuffle_dataset=True,
         mask_truncated_completions=False,

@@ -73,7 +73,7 @@ def make_sft_trainer(
         report_to=[],
         use_cpu=use_cpu,
         bf16=not use_cpu,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         disable_tqdm=True,
         dataset_num_proc=None,
     )

@@ -73,6 +73,7 @@ class RLOptions(TypedDict, total=False):
     enabled: bool
     num_generations: Auto | int
     max_steps: Auto | int
+    learning_rate: Auto | float
     temperature: float
     beta: float
     loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"]

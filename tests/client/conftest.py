@@ -4,16 +4,13 @@ CLI tests, and clients pointed at it."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from openrft import AsyncOpenRFT, OpenRFT
-from tests.support import REPO, LiveService, service_env, wait_until
+from tests.support import LiveService, service_env
 
 
 @pytest.fixture(scope="session")
@@ -27,18 +24,8 @@ def live(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iter
         api_key=svc.api_key,
         extra={"OPENRFT_BASE_MODELS": json.dumps({"tiny-test": str(tiny_model_dir)})},
     )
-    log = (home / "serve.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "openrft.cli", "serve", "--port", str(svc.port)],
-        cwd=REPO, env=svc.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    svc.procs.append(proc)
     try:
-        wait_until(
-            lambda: httpx.get(f"http://127.0.0.1:{svc.port}/health", timeout=2).status_code == 200,
-            90,
-            what="API",
-        )
+        svc.start_api(embedded=True)
         yield svc
     except BaseException:
         print(svc.logs())

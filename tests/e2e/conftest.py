@@ -70,30 +70,14 @@ def pg_service(tmp_path_factory, pg_url, redis_url, tiny_model_dir) -> Iterator[
 @pytest.fixture(scope="module")
 def embedded_service(tmp_path_factory, tiny_model_dir) -> Iterator[LiveService]:
     """`openrft serve` as a user starts it: SQLite, filesystem broker, workers spawned by the command."""
-    import subprocess
-    import sys
-
-    import httpx
-
-    from tests.support import REPO, wait_until
 
     home = tmp_path_factory.mktemp("e2e-embedded-home")
     svc = LiveService(home=home, env={})
     svc.env = service_env(
         home, database_url=None, redis_url=None, api_key=svc.api_key, extra=_extra_env(tiny_model_dir)
     )
-    log = (home / "serve.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "openrft.cli", "serve", "--port", str(svc.port)],
-        cwd=REPO, env=svc.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    svc.procs.append(proc)
     try:
-        wait_until(
-            lambda: httpx.get(f"http://127.0.0.1:{svc.port}/health", timeout=2).status_code == 200,
-            90,
-            what="API",
-        )
+        svc.start_api(embedded=True)
         yield svc
     except BaseException:
         print(svc.logs())

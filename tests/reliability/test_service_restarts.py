@@ -79,7 +79,8 @@ def _status(client: OpenAI, job_id: str) -> str:
 
 def test_restarts_of_postgres_redis_and_the_api_during_jobs(service: Service, private_pg: PrivatePostgres):
     client = sdk(service.base_url, service.api_key)
-    long_job = _sft_job(client, "long", rows=16, epochs=3)  # 48 steps: runs through every fault below
+    # 480 steps: still running after every fault below even on an idle machine; cancelled once they are over
+    long_job = _sft_job(client, "long", rows=16, epochs=30)
     wait_status(client, long_job.id, ("running",), 120)
     wait_until(
         lambda: any(e.type == "metrics" for e in all_events(client, long_job.id)), 120, what="a first step"
@@ -122,11 +123,14 @@ def test_restarts_of_postgres_redis_and_the_api_during_jobs(service: Service, pr
     during["api"] = answer[0].status
 
     assert during == {"postgres": "running", "redis": "running", "api": "running"}, during
+    client.fine_tuning.jobs.cancel(long_job.id)
     done = {j.id: wait_status(client, j.id, TERMINAL, 400) for j in (long_job, queued_job, unsent_job)}
     errors = {k: (v.status, v.error) for k, v in done.items()}
-    assert all(j.status == "succeeded" for j in done.values()), errors
+    assert done[long_job.id].status == "cancelled", errors
+    assert done[queued_job.id].status == done[unsent_job.id].status == "succeeded", errors
+    # The long job's writes waited through the faults: every step it took is recorded once, none skipped.
     steps = [e.data["step"] for e in all_events(client, long_job.id) if e.type == "metrics"]
-    assert sorted(steps) == list(range(1, 49)), steps
+    assert len(steps) > 1 and sorted(steps) == list(range(1, len(steps) + 1)), steps
     assert not [j for j in client.fine_tuning.jobs.list(limit=100) if j.status == "running"]
 
 
