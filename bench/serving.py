@@ -6,10 +6,12 @@
    to the CPU engine process; tokens/s is compared with sequential ``transformers.generate`` on the same
    prompts in this process (same model, same thread count); engine and baseline rounds alternate so
    both share the machine's load. Target >= 3x.
-2. Proxy overhead: the same requests sent directly to the engine and through ``serving.proxy`` inside a
-   minimal ASGI app (``serving.gateway``): in every round half of the clients take each path (the halves
-   swap each round) and share the engine's batch, so both sides see the same load; p50 latency compared
-   (target <= 5%). Non-streamed, streamed (time to first token and to the end), and one at a time.
+2. Proxy overhead: the same requests sent directly to the engine and through the service's own API app
+   (``--via api``, the default: API-key auth, the org-scoped model lookup, rate limits, every middleware;
+   ``--via gateway`` measures ``serving.proxy`` in a minimal ASGI app instead): in every round half of the
+   clients take each path (the halves swap each round) and share the engine's batch, so both sides see the
+   same load; p50 latency compared (target <= 5%). Non-streamed, streamed (time to first token and to the
+   end), and one at a time.
 
 Writes ``bench/results/serving.json`` and ``.md``. The machine's load average is recorded: the CPU is shared.
 """
@@ -18,14 +20,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import importlib.util
 import json
 import os
 import platform
+import secrets
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,38 +185,83 @@ async def clients_round(
 
 
 # -- the run ----------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def front_door(
+    args: argparse.Namespace, name: str, source: str, work: Path
+) -> Iterator[tuple[str, dict[str, str], Callable[[], int]]]:
+    """The proxy under test, serving ``name``: yields its URL, the headers it needs, and a function that gives
+    the port of the engine behind it (once the first request has started it).
+
+    ``api``: the service's real FastAPI app (API-key auth, the caller's organization, the org-scoped model
+    lookup in the database, rate limits and every middleware) on the embedded default (SQLite).
+    ``gateway``: ``serving.gateway``, the chat route's shape alone.
+    """
+    from serving.http_thread import ThreadedServer
+
+    if args.via == "gateway":
+        from serving.backends import CpuBackend
+        from serving.gateway import create_gateway_app
+        from serving.proxy import EngineProxy
+        from serving.registry import ModelRegistry
+        from serving.service import ServingService
+        from serving.supervisor import ServingSupervisor, SupervisorConfig
+
+        supervisor = ServingSupervisor(
+            SupervisorConfig(backend="cpu", log_dir=work / "logs", wait_for_ready=900),
+            cpu_backend=CpuBackend(
+                max_batch_size=max(16, args.clients),
+                threads=args.threads,
+                cache_dir=cache_dir(),
+                startup_timeout=900,
+            ),
+        )
+        service = ServingService(ModelRegistry({name: source}), supervisor, EngineProxy())
+        with ThreadedServer(create_gateway_app(service)) as gateway:
+            yield gateway.url, {}, lambda: int(service.status()[0]["port"])
+        return  # leaving the gateway's context closed the service and stopped the engine
+
+    key = "sk-bench-" + secrets.token_hex(16)
+    for var in ("DATABASE_URL", "REDIS_URL"):
+        os.environ.pop(var, None)
+    os.environ.update(
+        OPENRFT_HOME=str(work / "home"),
+        OPENRFT_BOOTSTRAP_API_KEY=key,
+        OPENRFT_BASE_MODELS=json.dumps({name: source}),
+        OPENRFT_SERVING_BACKEND="cpu",
+        OPENRFT_SERVING_MAX_BATCH_SIZE=str(max(16, args.clients)),
+        OPENRFT_SERVING_CPU_THREADS=str(args.threads),
+        OPENRFT_SERVING_WAIT_FOR_READY="900",
+        OPENRFT_RATE_LIMIT_CHAT_PER_MINUTE="1000000",  # measured, not limited
+    )
+    from app.bootstrap import prepare
+    from app.main import create_app
+    from app.settings import get_settings
+
+    get_settings.cache_clear()
+    prepare(get_settings(), generate_key=False)
+    api = create_app()
+    with ThreadedServer(api) as server:  # its shutdown stops the engines the app started
+        yield (
+            server.url,
+            {"Authorization": f"Bearer {key}"},
+            lambda: int(api.state.serving.status()[0]["port"]),
+        )
+
+
 async def run(
     args: argparse.Namespace, name: str, source: str, work: Path, baseline: Baseline
 ) -> dict[str, Any]:
-    from serving.backends import CpuBackend
-    from serving.gateway import create_gateway_app
-    from serving.http_thread import ThreadedServer
-    from serving.proxy import EngineProxy
-    from serving.registry import ModelRegistry
-    from serving.service import ServingService
-    from serving.supervisor import ServingSupervisor, SupervisorConfig
-
-    supervisor = ServingSupervisor(
-        SupervisorConfig(backend="cpu", log_dir=work / "logs", wait_for_ready=900),
-        cpu_backend=CpuBackend(
-            max_batch_size=max(16, args.clients),
-            threads=args.threads,
-            cache_dir=cache_dir(),
-            startup_timeout=900,
-        ),
-    )
-    service = ServingService(ModelRegistry({name: source}), supervisor, EngineProxy())
-    out: dict[str, Any] = {}
-    with ThreadedServer(create_gateway_app(service)) as gateway:
+    out: dict[str, Any] = {"via": args.via}
+    with front_door(args, name, source, work) as (front_url, headers, engine_port):
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(timeout=900, limits=limits, trust_env=False) as http:
+        async with httpx.AsyncClient(timeout=900, limits=limits, trust_env=False, headers=headers) as http:
             t0 = time.perf_counter()
-            await one_request(http, gateway.url, name, QUESTIONS[0], 4, False)  # starts the engine
+            await one_request(http, front_url, name, QUESTIONS[0], 4, False)  # starts the engine
             out["engine_start_s"] = round(time.perf_counter() - t0, 1)
-            direct = f"http://127.0.0.1:{service.status()[0]['port']}"
+            direct = f"http://127.0.0.1:{engine_port()}"
             for _ in range(2):  # warm-up: allocator, thread pools, connection pools on both paths
                 await clients_round(http, direct, name, args.clients, 1, 8, False, 0)
-                await clients_round(http, gateway.url, name, args.clients, 1, 8, False, 0)
+                await clients_round(http, front_url, name, args.clients, 1, 8, False, 0)
 
             # Throughput, side by side: engine and baseline rounds alternate, so both see the same load.
             engine_tokens, engine_seconds, base_tokens, base_seconds = 0, 0.0, 0, 0.0
@@ -247,7 +297,7 @@ async def run(
             # Proxy overhead. Each round's clients are split between the two paths (the split flips every
             # round) and share one engine batch, so load changes hit both sides alike; fixed-length greedy
             # requests make every difference the proxy's own time, or a decode step missed because of it.
-            paths = {"direct": direct, "proxy": gateway.url}
+            paths = {"direct": direct, "proxy": front_url}
             lat: dict[str, list[float]] = {"direct": [], "proxy": []}
             stream_lat: dict[str, list[float]] = {"direct": [], "proxy": []}
             stream_first: dict[str, list[float]] = {"direct": [], "proxy": []}
@@ -296,7 +346,7 @@ async def run(
                 f"{args.clients}_clients_streamed_first_token": compare(stream_first),
                 "one_at_a_time_16_tokens": compare(single),
             }
-    return out  # leaving the gateway's context closed the service and stopped the engine
+    return out
 
 
 def write_markdown(result: dict[str, Any], path: Path) -> None:
@@ -319,7 +369,13 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "",
         f"Speed-up: **{result['speedup']}x** (target >= 3x). Engine request latency p50 {e['latency']['p50_s']} s.",
         "",
-        "## Proxy overhead (gateway + serving.proxy vs engine directly, both in the same batches)",
+        "## Proxy overhead ("
+        + (
+            "the service's API: auth, org-scoped model lookup, rate limits, middlewares"
+            if result.get("via") == "api"
+            else "serving.gateway + serving.proxy"
+        )
+        + ", vs the engine directly, both in the same batches)",
         "",
         "| scenario | direct p50 (s) | proxy p50 (s) | overhead at p50 | direct p90 | proxy p90 | n per side |",
         "|---|---|---|---|---|---|---|",
@@ -353,6 +409,12 @@ def main() -> None:
     p.add_argument("--single-pairs", type=int, default=3)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--model", default="auto", choices=["auto", "smollm2", "tiny"])
+    p.add_argument(
+        "--via",
+        default="api",
+        choices=["api", "gateway"],
+        help="Proxy measured: the service's real API app (default) or the bare serving gateway.",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "serving.json")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
