@@ -68,12 +68,16 @@ def estimate_seconds(
     sft_examples: int,
     synthesis_questions: int,
     prm_factor: float = 0.0,
+    augmentation_questions: int = 0,
+    augmentation_tokens: int = 0,
 ) -> dict[str, float]:
     """Seconds per stage. Generation is priced at full length (an upper bound for early-stopping models)."""
     L = plan.max_completion_length  # noqa: N806 - the usual symbol
     gen = L / cal.gen_tokens_per_s  # one batched generation call of full length
     per_eval = gen * max(1, -(-n_val * plan.eval_samples // 16))
     out = {
+        # One paraphrase request per question, batched like the rest, priced at full length.
+        "augmentation": augmentation_tokens / cal.gen_tokens_per_s * -(-augmentation_questions // 16),
         "synthesis": gen * synthesis_questions * plan.samples_per_question / 16 if plan.sft_enabled else 0.0,
         "sft": plan.sft_epochs * sft_examples * cal.train_s_per_seq * 1.5 if plan.sft_enabled else 0.0,
         "rl": 0.0,

@@ -350,6 +350,7 @@ class Pipeline:
             sft_examples=sft_examples,
             synthesis_questions=synthesis_questions,
             prm_factor=2.0 if self.ext.prm.type == "self" else 0.0,
+            **self._augmentation_load(plan),
         )
         total = sum(parts.values())
         self.state.counters["estimate_s"] = parts
@@ -360,6 +361,13 @@ class Pipeline:
         )
         self.reporter.estimate(seconds_left=total, step=self.state.global_step)
         self._mark_done("estimate")
+
+    def _augmentation_load(self, plan: Any) -> dict[str, int]:
+        """What question augmentation will ask of a teacher (paraphrases are sampled only for RL rows)."""
+        aug = self.ext.augmentation
+        if self.spec.method != "reinforcement" or not (aug.enabled and aug.paraphrase and plan.rl_enabled):
+            return {}
+        return {"augmentation_questions": len(self.train_rows), "augmentation_tokens": aug.max_new_tokens}
 
     def _synthesize(self) -> list[dict[str, Any]]:
         """SFT examples for the reinforcement warm-up (prompt identical to RL and eval)."""

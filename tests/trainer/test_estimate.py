@@ -1,0 +1,41 @@
+"""The duration estimate: every stage that costs time is priced, from the plan and a calibration."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainer.config import Hardware, RunPlan, parse_config, plan_run
+from trainer.estimate import Calibration, estimate_seconds
+
+CAL = Calibration(gen_tokens_per_s=64.0, train_s_per_seq=0.5, seconds=1.0)
+
+
+def _plan(openrft: dict) -> RunPlan:
+    cfg = parse_config("reinforcement", {"batch_size": 2, "reasoning_effort": "low"}, openrft)
+    return plan_run(cfg, n_train=100, hardware=Hardware(gpu=False, cpu_count=2))
+
+
+def test_stages_are_priced_from_the_plan() -> None:
+    plan = _plan(
+        {"rl": {"max_steps": 4, "num_generations": 4}, "sft": {"samples_per_question": 1, "n_epochs": 1}}
+    )
+    parts = estimate_seconds(plan, CAL, n_val=20, sft_examples=100, synthesis_questions=100)
+    gen = plan.max_completion_length / CAL.gen_tokens_per_s
+    assert parts["synthesis"] == pytest.approx(gen * 100 / 16)
+    assert parts["sft"] == pytest.approx(100 * 0.5 * 1.5)
+    assert parts["rl"] == pytest.approx(4 * (gen + 8 * 0.5))
+    assert parts["augmentation"] == 0.0 and parts["eval"] > 0
+
+
+def test_augmentation_is_priced_when_it_samples_paraphrases() -> None:
+    plan = _plan({"rl": {"max_steps": 4}, "augmentation": {"enabled": True, "n_variants": 2}})
+    parts = estimate_seconds(
+        plan,
+        CAL,
+        n_val=0,
+        sft_examples=100,
+        synthesis_questions=100,
+        augmentation_questions=100,
+        augmentation_tokens=256,
+    )
+    assert parts["augmentation"] == pytest.approx(256 / 64 * 7)  # 100 questions in batches of 16
