@@ -71,23 +71,24 @@ def estimate_seconds(
     augmentation_questions: int = 0,
     augmentation_tokens: int = 0,
 ) -> dict[str, float]:
-    """Seconds per stage. Generation is priced at full length (an upper bound for early-stopping models)."""
+    """Seconds per stage. Generation is priced at full length (an upper bound for early-stopping models) and at
+    the calibrated batch's throughput: on a CPU that is nearly flat in the batch size; on a GPU larger batches
+    run faster, so the estimate errs long."""
     L = plan.max_completion_length  # noqa: N806 - the usual symbol
-    gen = L / cal.gen_tokens_per_s  # one batched generation call of full length
-    per_eval = gen * max(1, -(-n_val * plan.eval_samples // 16))
+    per_seq = L / cal.gen_tokens_per_s  # one full-length sequence's share of a batched generation
+    per_eval = per_seq * n_val * plan.eval_samples
     out = {
-        # One paraphrase request per question, batched like the rest, priced at full length.
-        "augmentation": augmentation_tokens / cal.gen_tokens_per_s * -(-augmentation_questions // 16),
-        "synthesis": gen * synthesis_questions * plan.samples_per_question / 16 if plan.sft_enabled else 0.0,
+        "augmentation": augmentation_tokens / cal.gen_tokens_per_s * augmentation_questions,
+        "synthesis": per_seq * synthesis_questions * plan.samples_per_question if plan.sft_enabled else 0.0,
         "sft": plan.sft_epochs * sft_examples * cal.train_s_per_seq * 1.5 if plan.sft_enabled else 0.0,
         "rl": 0.0,
         "eval": 0.0,
     }
     if plan.rl_enabled:
         seqs = plan.rl_batch_size * plan.num_generations
-        # Batched rollouts: one generation pass per step; training over every sequence (+ a no-grad logprob pass
-        # is skipped by TRL when num_iterations == 1); PRM adds verifier forward passes.
-        step = gen * max(1.0, seqs / 16) + seqs * cal.train_s_per_seq * (1.0 + prm_factor)
+        # Rollouts for every sequence; training over every sequence (a no-grad logprob pass is skipped by TRL
+        # when num_iterations == 1); PRM adds verifier forward passes.
+        step = per_seq * seqs + seqs * cal.train_s_per_seq * (1.0 + prm_factor)
         out["rl"] = plan.rl_max_steps * step
         n_evals = -(-plan.rl_max_steps // plan.eval_interval) + 1
         out["eval"] = n_evals * per_eval if n_val else 0.0

@@ -256,8 +256,8 @@ class Pipeline:
             (sft_steps(n, plan.sft_batch_size, plan.sft_epochs) if plan.sft_enabled else 0)
             + plan.rl_max_steps
         )
+        self._setup_icl()  # first: the calibration step times the real prompt, few-shot examples included
         self._announce_estimate(sft_examples=n, synthesis_questions=n if plan.sft_enabled else 0)
-        self._setup_icl()
         rl_rows = self.train_rows
         if self.ext.augmentation.enabled and plan.rl_enabled:
             from trainer.augment import augment_rows
