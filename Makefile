@@ -28,8 +28,9 @@ bench-graders: setup
 	$(BIN)/python -m bench.graders
 bench-serving: setup
 	$(BIN)/python -m bench.serving
+QUALITY_BUDGET ?= session
 bench-quality: setup
-	$(BIN)/python -m bench.quality
+	$(BIN)/python -m bench.quality --budget $(QUALITY_BUDGET)
 bench-overhead: setup
 	$(BIN)/python -m bench.overhead
 bench-load: setup services
