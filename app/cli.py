@@ -89,7 +89,9 @@ def worker(queues: str, concurrency: int, beat: bool, name: str | None) -> int:
     cmd = _worker_cmd(
         queues, name or queues.replace(",", "-"), concurrency=concurrency, beat=beat, prefork_fresh=fresh
     )
-    os.execv(sys.executable, cmd)
+    from app.supervise import supervise
+
+    return supervise(cmd)
 
 
 def migrate() -> int:
