@@ -413,6 +413,19 @@ def write_results(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     (RESULTS / "quality.md").write_text("\n".join(lines) + "\n")
 
 
+def _without_workdir(args: list[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--workdir":
+            skip = True
+        elif not a.startswith("--workdir="):
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m bench.quality",
@@ -444,7 +457,9 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "load_start": round(os.getloadavg()[0], 2),
-        "command": "python -m bench.quality " + " ".join(argv if argv is not None else sys.argv[1:]),
+        # --workdir names a path on this machine: not part of what reproduces the numbers
+        "command": "python -m bench.quality "
+        + " ".join(_without_workdir(argv if argv is not None else sys.argv[1:])),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     results: list[dict[str, Any]] = []
