@@ -204,20 +204,19 @@ def _new_org_key(service: Service, org: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def _sft_job(client: Any, name: str) -> Any:
-    train = upload_rows(client, supervised_rows(4), f"{name}.jsonl")
-    return client.fine_tuning.jobs.create(
-        model="tiny-test",
-        training_file=train,
-        suffix=name,
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}},
-    )
+def _sft_job(client: Any, name: str, epochs: int = 1, rows: int = 4) -> Any:
+    """An SFT job of ``epochs * rows / 4`` optimizer steps."""
+    train = upload_rows(client, supervised_rows(rows), f"{name}.jsonl")
+    hyper = {"n_epochs": epochs, "batch_size": 4}
+    method = {"type": "supervised", "supervised": {"hyperparameters": hyper}}
+    return client.fine_tuning.jobs.create(model="tiny-test", training_file=train, suffix=name, method=method)
 
 
 def test_org_cap_queues_instead_of_failing_and_other_orgs_are_not_starved(service: Service):
     """Cap 1 per organization, 2 GPU workers. Org A submits two jobs, then org B one: A's second job waits
     (queued, with an event saying why) while B's runs next to A's first; A's second starts when A's first
-    ends; none fails."""
+    ends; none fails. A's first job is far longer than the test needs (800 steps) and is cancelled once B's
+    has run: with short jobs, A's first could end before B's files were validated, which proves nothing."""
     wait_until(
         lambda: (
             not _sql(service, "SELECT id FROM jobs WHERE status IN ('running', 'queued', 'validating_files')")
@@ -227,10 +226,15 @@ def test_org_cap_queues_instead_of_failing_and_other_orgs_are_not_starved(servic
     )
     a = sdk(service.base_url, service.api_key)
     b = sdk(service.base_url, _new_org_key(service, "tenant-b"))
-    a1, a2 = _sft_job(a, "a1"), _sft_job(a, "a2")
+    a1 = _sft_job(a, "a1", epochs=50, rows=64)
+    assert wait_status(a, a1.id, ("running", *TERMINAL), 120).status == "running"
+    a2 = _sft_job(a, "a2")
     b1 = _sft_job(b, "b1")
-    done = {j.id: wait_status(c, j.id, TERMINAL, 300) for c, j in ((a, a1), (a, a2), (b, b1))}
-    assert all(j.status == "succeeded" for j in done.values()), {
+    assert wait_status(b, b1.id, TERMINAL, 300).status == "succeeded"
+    assert a.fine_tuning.jobs.retrieve(a2.id).status == "queued"  # still behind A's first job
+    assert a.fine_tuning.jobs.cancel(a1.id).status == "cancelled"
+    done = {j.id: wait_status(a, j.id, TERMINAL, 300) for j in (a1, a2)}
+    assert (done[a1.id].status, done[a2.id].status) == ("cancelled", "succeeded"), {
         k: (v.status, v.error) for k, v in done.items()
     }
 
@@ -244,10 +248,9 @@ def test_org_cap_queues_instead_of_failing_and_other_orgs_are_not_starved(servic
             b1=b1.id,
         )
     }
-    # A's jobs never overlapped; B did not wait for A's backlog
-    first, second = sorted((rows[a1.id], rows[a2.id]), key=lambda r: r["started_at"])
-    assert second["started_at"] >= first["finished_at"], rows
-    assert rows[b1.id]["started_at"] < second["started_at"], rows
+    # A's jobs never overlapped; B ran (start to end) next to A's first job
+    assert rows[a2.id]["started_at"] >= rows[a1.id]["finished_at"], rows
+    assert rows[b1.id]["finished_at"] < rows[a1.id]["finished_at"], rows
     assert all(r["attempt"] == 1 for r in rows.values()), rows  # waiting is not an attempt
 
     waited = [all_events(a, j.id) for j in (a1, a2)]
