@@ -27,7 +27,8 @@ and the ``multiple_choice`` grader; test accuracy comes from ``trainer.pipeline.
     full     both tasks, 100/40/100 rows, the CPU "auto" budget (about an hour per trained row)
 
 The machine is shared: the load average is recorded with the results. Writes ``bench/results/quality.json``
-and ``bench/results/quality.md``.
+and ``bench/results/quality.md``; ``--add`` runs more rows into the table already there (same budget and seed),
+keeping its other rows, the commands of every run and the hand-written notes under "## Notes".
 """
 
 from __future__ import annotations
@@ -368,19 +369,41 @@ def run_row(
     return out
 
 
-def write_results(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+NOTES = "\n## Notes\n"
+
+
+def earlier_run(budget: str, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """The results, runs and notes of the table on disk, which must be of this budget and seed."""
+    data = json.loads((RESULTS / "quality.json").read_text())
+    meta = data["meta"]
+    if (meta["budget"], meta["seed"]) != (budget, seed):
+        raise SystemExit(
+            f"the table on disk is of budget {meta['budget']}, seed {meta['seed']}: not added to"
+        )
+    md = (RESULTS / "quality.md").read_text()
+    notes = md[md.index(NOTES) :] if NOTES in md else ""
+    runs = meta.get("runs") or [
+        {k: meta[k] for k in ("load_start", "load_end", "command", "started") if k in meta}
+    ]
+    return data["results"], runs, notes
+
+
+def write_results(results: list[dict[str, Any]], meta: dict[str, Any], notes: str = "") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "quality.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     tasks = list(dict.fromkeys(r["task"] for r in results))
     done = {r["row"] for r in results}
     rows = [row for row in ROWS if row in done]  # the paper's order, whatever order they ran in
     acc = {(r["task"], r["row"]): r for r in results}
+    runs = meta["runs"]
+    loads = ", ".join(f"{r['load_start']} -> {r.get('load_end', '?')}" for r in runs)
+    commands = "; then ".join(f"`{r['command']}`" for r in runs)
     lines = [
         f"# OpenRFT quality benchmark ({meta['budget']} budget)",
         "",
-        f"SmolLM2-135M-Instruct, CPU ({meta['cpus']} cores, shared; load average {meta['load_start']} at start, "
-        f"{meta.get('load_end', '?')} at end). Test accuracy (greedy, multiple_choice grader), "
-        f"{meta['sizes'][0]} training rows per task, {meta['sizes'][2]} test rows. Command: `{meta['command']}`.",
+        f"SmolLM2-135M-Instruct, CPU ({meta['cpus']} cores, shared; load average at start -> end of each run: "
+        f"{loads}). Test accuracy (greedy, multiple_choice grader), {meta['sizes'][0]} training rows per task, "
+        f"{meta['sizes'][2]} test rows. {'Commands' if len(runs) > 1 else 'Command'}: {commands}.",
         "",
         "| Method | " + " | ".join(tasks) + " | Average | RL / SFT steps | minutes |",
         "|---|" + "---|" * (len(tasks) + 3),
@@ -408,7 +431,7 @@ def write_results(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
             lines.append(
                 f"- {r['task']}/{r['row']}: synthesis {r.get('synthesis')}, augmentation {r.get('augmentation')}"
             )
-    (RESULTS / "quality.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "quality.md").write_text("\n".join(lines) + "\n" + notes)
 
 
 def _without_workdir(args: list[str]) -> list[str]:
@@ -437,6 +460,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--workdir", type=Path, default=None, help="keep run directories here (default: temporary)"
     )
+    ap.add_argument(
+        "--add",
+        action="store_true",
+        help="add these rows to the table on disk (same budget and seed) instead of starting a new one",
+    )
     args = ap.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -448,12 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown rows/tasks: {unknown}")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="openrft-quality-"))
     cache = Path(os.environ.get("OPENRFT_HOME", Path.home() / ".openrft")) / "cache" / "models"
-    meta = {
-        "budget": args.budget,
-        "sizes": budget.sizes,
-        "seed": args.seed,
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
+    run = {
         "load_start": round(os.getloadavg()[0], 2),
         # --workdir names a path on this machine: not part of what reproduces the numbers
         "command": "python -m bench.quality "
@@ -461,6 +484,20 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     results: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    notes = ""
+    if args.add:
+        results, runs, notes = earlier_run(args.budget, args.seed)
+        results = [r for r in results if not (r["row"] in rows and r["task"] in tasks)]  # rerun, not doubled
+    runs.append(run)
+    meta = {
+        "budget": args.budget,
+        "sizes": budget.sizes,
+        "seed": args.seed,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "runs": runs,
+    }
     log = work / "bench.log"
     work.mkdir(parents=True, exist_ok=True)
     files: dict[str, dict[str, Path]] = {}
@@ -476,8 +513,8 @@ def main(argv: list[str] | None = None) -> int:
             r = run_row(task, row, files[task], budget, work, args.seed, cache, log)
             print(json.dumps({k: v for k, v in r.items() if k != "example"}), flush=True)
             results.append(r)
-            meta["load_end"] = round(os.getloadavg()[0], 2)
-            write_results(results, meta)
+            run["load_end"] = round(os.getloadavg()[0], 2)
+            write_results(results, meta, notes)
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0
