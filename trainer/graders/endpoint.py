@@ -4,7 +4,9 @@ The answer is a JSON number or an object with ``score`` (or ``reward``/``result`
 failures count as ``unresponsive_reward_error``, bad statuses and bodies as ``other_error``; both score 0.
 The URL is user input: unless the deployment allows it, addresses in private, loopback, link-local and
 reserved ranges are refused (the service's own network is not reachable through a grader), redirects are
-not followed, and the body read is bounded.
+not followed, and the body read is bounded. The host is looked up once and the request goes to the address
+that was checked (Host header and TLS server name keep the name), so a DNS answer that changes between the
+check and the connection (rebinding) cannot point the request at a private address.
 """
 
 from __future__ import annotations
@@ -25,23 +27,39 @@ from trainer.graders.settings import GraderSettings
 MAX_BODY_BYTES = 1 << 20
 
 
-async def check_public(url: str) -> None:
-    """Raise GradingError unless every address the URL's host resolves to is public."""
+async def lookup(host: str, port: int) -> list[str]:
+    """The addresses ``host`` resolves to, in the resolver's order."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+async def pin(url: str, allow_private: bool) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The URL with its host replaced by a checked address, the Host header and the request extensions
+    (TLS server name) that keep the name. Raise GradingError if the host does not resolve or, unless
+    ``allow_private``, if any address it resolves to is not public."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
+        addrs = [ipaddress.ip_address(a) for a in await lookup(host, port)]
+    except (OSError, ValueError) as exc:
         raise GradingError("unresponsive_reward_error", f"cannot resolve {host!r}: {exc}") from None
-    for info in infos:
-        addr = ipaddress.ip_address(info[4][0])
+    if not addrs:
+        raise GradingError("unresponsive_reward_error", f"{host!r} resolves to no address")
+    for addr in addrs if not allow_private else ():
         if not addr.is_global or addr.is_multicast:
             raise GradingError(
                 "other_error",
                 f"endpoint {host!r} resolves to the non-public address {addr}; this deployment does not "
                 "allow graders to call private networks (endpoint_allow_private_networks)",
             )
+    ip = f"[{addrs[0]}]" if addrs[0].version == 6 else str(addrs[0])
+    netloc = ip if parts.port is None else f"{ip}:{parts.port}"
+    if parts.username is not None:  # credentials in the URL travel as they were written
+        netloc = parts.netloc.rsplit("@", 1)[0] + "@" + netloc
+    host_header = parts.netloc.rsplit("@", 1)[-1]
+    extensions: dict[str, Any] = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return parts._replace(netloc=netloc).geturl(), {"host": host_header}, extensions
 
 
 def parse_score(body: bytes) -> float:
@@ -60,18 +78,21 @@ async def call_endpoint(
     client: httpx.AsyncClient, spec: dict[str, Any], payload: dict[str, Any], settings: GraderSettings
 ) -> float:
     url = spec["url"]
-    if not settings.endpoint_allow_private_networks:
-        await check_public(url)
+    target, host, extensions = await pin(url, settings.endpoint_allow_private_networks)
     timeout = min(float(spec.get("timeout_s", settings.endpoint_timeout_s)), settings.endpoint_timeout_s)
     try:
         async with asyncio.timeout(timeout):
             async with client.stream(
                 "POST",
-                url,
+                target,
                 json=payload,
-                headers=spec.get("headers") or {},
+                headers={
+                    **{k: v for k, v in (spec.get("headers") or {}).items() if k.lower() != "host"},
+                    **host,
+                },
                 timeout=timeout,
                 follow_redirects=False,
+                extensions=extensions,
             ) as resp:
                 body = bytearray()
                 async for chunk in resp.aiter_bytes():

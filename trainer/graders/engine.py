@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from trainer.graders.errors import DETAIL_KEYS, ERROR_KEYS, GradingError
 from trainer.graders.expression import FormulaEvalError, evaluate, parse_formula
@@ -72,7 +73,7 @@ class _Runtime:
 
     def __init__(self, settings: GraderSettings) -> None:
         self.settings = settings
-        self._client: Any = None
+        self._clients: dict[str, Any] = {}
         self.model_sem = asyncio.Semaphore(settings.model_concurrency)
         self.endpoint_sem = asyncio.Semaphore(settings.endpoint_concurrency)
         self.cpu_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="grader-cpu")
@@ -81,17 +82,20 @@ class _Runtime:
         )
         self.closers: list[Any] = []
 
-    def client(self) -> Any:
-        if self._client is None:
+    def client(self, pool: str = "") -> Any:
+        """The HTTP client of a connection pool. Endpoint graders connect to an address, not a name, and
+        connections are pooled by address: each host name gets its own pool, so a TLS connection made (and
+        its certificate checked) for one name never carries another name's requests."""
+        if pool not in self._clients:
             import httpx
 
             limit = max(self.settings.model_concurrency, self.settings.endpoint_concurrency)
-            self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=limit))
-        return self._client
+            self._clients[pool] = httpx.AsyncClient(limits=httpx.Limits(max_connections=limit))
+        return self._clients[pool]
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        for client in self._clients.values():
+            await client.aclose()
         for close in self.closers:
             close()
         self.cpu_pool.shutdown(wait=False, cancel_futures=True)
@@ -263,7 +267,8 @@ class _Endpoint(_Node):
         try:
             async with rt.endpoint_sem:
                 payload = {"sample": scope["sample"], "item": scope.get("item")}
-                return Outcome(await call_endpoint(rt.client(), self.spec, payload, self.settings))
+                pool = "endpoint:" + (urlsplit(self.spec["url"]).hostname or "")
+                return Outcome(await call_endpoint(rt.client(pool), self.spec, payload, self.settings))
         except GradingError as exc:
             return Outcome.failed(exc)
 

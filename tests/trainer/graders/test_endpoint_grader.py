@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -10,6 +11,8 @@ import pytest
 
 from tests.trainer.graders.servers import Recorder, Reply, serve
 from trainer.graders import GraderEngine, GraderSettings
+from trainer.graders import endpoint as endpoint_module
+from trainer.graders.errors import GradingError
 
 
 def scorer(path: str, body: dict[str, Any], headers: dict[str, str], rec: Recorder) -> Reply:
@@ -91,3 +94,70 @@ def test_private_addresses_are_refused_by_default(scoring: tuple[str, Recorder])
     assert result.scores == [0.0] and result.sample_errors == [["other_error"]]
     assert "non-public address 127.0.0.1" in result.error_details[0]
     assert len(rec.requests) == before  # nothing was sent
+
+
+def test_the_request_goes_to_the_address_that_was_checked(
+    scoring: tuple[str, Recorder], settings: GraderSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Names are looked up once, by the grader: ``.invalid`` never resolves (RFC 6761), so the calls can only
+    succeed if the connection goes to the address the grader looked up and checked, not to a second lookup's
+    (which DNS rebinding could point at a private address). Two names on one address (a CDN) keep their own
+    Host header and their own connection pool (a TLS connection is checked for one name only)."""
+    url, rec = scoring
+    port = int(url.rsplit(":", 1)[1])
+    asked: list[tuple[str, int]] = []
+
+    async def fake_lookup(host: str, port: int) -> list[str]:
+        asked.append((host, port))
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(endpoint_module, "lookup", fake_lookup)
+    spec = {
+        "type": "multi",
+        "graders": {
+            "a": endpoint(f"http://a.invalid:{port}/plain", headers={"HOST": "evil"}),
+            "b": endpoint(f"http://b.invalid:{port}/object"),
+        },
+        "calculate_output": "a + b",
+    }
+    before = len(rec.requests)
+    with GraderEngine(spec, settings) as engine:
+        result = engine.grade_batch(["x"], [{"answer": "x"}])
+        assert engine._runtime is not None
+        pools = sorted(k for k in engine._runtime._clients if k.startswith("endpoint:"))
+    assert result.scores == [1.25] and not any(result.sample_errors), result.error_details
+    assert sorted(asked) == [("a.invalid", port), ("b.invalid", port)]
+    hosts = {r["path"]: r["headers"]["host"] for r in rec.requests[before:]}
+    assert hosts == {
+        "/plain": f"a.invalid:{port}",
+        "/object": f"b.invalid:{port}",
+    }  # the names, not the address
+    assert pools == ["endpoint:a.invalid", "endpoint:b.invalid"]
+
+
+@pytest.mark.parametrize(
+    ("url", "addr", "target", "host", "extensions"),
+    [
+        ("https://grader.example/score", "93.184.215.14", "https://93.184.215.14/score", "grader.example",
+         {"sni_hostname": "grader.example"}),
+        ("http://u:p%40x@grader.example:8080/s?q=1", "2606:2800:21f:cb07:6820:80da:af6b:8b2c",
+         "http://u:p%40x@[2606:2800:21f:cb07:6820:80da:af6b:8b2c]:8080/s?q=1", "grader.example:8080", {}),
+    ],
+)  # fmt: skip
+def test_pinned_urls_keep_the_name_for_host_and_tls(
+    url: str, addr: str, target: str, host: str, extensions: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def fake_lookup(name: str, port: int) -> list[str]:
+        return [addr]
+
+    monkeypatch.setattr(endpoint_module, "lookup", fake_lookup)
+    assert asyncio.run(endpoint_module.pin(url, allow_private=False)) == (target, {"host": host}, extensions)
+
+
+def test_one_private_address_among_public_ones_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def fake_lookup(name: str, port: int) -> list[str]:
+        return ["93.184.215.14", "10.0.0.7"]
+
+    monkeypatch.setattr(endpoint_module, "lookup", fake_lookup)
+    with pytest.raises(GradingError, match=r"non-public address 10\.0\.0\.7"):
+        asyncio.run(endpoint_module.pin("https://grader.example/", allow_private=False))
