@@ -4,7 +4,6 @@ the job's grader, accuracy, and the embedded service it starts and stops."""
 from __future__ import annotations
 
 import io
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from openrft.demo.run import Demo, DemoOptions, job_options
 from openrft.demo.service import EmbeddedService
 from openrft.demo.task import GRADER, LABELS, RESPONSE_TEMPLATE, SYSTEM_PROMPT, all_problems, make_task
 from openrft.validation import validate_file
-from tests.support import LiveService
+from tests.support import LiveService, wait_until
 
 
 def options(row: dict) -> dict[str, int]:
@@ -124,12 +123,11 @@ def test_embedded_service_starts_and_stops_with_its_workers(tmp_path: Path) -> N
         with OpenRFT(api_key=service.api_key, base_url=service.base_url) as c:
             assert "smollm2-135m-instruct" in [m.id for m in c.models.list()]
         assert (home / "api_key").read_text().strip() == service.api_key  # what the CLI reads
-        time.sleep(3)  # the workers are up
-        assert len(_processes_of(home.resolve())) >= 3  # the API and its two workers
+        # the API and its two workers
+        wait_until(lambda: len(_processes_of(home.resolve())) >= 3, 30, what="the two workers to start")
     finally:
         service.stop()
-    time.sleep(1)
-    assert _processes_of(home.resolve()) == []
+    wait_until(lambda: _processes_of(home.resolve()) == [], 10, what="every process of the service to exit")
     again = EmbeddedService(home)
     assert again.api_key == service.api_key  # the same key on the next run
 
