@@ -111,6 +111,8 @@ class JobResult:
     """Directory of the final model (a PEFT adapter, or merged weights when asked)."""
     result_file: Path | None = None
     """Per-step metrics CSV, attached to the job as a 'fine-tune-results' file."""
+    rollouts_file: Path | None = None
+    """Sampled RL completions with their rewards (JSONL), attached as a second 'fine-tune-results' file."""
     trained_tokens: int = 0
     snapshot_dir: Path | None = None
     """Set when paused: resume by passing it back as ``JobSpec.resume_from``."""

@@ -9,6 +9,7 @@ Working directory layout (``workdir``, private to one job)::
     checkpoints/      step-N/: PEFT adapter + openrft_metrics.json, the best ``keep_checkpoints`` kept
     final/adapter/    the final model (a copy of the best checkpoint); final/merged/ with merge_weights
     results.csv       per-step metrics (the job's result file)
+    rollouts.jsonl    one group of RL completions per step with their rewards (the second result file)
     hf/               scratch output directories of the HF trainers (nothing is read back from them)
 
 Calling ``run_job`` again on a workdir that has ``state/state.json`` (a worker killed mid-run, or a resume)
@@ -41,6 +42,7 @@ from trainer.interface import Control, EventSink, JobResult, JobSpec, NeverStop,
 from trainer.prompts import Messages, build_prompt
 from trainer.reporting import Reporter
 from trainer.resume import RunState, StateStore
+from trainer.rollouts import RolloutLog
 
 
 def run_job(spec: JobSpec, sink: EventSink, control: Control, workdir: Path) -> JobResult:
@@ -114,6 +116,7 @@ class Pipeline:
         self.stopper = Stopper(control, max_minutes=self.ext.max_minutes)
         self.store = StateStore(workdir / "state")
         self.reporter = Reporter(sink, workdir / "results.csv")
+        self.rollouts = RolloutLog(workdir / "rollouts.jsonl")
         self.ckpts = CheckpointManager(workdir / "checkpoints", sink, keep=self.ext.keep_checkpoints)
         self.trainer: Any = None
         self.stage: str | None = None
@@ -160,6 +163,7 @@ class Pipeline:
         self.state = self._load_state()
         resumed_at = self._resume_point()
         self.reporter.load_rows(self.state.csv_rows, up_to_step=resumed_at)
+        self.rollouts.truncate(resumed_at)
         self.ckpts.load_state(self.state.checkpoints)
         if self.state.resumes:
             self.sink.message(
@@ -567,7 +571,9 @@ class Pipeline:
             "full_iteration_s": now - cb.step_started,
         }
         if cb.stats_box is not None:
-            rec.update(cb.stats_box.pop().summary())
+            stats = cb.stats_box.pop()
+            rec.update(stats.summary())
+            self.rollouts.record(gstep, cb.stage, stats.samples)
         rec["training_s"] = max(
             0.0, rec["full_iteration_s"] - (rec.get("sampling_s") or 0) - (rec.get("grading_s") or 0)
         )
@@ -679,6 +685,7 @@ class Pipeline:
             status="succeeded",
             model_dir=model_dir,
             result_file=csv_path,
+            rollouts_file=self.rollouts.file(),
             trained_tokens=tokens,
             checkpoints=list(self.ckpts.kept),
         )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from trainer.lora import trainable_fingerprint
+from trainer.rollouts import group_samples
 
 if TYPE_CHECKING:
     from trainer.grading import Grader
@@ -37,6 +38,8 @@ class StepStats:
     rollout_versions: list[int] = field(default_factory=list)
     policy_lags: list[int] = field(default_factory=list)
     grader_usage: dict[str, dict[str, int]] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    """The step's first group of completions with their rewards (rollouts.jsonl); not in the summary."""
 
     def summary(self) -> dict[str, Any]:
         mean = statistics.fmean
@@ -100,6 +103,7 @@ class GraderReward:
             for key, n in (counts or {}).items():
                 mine[key] = mine.get(key, 0) + int(n)
         rewards = list(outcome)
+        process: list[float] | None = None
         if self.prm is not None:
             t0 = time.perf_counter()
             process = self.prm.score(prompts, texts)
@@ -108,8 +112,12 @@ class GraderReward:
             st.process.extend(process)
         st.outcome.extend(outcome)
         st.rewards.extend(rewards)
-        # TRL orders completions group by group (num_generations consecutive completions per prompt).
         g = self.num_generations
+        if not st.samples and len(texts) >= g:
+            st.samples = group_samples(
+                prompts[0], texts[:g], outcome[:g], process[:g] if process is not None else None, rewards[:g]
+            )
+        # TRL orders completions group by group (num_generations consecutive completions per prompt).
         for i in range(0, len(rewards) - g + 1, g):
             group = rewards[i : i + g]
             st.groups += 1

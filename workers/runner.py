@@ -350,11 +350,15 @@ def _finish(job_id: str, worker: str, result: JobResult, settings: Settings) -> 
         if result.model_dir is None:
             raise RuntimeError("the trainer reported success without a model")
         result_files = []
-        if result.result_file and result.result_file.exists():
+        for path in (result.result_file, result.rollouts_file):  # metrics CSV, then sampled rollouts
+            if path is None or not path.exists():
+                continue
             try:
-                result_files.append(_store_result_file(s, job, result.result_file))
-            except StorageError as exc:  # the model is done; a missing metrics CSV must not lose it
-                jobstore.add_event(s, job.pk, f"The results file could not be stored: {exc}", level="warn")
+                result_files.append(_store_result_file(s, job, path))
+            except StorageError as exc:  # the model is done; a missing results file must not lose it
+                jobstore.add_event(
+                    s, job.pk, f"The results file {path.name} could not be stored: {exc}", level="warn"
+                )
         name = jobstore.register_final_model(s, job, str(result.model_dir))
         if jobstore.transition(
             s,
@@ -386,7 +390,7 @@ def _store_result_file(session: Session, job: Job, path: Path) -> str:
         File(
             id=file_id,
             org_pk=job.org_pk,
-            filename=f"{job.id}-results.csv",
+            filename=f"{job.id}-{path.name}",
             purpose="fine-tune-results",
             bytes=writer.bytes_written,
             sha256=digest,

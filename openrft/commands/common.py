@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from openrft import OpenRFT
 from openrft._models import BaseModel
@@ -116,5 +117,5 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, empty:
         return
     table = Table(*columns, box=None, pad_edge=False, header_style="bold")
     for row in cells:
-        table.add_row(*row)
+        table.add_row(*(Text(c) for c in row))  # user text such as "[A]" is not console markup
     out.print(table)

@@ -1,10 +1,13 @@
-"""``openrft jobs create|list|get|follow|cancel|pause|resume|events|checkpoints``."""
+"""``openrft jobs create|list|get|follow|cancel|pause|resume|events|checkpoints|rollouts``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
+
+from rich.text import Text
 
 from openrft import NotFoundError, OpenRFT
 from openrft.commands.common import (
@@ -125,6 +128,7 @@ def get(args: argparse.Namespace) -> int:
         ("training file", job.training_file),
         ("validation file", job.validation_file),
         ("fine-tuned model", job.fine_tuned_model),
+        ("result files", ", ".join(job.result_files) or None),
         ("created", when(job.created_at)),
         ("estimated finish", when(job.estimated_finish)),
         ("finished", when(job.finished_at)),
@@ -189,6 +193,62 @@ def checkpoints(args: argparse.Namespace) -> int:
         ),
         empty="no checkpoints",
     )
+    return 0
+
+
+ROLLOUTS_SUFFIX = "-rollouts.jsonl"
+
+
+def _one_line(text: str) -> str:
+    """Model output shown one line per cell: line breaks, tabs and control characters (a terminal escape in
+    a completion included) are written as escapes such as \\n."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def rollouts(args: argparse.Namespace) -> int:
+    """The sampled RL completions of a finished job (its ``rollouts.jsonl`` result file)."""
+    client = make_client(args)
+    job = client.fine_tuning.jobs.retrieve(args.job_id)
+    found = [f for f in job.result_files if client.files.retrieve(f).filename.endswith(ROLLOUTS_SUFFIX)]
+    if not found:
+        raise CLIError(
+            f"{job.id} has no rollouts file (it is {job.status}; a reinforcement job that trained with RL "
+            "gets one when it succeeds)"
+        )
+    lines = [
+        json.loads(line) for line in client.files.content(found[0]).decode().splitlines() if line.strip()
+    ]
+    steps = sorted({r["step"] for r in lines})
+    wanted = {args.step} if args.step is not None else set(steps[-args.last :])
+    lines = [r for r in lines if r["step"] in wanted]
+    if args.json:
+        out.print_json(json.dumps(lines))
+        return 0
+    if not lines:
+        err.print(f"no rollouts at step {args.step}" + (f" (steps {steps[0]}-{steps[-1]})" if steps else ""))
+        return 1
+
+    def score(value: float | None) -> str | None:
+        return None if value is None else f"{value:.3f}"
+
+    for step in sorted(wanted):
+        group = [r for r in lines if r["step"] == step]
+        if not group:
+            continue
+        out.print(Text.assemble((f"step {step}", "bold"), "  ", _one_line(group[0]["prompt"])))
+        print_table(
+            ("REWARD", "OUTCOME", "PROCESS", "COMPLETION"),
+            (
+                (
+                    score(r["reward"]),
+                    score(r["outcome_reward"]),
+                    score(r["process_reward"]),
+                    _one_line(r["completion"]),
+                )
+                for r in group
+            ),
+            empty="",
+        )
     return 0
 
 
@@ -257,3 +317,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = jobs.add_parser("checkpoints", parents=[conn, js], help="a job's checkpoints and their metrics")
     p.add_argument("job_id")
     p.set_defaults(func=checkpoints)
+
+    p = jobs.add_parser(
+        "rollouts", parents=[conn, js], help="sampled RL completions with their rewards (a finished job)"
+    )
+    p.add_argument("job_id")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--step", type=int, help="only this step")
+    which.add_argument("--last", type=int, default=3, help="the last N steps (default 3)")
+    p.set_defaults(func=rollouts)

@@ -144,3 +144,33 @@ def test_graders_run_and_validate(live: LiveService) -> None:
     assert json.loads(normalized.stdout)["grader"]["labels"][:2] == ["A", "B"]
     bad = one_error_line(run_cli("graders", "validate", "-g", '{"type": "nonsense"}', live=live))
     assert "invalid_grader" in bad
+
+
+def test_jobs_rollouts_shows_what_the_grader_rewarded(live: LiveService, train_file: Path) -> None:
+    created = run_cli(
+        "jobs", "create", "--model", "tiny-test", "--training-file", str(train_file), "--grader",
+        json.dumps(STRING_CHECK_GRADER), "-o", "rl.max_steps=2", "-o", "sft.enabled=false",
+        "-o", "rl.num_generations=2", "--json", live=live,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    job_id = json.loads(created.stdout)["id"]
+    early = one_error_line(run_cli("jobs", "rollouts", job_id, live=live))  # not finished yet
+    assert "has no rollouts file" in early
+    followed = run_cli("jobs", "follow", job_id, "--poll", "0.2", live=live)
+    assert followed.returncode == 0, (followed.stdout, followed.stderr)
+    assert "result files" in run_cli("jobs", "get", job_id, live=live).stdout
+
+    lines = json.loads(run_cli("jobs", "rollouts", job_id, "--json", live=live).stdout)
+    assert sorted({r["step"] for r in lines}) == [1, 2] and len(lines) == 4  # 2 steps x 2 completions
+    assert all(r["reward"] == r["outcome_reward"] and r["process_reward"] is None for r in lines)
+    step2 = json.loads(run_cli("jobs", "rollouts", job_id, "--step", "2", "--json", live=live).stdout)
+    assert step2 == [r for r in lines if r["step"] == 2]
+    table = run_cli("jobs", "rollouts", job_id, "--last", "1", live=live).stdout.splitlines()
+    assert table[0].startswith("step 2  What is") and table[1].split("\t") == [
+        "REWARD", "OUTCOME", "PROCESS", "COMPLETION"
+    ]  # fmt: skip
+    assert len(table) == 4 and all(row.count("\t") == 3 for row in table[1:]), (
+        table
+    )  # one line per completion
+    missing = run_cli("jobs", "rollouts", job_id, "--step", "9", live=live)
+    assert missing.returncode == 1 and "no rollouts at step 9 (steps 1-2)" in missing.stderr

@@ -88,9 +88,12 @@ def run_full_lifecycle(client: OpenAI) -> None:
     assert checkpoints and all(
         c.fine_tuned_model_checkpoint.startswith(done.fine_tuned_model) for c in checkpoints
     )
-    assert done.result_files
+    assert len(done.result_files) == 2  # per-step metrics, then one group of sampled rollouts per RL step
     csv = client.files.content(done.result_files[0]).text
     assert csv.splitlines()[0].startswith("step")
+    rollouts = [json.loads(line) for line in client.files.content(done.result_files[1]).text.splitlines()]
+    rl_steps = sorted({r["step"] for r in rollouts})
+    assert len(rl_steps) == 2 and all(isinstance(r["completion"], str) and "reward" in r for r in rollouts)
     models = [m.id for m in client.models.list()]
     assert done.fine_tuned_model in models
     # auto-pagination over jobs with the SDK's pager and a metadata filter

@@ -119,7 +119,8 @@ def test_a_grader_attacking_the_sandbox_cannot_stop_the_job_or_leak(service: Ser
 
     # nothing secret in anything the tenant can read
     visible = json.dumps([e.model_dump() for e in events]) + json.dumps(done.model_dump())
-    visible += client.files.content(done.result_files[0]).text
+    visible += "".join(client.files.content(f).text for f in done.result_files)  # metrics and rollouts
+    assert len(done.result_files) == 2
     for secret in secrets:
         assert secret not in visible, f"{secret!r} leaked to the tenant"
     assert secret_file.read_text() == "operator-file-secret-42"  # and nothing was overwritten

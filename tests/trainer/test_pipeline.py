@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +19,11 @@ def _lora_weights(adapter_dir: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     return load_file(str(adapter_dir / "adapter_model.safetensors"))
+
+
+def _rollouts(path: Path | None) -> list[dict[str, Any]]:
+    assert path is not None
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def rft_spec(model: Path, files: tuple[Path, Path], **openrft: Any) -> JobSpec:
@@ -84,6 +91,17 @@ def test_reinforcement_end_to_end(tiny_model: Path, rft_files: tuple[Path, Path]
     final = _lora_weights(res.model_dir)
     assert any(float(w.abs().sum()) > 0 for k, w in final.items() if "lora_B" in k)
     assert (tmp_path / "work" / "final" / "adapter" / "adapter_config.json").is_file()
+    # One group per RL step: the same prompt, each completion with the reward it was trained on.
+    lines = _rollouts(res.rollouts_file)
+    per_step = Counter(r["step"] for r in lines)
+    assert sorted(per_step) == [4, 5, 6, 7] and len(set(per_step.values())) == 1 and per_step[4] >= 2
+    assert {r["stage"] for r in lines} == {"rl"}
+    for step in (4, 5, 6, 7):
+        group = [r for r in lines if r["step"] == step]
+        assert len({r["prompt"] for r in group}) == 1 and group[0]["prompt"]
+        assert all(isinstance(r["completion"], str) for r in group)
+        assert all(r["reward"] == r["outcome_reward"] and r["process_reward"] is None for r in group)
+    assert all(0.0 <= r["reward"] <= 1.0 for r in lines)
 
 
 def test_keep_best_three(tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path) -> None:
@@ -170,11 +188,18 @@ def test_killed_worker_resumes_from_last_checkpoint(
     sink.on_metrics = kill
     with pytest.raises(Killed):
         run_job(spec, sink, ctl, tmp_path / "work")
+    # Step 6's rollouts were written before the kill, and the kill tore a line: both are dropped on resume.
+    log = tmp_path / "work" / "rollouts.jsonl"
+    before = Counter(r["step"] for r in _rollouts(log))
+    assert sorted(before) == [4, 5, 6]
+    with log.open("a") as fh:
+        fh.write('{"step": 6, "stage": "rl", "prom')
     sink2 = RecordingSink()
     res = run_job(spec, sink2, ScriptedControl(), tmp_path / "work")
     assert res.status == "succeeded"
     assert [d["step"] for d in sink2.steps("rl")] == [6, 7]
     assert any("Resuming at step 5" in m for m in sink2.messages())
+    assert Counter(r["step"] for r in _rollouts(res.rollouts_file)) == {**before, 7: before[6]}
 
 
 def test_bad_inputs_raise_trainer_error(

@@ -28,7 +28,11 @@ def _succeeding_trainer(spec: JobSpec, sink, control, workdir: Path) -> JobResul
     sink.checkpoint_saved(1, final, {"step": 1, "full_valid_mean_reward": 0.5})
     results = workdir / "results.csv"
     results.write_text("step,train_mean_reward\n1,0.5\n")
-    return JobResult(status="succeeded", model_dir=final, result_file=results, trained_tokens=123)
+    rollouts = workdir / "rollouts.jsonl"
+    rollouts.write_text('{"step": 1, "stage": "rl", "prompt": "q", "completion": "a", "reward": 0.5}\n')
+    return JobResult(
+        status="succeeded", model_dir=final, result_file=results, rollouts_file=rollouts, trained_tokens=123
+    )
 
 
 @pytest.fixture
@@ -51,10 +55,12 @@ def test_success_registers_model_checkpoint_and_results(new_job, fake_trainer, c
     assert job.fine_tuned_model == f"ft:tiny-test:{job.organization.name}:demo:{job_id}"
     auth = {"Authorization": f"Bearer {key}"}
     results = job.result_files
-    assert len(results) == 1
-    meta = client.get(f"/v1/files/{results[0]}", headers=auth).json()
-    assert meta["purpose"] == "fine-tune-results"
+    assert len(results) == 2  # the metrics CSV, then the sampled rollouts
+    metas = [client.get(f"/v1/files/{r}", headers=auth).json() for r in results]
+    assert [m["purpose"] for m in metas] == ["fine-tune-results"] * 2
+    assert [m["filename"] for m in metas] == [f"{job_id}-results.csv", f"{job_id}-rollouts.jsonl"]
     assert client.get(f"/v1/files/{results[0]}/content", headers=auth).text.startswith("step,")
+    assert client.get(f"/v1/files/{results[1]}/content", headers=auth).json()["completion"] == "a"
     models = [m["id"] for m in client.get("/v1/models", headers=auth).json()["data"]]
     assert job.fine_tuned_model in models and f"{job.fine_tuned_model}:ckpt-step-1" in models
     msgs = events(job_id)
