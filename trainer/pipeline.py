@@ -42,7 +42,7 @@ from trainer.interface import Control, EventSink, JobResult, JobSpec, NeverStop,
 from trainer.prompts import Messages, build_prompt
 from trainer.reporting import Reporter
 from trainer.resume import RunState, StateStore
-from trainer.rollouts import RolloutLog
+from trainer.rollouts import RolloutLog, preview
 
 
 def run_job(spec: JobSpec, sink: EventSink, control: Control, workdir: Path) -> JobResult:
@@ -574,6 +574,7 @@ class Pipeline:
             stats = cb.stats_box.pop()
             rec.update(stats.summary())
             self.rollouts.record(gstep, cb.stage, stats.samples)
+            rec["rollouts"] = preview(stats.samples)
         rec["training_s"] = max(
             0.0, rec["full_iteration_s"] - (rec.get("sampling_s") or 0) - (rec.get("grading_s") or 0)
         )

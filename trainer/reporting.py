@@ -94,6 +94,7 @@ class Reporter:
                 ]
             },
             "learning_rate": rec.get("learning_rate"),
+            "rollouts": rec.get("rollouts"),  # best and worst completion of one group: the live view
         }
         data = {k: v for k, v in data.items() if v is not None}
         parts = [f"Step {step}/{self.total_steps} ({rec.get('stage')})"]

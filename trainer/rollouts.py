@@ -49,6 +49,31 @@ def group_samples(
     ]
 
 
+PREVIEW_CHARS = 600
+"""Texts in a step's metrics event (the live view) are cut shorter than in the file: events are kept per step."""
+
+
+def preview(samples: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """For the step's metrics event: the group's prompt and its highest- and lowest-rewarded completions."""
+    if not samples:
+        return None
+    ranked = sorted(samples, key=lambda r: r["reward"], reverse=True)
+    picks = ranked[:1] + ranked[-1:] if len(ranked) > 1 else ranked
+    return {
+        "prompt": samples[0]["prompt"][:PREVIEW_CHARS],
+        "group_size": len(samples),
+        "completions": [
+            {
+                "text": r["completion"][:PREVIEW_CHARS],
+                "reward": r["reward"],
+                "outcome_reward": r["outcome_reward"],
+                "process_reward": r["process_reward"],
+            }
+            for r in picks
+        ],
+    }
+
+
 def _step(line: str) -> int | None:
     """A line's step; None for a line torn by a killed worker (it is dropped)."""
     try:

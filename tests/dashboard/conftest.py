@@ -48,6 +48,25 @@ def metrics_event(
         data["train_mean_reward"] = train
     if valid is not None:
         data["full_valid_mean_reward"] = valid
+    if stage == "rl":  # what the trainer attaches: one group's best and worst completion
+        data["rollouts"] = {
+            "prompt": f"Question {step}: what is <b>{step}</b> + 1?",
+            "group_size": 4,
+            "completions": [
+                {
+                    "text": f"{step} + 1 = {step + 1}",
+                    "reward": 1.0,
+                    "outcome_reward": 1.0,
+                    "process_reward": None,
+                },
+                {
+                    "text": "<script>alert(1)</script>",
+                    "reward": 0.0,
+                    "outcome_reward": 0.0,
+                    "process_reward": None,
+                },
+            ],
+        }
     parts = [f"Step {step}/{total} ({stage})"]
     if train is not None:
         parts.append(f"train mean reward={train:.3f}")

@@ -82,6 +82,15 @@ def test_job_page_curves_checkpoints_events_and_screenshot(
     assert steps == ["4", "8", "12"]
     assert "0.620" in page.inner_text("#checkpoints tr[data-step='12']")
 
+    # the newest RL step's rollouts, model text shown as text (the seeded worst completion is a script tag)
+    assert "step 12, 4 completions" in page.inner_text("#rollouts-step")
+    assert page.inner_text("#rollouts .prompt") == "Question 12: what is <b>12</b> + 1?"
+    assert "reward 1.000" in page.inner_text(".rollout[data-rank='best']")
+    assert page.inner_text(".rollout[data-rank='best'] pre") == "12 + 1 = 13"
+    assert page.inner_text(".rollout[data-rank='worst'] pre") == "<script>alert(1)</script>"
+    assert page.locator("#rollouts script, #rollouts b").count() == 0
+    assert not page.is_visible("#rollouts-empty")
+
     events = page.inner_text("#events")
     assert events.index("The job has successfully completed") < events.index("Created fine-tuning job")
     assert page.locator("#events li.level-warn").count() == 1
@@ -109,6 +118,7 @@ def test_events_and_curve_update_live(page: Any, seeded: Seeded) -> None:
             len(TRAIN) + 1, timeout=20_000
         )
         page.wait_for_selector("#events li:first-child:has-text('Step 13/13')")
+        expect(page.locator("#rollouts-step")).to_contain_text("step 13")
         assert "running" in page.inner_text("#job-status")
     finally:
         with seeded.session() as session:

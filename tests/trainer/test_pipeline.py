@@ -102,6 +102,16 @@ def test_reinforcement_end_to_end(tiny_model: Path, rft_files: tuple[Path, Path]
         assert all(isinstance(r["completion"], str) for r in group)
         assert all(r["reward"] == r["outcome_reward"] and r["process_reward"] is None for r in group)
     assert all(0.0 <= r["reward"] <= 1.0 for r in lines)
+    # The live view: each RL step's metrics event has the group's best and worst completion.
+    for d in rl:
+        live = d["rollouts"]
+        group = [r for r in lines if r["step"] == d["step"]]
+        assert live["group_size"] == len(group) and live["prompt"] == group[0]["prompt"]
+        best, worst = live["completions"]
+        assert best["reward"] == max(r["reward"] for r in group) and worst["reward"] == min(
+            r["reward"] for r in group
+        )
+        assert any(r["completion"].startswith(best["text"]) for r in group)
 
 
 def test_keep_best_three(tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path) -> None:

@@ -214,6 +214,7 @@
         state.events.push(...fresh);
         renderEvents(fresh);
         renderChart(state.events);
+        renderRollouts(state.events);
         state.checkpoints = (await api(`${path}/checkpoints?limit=100`)).data;
         renderCheckpoints(state.checkpoints);
         renderModels(state);
@@ -270,6 +271,38 @@
         el("time", {}, clock(event.created_at)), " ", el("span", {}, event.message));
       list.prepend(item); // newest first, like the API
     }
+  }
+
+  // ---------------------------------------------------------------- rollouts
+
+  function latestRollouts(events) {
+    // The newest metrics event that carries a group of rollouts (RL steps only).
+    for (let i = events.length - 1; i >= 0; i--) {
+      const data = events[i].data;
+      if (events[i].type === "metrics" && data && data.rollouts && Array.isArray(data.rollouts.completions)) {
+        return { step: data.step, ...data.rollouts };
+      }
+    }
+    return null;
+  }
+
+  function score(value) {
+    return typeof value === "number" ? value.toFixed(3) : "–";
+  }
+
+  function renderRollouts(events) {
+    const latest = latestRollouts(events);
+    show("#rollouts-empty", !latest);
+    if (!latest) return;
+    $("#rollouts-step").textContent = `step ${latest.step}, ${latest.group_size} completions of one prompt`;
+    const labels = latest.completions.length > 1 ? ["best", "worst"] : ["only"];
+    $("#rollouts").replaceChildren(
+      el("pre", { class: "output prompt" }, latest.prompt),
+      ...latest.completions.map((c, i) => el("div", { class: "rollout", "data-rank": labels[i] },
+        el("div", { class: "muted" },
+          `${labels[i]}: reward ${score(c.reward)} (outcome ${score(c.outcome_reward)}, process ${score(c.process_reward)})`),
+        el("pre", { class: "output" }, c.text))),
+    );
   }
 
   // ---------------------------------------------------------------- reward chart
