@@ -18,6 +18,18 @@ ACTIVE = ("validating_files", "queued", "running", "paused")
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
+def storable(value: Any) -> Any:
+    """``value`` with NUL characters replaced (U+FFFD) in every string, keys included: PostgreSQL text and
+    JSONB refuse them, and model output, grader messages and user code can contain them."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
+
+
 def add_event(
     session: Session,
     job_pk: int,
@@ -27,7 +39,14 @@ def add_event(
     type: str = "message",
     data: dict[str, Any] | None = None,
 ) -> JobEvent:
-    event = JobEvent(id=ids.event_id(), job_pk=job_pk, level=level, type=type, message=message, data=data)
+    event = JobEvent(
+        id=ids.event_id(),
+        job_pk=job_pk,
+        level=level,
+        type=type,
+        message=storable(message),
+        data=storable(data),
+    )
     session.add(event)
     session.flush()
     return event
@@ -43,7 +62,7 @@ def transition(
     query = update(Job).where(Job.id == job_id, Job.status.in_(tuple(from_)))
     if worker is not None:
         query = query.where(Job.worker == worker)
-    result = session.execute(query.values(status=to, **values))
+    result = session.execute(query.values(status=to, **{k: storable(v) for k, v in values.items()}))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 

@@ -16,6 +16,26 @@ def test_valid_files_move_the_job_to_queued(new_job):
     assert validate_job_files(job_id) == "skipped"  # idempotent on redelivery
 
 
+def test_a_job_cancelled_during_validation_gets_no_validated_events(new_job, monkeypatch):
+    """The cancel lands while the files are read: the move to queued finds the job no longer validating, and
+    the "file validated" events go with it (they used to be written after "Job cancelled by the user.")."""
+    from app import jobstore
+    from workers.tasks.validate_job_files_task import validate_job_files
+
+    job_id = new_job()
+    real = jobstore.transition
+
+    def cancelled_meanwhile(session, job_id_, to, **kw):  # type: ignore[no-untyped-def]
+        if to == "queued":
+            assert real(session, job_id_, "cancelled", from_=("validating_files",))
+        return real(session, job_id_, to, **kw)
+
+    monkeypatch.setattr(jobstore, "transition", cancelled_meanwhile)
+    assert validate_job_files(job_id) == "skipped"
+    assert not any("validated" in m for m in events(job_id))
+    assert job_row(job_id).status == "validating_files"  # the cancel itself was the API's, rolled back here
+
+
 def test_every_bad_line_is_reported_with_its_number(new_job):
     from workers.tasks.validate_job_files_task import validate_job_files
 

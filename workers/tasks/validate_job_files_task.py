@@ -81,6 +81,7 @@ def _validate(job_id: str) -> str:
                 return "failed"
             jobstore.add_event(s, job.pk, f"{which.capitalize()} file validated: {report.examples} examples.")
         if not jobstore.transition(s, job.id, "queued", from_=("validating_files",)):
+            s.rollback()  # cancelled while its files were read: no "validated" events after the cancel
             return "skipped"
         ahead = (
             s.scalar(select(func.count()).select_from(Job).where(Job.status == "queued", Job.pk < job.pk))
