@@ -89,7 +89,7 @@ def register_checkpoint(
         )
         session.add(ckpt)
     ckpt.path = path
-    ckpt.metrics = metrics
+    ckpt.metrics = storable(metrics)
     _upsert_model(session, job, name, path, kind="checkpoint", step=step)
     return ckpt
 
