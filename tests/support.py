@@ -179,3 +179,23 @@ def service_env(
         env["REDIS_URL"] = redis_url
     env.update(extra or {})
     return env
+
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def create_database(prefix: str) -> tuple[str, Callable[[], None]]:
+    """A new, empty PostgreSQL database: its URL and the function that drops it (open connections or not)."""
+    from sqlalchemy import create_engine, text
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return f"postgresql://postgres@127.0.0.1:5432/{name}", drop

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,24 +18,8 @@ from sqlalchemy import create_engine, text
 
 from tests.app.conftest import app_settings, auth, client, key  # noqa: F401
 from tests.reliability.servers import PrivateRedis
-from tests.support import LiveService, free_port, service_env, wait_until
+from tests.support import LiveService, create_database, free_port, service_env, wait_until
 from tests.workers.conftest import new_job  # noqa: F401
-
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
-
-def create_database(prefix: str) -> tuple[str, Callable[[], None]]:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return f"postgresql://postgres@127.0.0.1:5432/{name}", drop
 
 
 @pytest.fixture(scope="module")

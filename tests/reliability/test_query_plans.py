@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.orm import Session
 
-from tests.reliability.conftest import create_database
+from tests.support import create_database
 
 pytestmark = pytest.mark.slow
 
