@@ -382,10 +382,7 @@ def earlier_run(budget: str, seed: int) -> tuple[list[dict[str, Any]], list[dict
         )
     md = (RESULTS / "quality.md").read_text()
     notes = md[md.index(NOTES) :] if NOTES in md else ""
-    runs = meta.get("runs") or [
-        {k: meta[k] for k in ("load_start", "load_end", "command", "started") if k in meta}
-    ]
-    return data["results"], runs, notes
+    return data["results"], meta["runs"], notes
 
 
 def write_results(results: list[dict[str, Any]], meta: dict[str, Any], notes: str = "") -> None:

@@ -233,8 +233,6 @@ def rollouts(args: argparse.Namespace) -> int:
 
     for step in sorted(wanted):
         group = [r for r in lines if r["step"] == step]
-        if not group:
-            continue
         out.print(Text.assemble((f"step {step}", "bold"), "  ", _one_line(group[0]["prompt"])))
         print_table(
             ("REWARD", "OUTCOME", "PROCESS", "COMPLETION"),

@@ -46,13 +46,13 @@ async def pin(url: str, allow_private: bool) -> tuple[str, dict[str, str], dict[
         raise GradingError("unresponsive_reward_error", f"cannot resolve {host!r}: {exc}") from None
     if not addrs:
         raise GradingError("unresponsive_reward_error", f"{host!r} resolves to no address")
-    for addr in addrs if not allow_private else ():
-        if not addr.is_global or addr.is_multicast:
-            raise GradingError(
-                "other_error",
-                f"endpoint {host!r} resolves to the non-public address {addr}; this deployment does not "
-                "allow graders to call private networks (endpoint_allow_private_networks)",
-            )
+    refused = [a for a in addrs if not a.is_global or a.is_multicast] if not allow_private else []
+    if refused:
+        raise GradingError(
+            "other_error",
+            f"endpoint {host!r} resolves to the non-public address {refused[0]}; this deployment does not "
+            "allow graders to call private networks (endpoint_allow_private_networks)",
+        )
     ip = f"[{addrs[0]}]" if addrs[0].version == 6 else str(addrs[0])
     netloc = ip if parts.port is None else f"{ip}:{parts.port}"
     if parts.username is not None:  # credentials in the URL travel as they were written

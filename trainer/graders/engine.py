@@ -260,6 +260,7 @@ class _Endpoint(_Node):
     def __init__(self, spec: dict[str, Any], settings: GraderSettings) -> None:
         super().__init__(spec)
         self.settings = settings
+        self.pool = "endpoint:" + (urlsplit(spec["url"]).hostname or "")  # one connection pool per host name
 
     async def _one(self, scope: Scope, rt: _Runtime) -> Outcome:
         from trainer.graders.endpoint import call_endpoint
@@ -267,8 +268,7 @@ class _Endpoint(_Node):
         try:
             async with rt.endpoint_sem:
                 payload = {"sample": scope["sample"], "item": scope.get("item")}
-                pool = "endpoint:" + (urlsplit(self.spec["url"]).hostname or "")
-                return Outcome(await call_endpoint(rt.client(pool), self.spec, payload, self.settings))
+                return Outcome(await call_endpoint(rt.client(self.pool), self.spec, payload, self.settings))
         except GradingError as exc:
             return Outcome.failed(exc)
 

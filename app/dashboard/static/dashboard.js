@@ -286,10 +286,6 @@
     return null;
   }
 
-  function score(value) {
-    return typeof value === "number" ? value.toFixed(3) : "–";
-  }
-
   function renderRollouts(events) {
     const latest = latestRollouts(events);
     show("#rollouts-empty", !latest);
@@ -300,7 +296,7 @@
       el("pre", { class: "output prompt" }, latest.prompt),
       ...latest.completions.map((c, i) => el("div", { class: "rollout", "data-rank": labels[i] },
         el("div", { class: "muted" },
-          `${labels[i]}: reward ${score(c.reward)} (outcome ${score(c.outcome_reward)}, process ${score(c.process_reward)})`),
+          `${labels[i]}: reward ${fmt(c.reward)} (outcome ${fmt(c.outcome_reward)}, process ${fmt(c.process_reward)})`),
         el("pre", { class: "output" }, c.text))),
     );
   }
