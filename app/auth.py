@@ -15,6 +15,10 @@ from app.db.base import utcnow
 from app.db.models import ApiKey, Organization
 
 KEY_PREFIX = "sk-openrft-"
+# The service's own credential, for model graders calling this service (see app.bootstrap): its own
+# organization, so a grader reaches the base models and no tenant's fine-tuned models or files.
+INTERNAL_ORG = "openrft-internal"
+INTERNAL_KEY_NAME = "internal"
 _ORG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -26,6 +30,8 @@ class Principal:
     org_id: str
     org_name: str
     key_id: str
+    internal: bool = False
+    """The service's own key: its grader traffic is not rate limited like a user's."""
 
 
 def digest(key: str) -> str:
@@ -80,15 +86,17 @@ def revoke_key(session: Session, key: str) -> bool:
     return True
 
 
-def ensure_key(session: Session, key: str, org_name: str) -> bool:
-    """Make ``key`` valid for ``org_name`` if no key with its digest exists yet; True if it was added."""
+def ensure_key(session: Session, key: str, org_name: str, *, name: str = "bootstrap") -> bool:
+    """Make ``key`` valid for ``org_name`` if no key with its digest exists yet; True if it was added.
+    A revoked key stays revoked."""
     key_digest = digest(key)
     if session.scalar(select(ApiKey).where(ApiKey.prefix == _lookup(key_digest))) is not None:
         return False
-    add_key(session, get_or_create_org(session, org_name), key, name="bootstrap")
+    add_key(session, get_or_create_org(session, org_name), key, name=name)
     return True
 
 
 def principal_for(row: ApiKey) -> Principal:
     org = row.organization
-    return Principal(org_pk=org.pk, org_id=org.id, org_name=org.name, key_id=row.id)
+    internal = org.name == INTERNAL_ORG and row.name == INTERNAL_KEY_NAME
+    return Principal(org_pk=org.pk, org_id=org.id, org_name=org.name, key_id=row.id, internal=internal)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 
 from app.settings import get_settings
 
@@ -31,11 +32,14 @@ def _worker_cmd(queues: str, name: str, *, concurrency: int, beat: bool, prefork
     return cmd
 
 
-def spawn_embedded_workers() -> list[subprocess.Popen[bytes]]:
-    """The embedded default's workers: one for light work (+ the periodic reaper), one for training."""
+def spawn_embedded_workers(
+    procs: list[subprocess.Popen[bytes]] | None = None,
+) -> list[subprocess.Popen[bytes]]:
+    """The embedded default's workers: one for light work (+ the periodic reaper), one for training. Each
+    is added to ``procs`` as soon as it is started, so a stop signal meanwhile still finds it."""
     settings = get_settings()
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    procs = []
+    procs = [] if procs is None else procs
     for queues, name, beat, fresh in (("default", "default", True, False), ("gpu", "gpu", False, True)):
         log = (settings.logs_dir / f"worker-{name}.log").open("ab")
         procs.append(
@@ -62,11 +66,36 @@ def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 20) ->
             p.wait()
 
 
+def local_url(host: str, port: int) -> str:
+    """The URL this machine reaches a server bound to ``host``:``port`` at (a wildcard bind is reached on
+    loopback)."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+class _Stop(Exception):
+    """SIGTERM, re-raised by uvicorn once it has shut down (see :func:`serve`)."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop()
+
+
 def serve(host: str = "127.0.0.1", port: int = 8000, *, with_workers: bool = True) -> int:
     import uvicorn
 
     from app.bootstrap import prepare
 
+    url = local_url(host, port)
+    if "public_base_url" not in get_settings().model_fields_set:
+        # Model graders (here and in the workers spawned below) call this service at its real port.
+        os.environ["OPENRFT_PUBLIC_BASE_URL"] = url + "/v1"
+        get_settings.cache_clear()
     settings = get_settings()
     boot = prepare(settings)
     mode = "PostgreSQL" if not settings.is_sqlite else "SQLite"
@@ -76,11 +105,22 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, with_workers: bool = Tru
         print(f"OpenRFT: created a local API key for organization {settings.bootstrap_org!r}:", flush=True)
         print(f"  {boot.new_key}", flush=True)
         print(f"  (also saved to {settings.home / 'api_key'})", flush=True)
-    procs = spawn_embedded_workers() if with_workers else []
+    print(f"OpenRFT: API {url}/v1 · dashboard {url}/dashboard/ · API docs {url}/docs", flush=True)
+    # uvicorn handles SIGTERM itself, then raises it again once the server is down. With the default
+    # handler that kills this process before the workers are stopped (they would run on under PID 1);
+    # with this one it is an exception, and the finally below stops them as Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    procs: list[subprocess.Popen[bytes]] = []
     try:
+        if with_workers:
+            spawn_embedded_workers(procs)
         uvicorn.run("app.main:app", host=host, port=port, log_level="info", proxy_headers=True)
+    except _Stop:
+        pass
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the stop short
         stop_processes(procs)
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

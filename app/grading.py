@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -18,10 +19,18 @@ RUN_TIMEOUT_SECONDS = 300
 
 
 def grader_settings(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for ``trainer.graders.GraderSettings``."""
+    """Keyword arguments for ``trainer.graders.GraderSettings``.
+
+    Model graders default to this service itself (its public URL) with its internal key; a configured
+    OPENRFT_GRADER_BASE_URL gets OPENRFT_GRADER_API_KEY only, so no key of ours is sent elsewhere."""
+    if settings.grader_base_url:
+        base_url, api_key = settings.grader_base_url, settings.grader_api_key
+    else:
+        base_url = settings.public_base_url
+        api_key = settings.grader_api_key or settings.internal_api_key() or settings.bootstrap_api_key
     return {
-        "base_url": settings.grader_base_url or settings.public_base_url,
-        "api_key": settings.grader_api_key or settings.bootstrap_api_key,
+        "base_url": base_url,
+        "api_key": api_key,
         "models": settings.grader_models,
         # User code must never see the service's data: the database, uploads, models, other jobs.
         "hidden_paths": [str(settings.home)],
@@ -65,9 +74,22 @@ def run_grader_isolated(
     raise AssertionError("unreachable")
 
 
-def shutdown_pool() -> None:
+def shutdown_pool(timeout: float = 5.0) -> None:
+    """Stop the grading pool's processes: a grader still running is ended, not left behind when the API
+    process exits (``shutdown(wait=False)`` alone leaves busy workers running)."""
     global _pool
     with _lock:
-        if _pool is not None:
-            _pool.shutdown(wait=False, cancel_futures=True)
-            _pool = None
+        pool, _pool = _pool, None
+    if pool is None:
+        return
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        proc.join(max(0.1, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join(1)

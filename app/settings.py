@@ -37,7 +37,8 @@ class Settings(BaseSettings):
     public_base_url: str = Field(
         default="http://127.0.0.1:8000/v1",
         validation_alias="OPENRFT_PUBLIC_BASE_URL",
-        description="How graders and workers reach this service's own API (model graders on served models).",
+        description="How graders and workers reach this service's own API (model graders on served models); "
+        "`openrft serve --port` sets it when it is not given.",
     )
 
     # Files and request bodies
@@ -172,6 +173,17 @@ class Settings(BaseSettings):
     @property
     def broker_dir(self) -> Path:
         return self.home / "broker"
+
+    @property
+    def internal_key_file(self) -> Path:
+        """The service's own API key (model graders calling this service), written on start."""
+        return self.home / "internal_api_key"
+
+    def internal_api_key(self) -> str | None:
+        try:
+            return self.internal_key_file.read_text().strip() or None
+        except OSError:  # not written yet, or a worker on a machine without this home
+            return None
 
     def rate_limit(self, name: str) -> int:
         """Requests per minute per API key for the route group ``name`` (jobs, chat, graders)."""

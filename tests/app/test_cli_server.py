@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support import REPO, free_port, wait_until
 
@@ -42,11 +44,11 @@ def test_keys_create_and_revoke(tmp_path):
 
     engine = create_engine(f"sqlite:///{tmp_path / 'openrft.db'}")
     with engine.connect() as conn:
-        orgs = conn.execute(text("SELECT name FROM organizations")).scalars().all()
+        orgs = conn.execute(text("SELECT name FROM organizations ORDER BY name")).scalars().all()
         hashes = conn.execute(text("SELECT key_hash FROM api_keys")).scalars().all()
     engine.dispose()
-    assert orgs == ["acme"]
-    assert key not in hashes and len(hashes) == 1
+    assert orgs == ["acme", "openrft-internal"]  # the service's own key (model graders) has its own org
+    assert key not in hashes and len(hashes) == 2
     revoked = _cli(tmp_path, "keys", "revoke", key)
     assert revoked.returncode == 0 and "revoked" in revoked.stdout
     again = _cli(tmp_path, "keys", "revoke", key)
@@ -82,3 +84,117 @@ def test_first_start_prints_a_working_key(tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def _serve(home: Path, port: int, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "openrft.cli", "serve", "--port", str(port), *extra],
+            cwd=REPO, env=_env(home), stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def _wait_healthy(port: int) -> None:
+    def up() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(up, 90, what="the API")
+
+
+def test_model_graders_call_this_service_at_its_port_with_its_own_key(tmp_path):
+    """A plain `openrft serve --port N` (auto-generated key, no grader settings): a score_model grader
+    reaches this service at port N and is let in; the unknown model is the only problem left."""
+    port = free_port()
+    home = tmp_path / "home"
+    proc = _serve(home, port, tmp_path / "serve.out", "--no-worker")
+    try:
+        _wait_healthy(port)
+        out = (tmp_path / "serve.out").read_text()
+        assert f"dashboard http://127.0.0.1:{port}/dashboard/" in out
+        key = (home / "api_key").read_text().strip()
+        internal = (home / "internal_api_key").read_text().strip()
+        assert internal != key and oct((home / "internal_api_key").stat().st_mode & 0o777) == "0o600"
+        grader = {
+            "type": "score_model",
+            "name": "judge",
+            "model": "no-such-model",
+            "input": [{"role": "user", "content": "Rate: {{ sample.output_text }}"}],
+        }
+        resp = httpx.post(
+            f"http://127.0.0.1:{port}/v1/fine_tuning/alpha/graders/run",
+            json={"grader": grader, "model_sample": "hi"},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=120,
+        )
+        assert resp.status_code == 200, resp.text
+        details = resp.json()["metadata"]["errors"]["model_grader_server_error_details"]
+        assert f"HTTP 404 from http://127.0.0.1:{port}/v1/chat/completions" in details
+        assert "model_not_found" in details
+        # The internal key sees base models only: it is its own organization, no tenant's.
+        models = httpx.get(
+            f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {internal}"}
+        ).json()
+        assert "smollm2-135m-instruct" in [m["id"] for m in models["data"]]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _descendants(pid: int) -> list[int]:
+    import psutil
+
+    return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_child(tmp_path):
+    """`kill` / systemd stop `openrft serve` with SIGTERM: the Celery workers (and their pool children)
+    and the grading pool end with it, none is left running under PID 1."""
+    import psutil
+
+    port = free_port()
+    home = tmp_path / "home"
+    log = tmp_path / "serve.out"
+    proc = _serve(home, port, log)
+    children: list[int] = []
+    try:
+        _wait_healthy(port)
+        key = (home / "api_key").read_text().strip()
+        grader = {"type": "string_check", "name": "s", "input": "a", "reference": "a", "operation": "eq"}
+        resp = httpx.post(
+            f"http://127.0.0.1:{port}/v1/fine_tuning/alpha/graders/run",
+            json={"grader": grader, "model_sample": "a"},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=120,
+        )
+        assert resp.status_code == 200, resp.text
+
+        def started() -> bool:
+            cmdlines = [" ".join(psutil.Process(p).cmdline()) for p in _descendants(proc.pid)]
+            return sum("celery" in c and "worker" in c for c in cmdlines) >= 2 and any(
+                "multiprocessing" in c for c in cmdlines
+            )
+
+        wait_until(started, 90, what="the workers and the grading pool")
+        children = _descendants(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()[-3000:]
+        wait_until(
+            lambda: (
+                not [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+            ),
+            30,
+            what="every child to exit",
+        )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for pid in children:  # never leave strays behind a failed test
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
+                pass
