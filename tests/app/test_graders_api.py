@@ -135,3 +135,20 @@ def test_graders_run_outside_the_api_process(sdk, monkeypatch):
     )
     assert same.reward == pytest.approx(1.0, abs=1e-3)
     assert other.reward < 0.5
+
+
+def test_python_graders_have_the_packages_openai_lists(sdk):
+    """OpenAI's python grader sandbox offers these; grader code written for it must run here unchanged."""
+    source = (
+        "import deepdiff, jsonschema, sqlparse, numpy, scipy, sympy, pandas, rapidfuzz, sklearn, yaml, nltk\n"
+        "import pydantic, rouge_score\n"
+        "def grade(sample, item):\n"
+        "    same = not deepdiff.DeepDiff({'a': [1, 2]}, {'a': [1, 2]})\n"
+        "    jsonschema.validate({'n': 1}, {'type': 'object', 'properties': {'n': {'type': 'integer'}}})\n"
+        "    parsed = sqlparse.parse(sample['output_text'])[0].get_type() == 'SELECT'\n"
+        "    return 1.0 if same and parsed else 0.0\n"
+    )
+    result = sdk.fine_tuning.alpha.graders.run(
+        grader={"type": "python", "name": "py", "source": source}, model_sample="SELECT 1", item={}
+    )
+    assert result.reward == 1.0, result.metadata.errors
