@@ -23,6 +23,7 @@ test: setup services lint
 
 openapi: setup
 	$(BIN)/python -m app.openapi_export openapi.yaml
+	$(BIN)/python -m app.options_doc docs/options.md
 
 bench-graders: setup
 	$(BIN)/python -m bench.graders

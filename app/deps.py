@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.auth import Principal, find_key, principal_for
@@ -51,7 +52,18 @@ def bearer_token(request: Request) -> str:
     return token
 
 
-def get_principal(request: Request, session: SessionDep) -> Principal:
+# Only documents the scheme in OpenAPI (Swagger's "Authorize"); bearer_token reads the header, with
+# OpenAI's error messages.
+_bearer_scheme = HTTPBearer(
+    auto_error=False, scheme_name="bearerAuth", description="An API key: Authorization: Bearer sk-openrft-..."
+)
+
+
+def get_principal(
+    request: Request,
+    session: SessionDep,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)] = None,
+) -> Principal:
     token = bearer_token(request)
     row = find_key(session, token)
     if row is None:

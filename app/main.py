@@ -14,8 +14,9 @@ from app.errors import install_error_handlers
 from app.grading import shutdown_pool
 from app.inference import close_serving
 from app.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from app.openapi_schema import install as install_openapi
 from app.ratelimit import RateLimitHeadersMiddleware
-from app.routes import health
+from app.routes import docs, health
 from app.settings import get_settings
 
 
@@ -33,9 +34,10 @@ def create_app() -> FastAPI:
         version="0.1.0",
         summary="Self-hosted, OpenAI-compatible reinforcement fine-tuning.",
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # app.routes.docs serves Swagger UI from local files
         redoc_url=None,
     )
+    install_openapi(app)
     install_error_handlers(app)
     app.add_middleware(RateLimitHeadersMiddleware)
     # Uploads stream to storage under their own limit (OPENRFT_MAX_UPLOAD_BYTES).
@@ -46,6 +48,7 @@ def create_app() -> FastAPI:
     )
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
+    app.include_router(docs.router)
     app.include_router(api_router)
     app.include_router(dashboard_router)
     logging.getLogger("openrft").setLevel(logging.INFO)

@@ -12,6 +12,7 @@ from app.errors import bad_request
 from app.grading import run_grader_isolated
 from app.ratelimit import RateLimited
 from app.schemas.common import ERROR_RESPONSES
+from app.schemas.jobs import GraderObject
 from trainer.graders import GraderValidationError, validate_grader
 
 router = APIRouter(prefix="/fine_tuning/alpha/graders", tags=["graders"], responses=ERROR_RESPONSES)
@@ -20,7 +21,7 @@ router = APIRouter(prefix="/fine_tuning/alpha/graders", tags=["graders"], respon
 class GraderRunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    grader: dict[str, Any]
+    grader: GraderObject
     model_sample: str
     item: dict[str, Any] | None = None
     reference_answer: Any = Field(default=None, description="Older SDKs sent this instead of item.")
@@ -38,7 +39,7 @@ class GraderRunResponse(BaseModel):
 class GraderValidateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    grader: dict[str, Any]
+    grader: GraderObject
 
 
 class GraderValidateResponse(BaseModel):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+
+from app.openapi_schema import ref
 
 JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled", "paused"]
 
@@ -13,18 +15,26 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+# Checked by the trainer's validators (errors name the field), typed in the schema (app.openapi_schema).
+GraderObject = Annotated[dict[str, Any], WithJsonSchema(ref("Grader"))]
+
+
 class ReinforcementMethod(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    grader: dict[str, Any] = Field(description="The grader that scores each sample (the reward).")
-    hyperparameters: dict[str, Any] | None = None
+    grader: GraderObject = Field(description="The grader that scores each sample (the reward).")
+    hyperparameters: Annotated[
+        dict[str, Any] | None, WithJsonSchema(ref("ReinforcementHyperparameters", nullable=True))
+    ] = None
     response_format: dict[str, Any] | None = None
 
 
 class SupervisedMethod(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    hyperparameters: dict[str, Any] | None = None
+    hyperparameters: Annotated[
+        dict[str, Any] | None, WithJsonSchema(ref("SupervisedHyperparameters", nullable=True))
+    ] = None
 
 
 class Method(BaseModel):
@@ -48,10 +58,10 @@ class JobCreate(BaseModel):
     integrations: list[dict[str, Any]] | None = None
     hyperparameters: dict[str, Any] | None = Field(default=None, description="Deprecated: use method.")
     method: Method | None = None
-    openrft: dict[str, Any] | None = Field(
+    openrft: Annotated[dict[str, Any] | None, WithJsonSchema(ref("OpenRFTConfig", nullable=True))] = Field(
         default=None,
-        description="OpenRFT extension options (augmentation, synthesis, ICL, PRM, LoRA, budget). "
-        "Send with the SDK's extra_body.",
+        description="OpenRFT extension options (augmentation, synthesis, ICL, PRM, LoRA, budget), every one "
+        "optional: docs/options.md lists them with their defaults. Send with the SDK's extra_body.",
     )
 
     @field_validator("metadata")
