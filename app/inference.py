@@ -12,6 +12,7 @@ from sqlalchemy import select
 from app.db.models import FineTunedModel
 from app.db.session import get_sessionmaker
 from app.settings import Settings, get_settings
+from serving.gpus import parse_devices
 from serving.registry import FineTunedRecord
 from serving.service import ServingConfig, ServingService
 
@@ -29,6 +30,8 @@ def build_serving(settings: Settings) -> ServingService:
             max_batch_size=settings.serving_max_batch_size,
             cpu_threads=settings.serving_cpu_threads,
             gpu_memory_utilization=settings.serving_gpu_memory_utilization,
+            gpus=None if settings.serving_gpus is None else parse_devices(settings.serving_gpus),
+            engines_per_gpu=settings.serving_engines_per_gpu,
             vllm_reasoning_parser=settings.serving_vllm_reasoning_parser,
             wait_for_ready=settings.serving_wait_for_ready,
         )

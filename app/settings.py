@@ -98,13 +98,29 @@ class Settings(BaseSettings):
         default="auto", validation_alias="OPENRFT_SERVING_BACKEND"
     )
     serving_max_loras: int = Field(default=4, ge=1, validation_alias="OPENRFT_SERVING_MAX_LORAS")
-    serving_max_lora_rank: int = Field(default=64, ge=1, validation_alias="OPENRFT_SERVING_MAX_LORA_RANK")
+    serving_max_lora_rank: int = Field(
+        default=256,
+        ge=1,
+        validation_alias="OPENRFT_SERVING_MAX_LORA_RANK",
+        description="Largest adapter rank the engines accept; 256 = the largest rank a job may train.",
+    )
     serving_max_batch_size: int = Field(default=16, ge=1, validation_alias="OPENRFT_SERVING_MAX_BATCH_SIZE")
     serving_cpu_threads: int = Field(
         default=0, ge=0, validation_alias="OPENRFT_SERVING_CPU_THREADS", description="0: torch's default."
     )
     serving_gpu_memory_utilization: float = Field(
         default=0.85, gt=0, le=1, validation_alias="OPENRFT_SERVING_GPU_MEMORY_UTILIZATION"
+    )
+    serving_gpus: str | None = Field(
+        default=None,
+        validation_alias="OPENRFT_SERVING_GPUS",
+        description="CUDA devices for vLLM engines, e.g. '0,1' (default: all the API process sees).",
+    )
+    serving_engines_per_gpu: int = Field(
+        default=1,
+        ge=1,
+        validation_alias="OPENRFT_SERVING_ENGINES_PER_GPU",
+        description="vLLM engines (base models, merged fine-tunes) one GPU holds; they split its memory.",
     )
     serving_vllm_reasoning_parser: str | None = Field(
         default=None, validation_alias="OPENRFT_SERVING_VLLM_REASONING_PARSER"

@@ -14,7 +14,10 @@ import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from serving.gpus import Placement
 
 BackendSetting = Literal["auto", "cpu", "vllm"]
 
@@ -31,7 +34,20 @@ class EngineBackend(Protocol):
     @property
     def name(self) -> str: ...
 
-    def launch(self, *, base_source: str, served_model_name: str, host: str, port: int) -> EngineLaunch: ...
+    @property
+    def uses_gpu(self) -> bool:
+        """Whether each engine needs a GPU placement (then ``launch`` gets one)."""
+        ...
+
+    def launch(
+        self,
+        *,
+        base_source: str,
+        served_model_name: str,
+        host: str,
+        port: int,
+        placement: Placement | None = None,
+    ) -> EngineLaunch: ...
 
 
 @dataclass(frozen=True)
@@ -39,7 +55,8 @@ class CpuBackend:
     """``python -m serving.cpu_server`` for one base model."""
 
     max_loras: int = 4
-    max_lora_rank: int = 64
+    max_lora_rank: int = 256
+    """The CPU engine sizes its LoRA buffers to the largest rank loaded, so a high limit costs nothing."""
     max_batch_size: int = 16
     max_model_len: int | None = None
     dtype: str = "float32"
@@ -49,8 +66,17 @@ class CpuBackend:
     python: str = sys.executable
     startup_timeout: float = 600.0
     name: str = "cpu"
+    uses_gpu: bool = False
 
-    def launch(self, *, base_source: str, served_model_name: str, host: str, port: int) -> EngineLaunch:
+    def launch(
+        self,
+        *,
+        base_source: str,
+        served_model_name: str,
+        host: str,
+        port: int,
+        placement: Placement | None = None,
+    ) -> EngineLaunch:
         argv = [
             self.python,
             "-m",

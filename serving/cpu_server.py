@@ -436,11 +436,11 @@ class EngineServer:
     async def load_adapter(self, req: LoadLoraAdapterRequest) -> PlainTextResponse | JSONResponse:
         if not req.lora_name or not req.lora_path:
             return _error(400, "Both 'lora_name' and 'lora_path' must be provided.")
-        if req.load_inplace:
-            return _error(400, "load_inplace is not supported; unload the adapter first.")
         try:
             # Reading and checking the weights is file I/O and tensor work: keep it off the event loop.
-            await asyncio.to_thread(self.engine.adapters.register, req.lora_name, req.lora_path)
+            adapters = self.engine.adapters
+            load = adapters.replace if req.load_inplace else adapters.register
+            await asyncio.to_thread(load, req.lora_name, req.lora_path)
         except AdapterExistsError as exc:
             return _error(400, f"{exc} If you want to load the adapter in place, set 'load_inplace' to True.")
         except AdapterFormatError as exc:
@@ -575,7 +575,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8100)
     p.add_argument("--max-loras", type=int, default=4, help="Adapters resident at once (LRU beyond).")
-    p.add_argument("--max-lora-rank", type=int, default=64)
+    p.add_argument("--max-lora-rank", type=int, default=256)
     p.add_argument("--max-batch-size", type=int, default=16, help="Sequences decoded together.")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument(

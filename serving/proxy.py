@@ -5,6 +5,10 @@ The public model id (``ft:…``) is rewritten to the engine's adapter name on th
 ``reasoning_content`` as the CPU engine writes it, so both backends answer alike. Streams are relayed chunk by chunk
 (complete lines only, so a rewrite never straddles a chunk boundary); nothing is buffered beyond a line.
 Engine errors become OpenAI-shaped :class:`~serving.errors.ServingError` s.
+
+With ``split_reasoning`` (vLLM without a reasoning parser) the proxy splits ``<think>…</think>`` out of chat
+answers itself, with the CPU engine's own splitter: ``reasoning_content`` and ``content`` come out the same
+whichever engine served the request. That path parses each body or SSE event as JSON.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from serving.engine.reasoning import ReasoningSplitter, split_reasoning
 from serving.engine_client import upstream_error_message
 from serving.errors import EngineUnavailableError, ServingError, UpstreamError, openai_error_type
 
@@ -75,6 +80,72 @@ def response_rewriter(engine_model: str, public_model: str) -> Rewrite:
     return rewrite
 
 
+def _rename_reasoning(holder: dict[str, Any]) -> None:
+    if "reasoning" in holder:
+        value = holder.pop("reasoning")
+        if holder.get("reasoning_content") is None:
+            holder["reasoning_content"] = value
+
+
+def split_message_reasoning(body: dict[str, Any]) -> dict[str, Any]:
+    """A whole chat completion: each choice's ``<think>`` block moves to ``message.reasoning_content``."""
+    for choice in body.get("choices") or []:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            continue
+        _rename_reasoning(message)
+        content = message.get("content")
+        if isinstance(content, str) and message.get("reasoning_content") is None:
+            reasoning, content = split_reasoning(content)
+            message["content"] = content
+            message["reasoning_content"] = reasoning
+    return body
+
+
+class StreamReasoningSplitter:
+    """SSE chat chunks -> the same chunks with ``<think>`` text moved to ``delta.reasoning_content``.
+
+    One splitter per choice index; text a splitter holds back (a possible partial tag) is flushed into the
+    chunk that carries the choice's ``finish_reason``, so no text is ever lost or reordered.
+    """
+
+    def __init__(self) -> None:
+        self._splitters: dict[int, ReasoningSplitter] = {}
+
+    def event(self, data: dict[str, Any]) -> dict[str, Any]:
+        for choice in data.get("choices") or []:
+            if not isinstance(choice, dict) or not isinstance(choice.get("delta"), dict):
+                continue
+            delta = choice["delta"]
+            _rename_reasoning(delta)
+            splitter = self._splitters.setdefault(int(choice.get("index") or 0), ReasoningSplitter())
+            content = delta.get("content")
+            reasoning, text = splitter.feed(content) if isinstance(content, str) else ("", "")
+            if choice.get("finish_reason") is not None:
+                more_r, more_c = splitter.finish()
+                reasoning, text = reasoning + more_r, text + more_c
+            if isinstance(content, str) or text:
+                delta["content"] = text
+            if reasoning:
+                delta["reasoning_content"] = (delta.get("reasoning_content") or "") + reasoning
+        return data
+
+    def lines(self, data: bytes) -> bytes:
+        """Rewrite the complete SSE lines in ``data`` (non-JSON lines pass through untouched)."""
+        out = []
+        for line in data.split(b"\n"):
+            if line.startswith(b"data:") and line[5:].strip() not in (b"", b"[DONE]"):
+                try:
+                    event = json.loads(line[5:])
+                except ValueError:
+                    out.append(line)
+                    continue
+                if isinstance(event, dict):
+                    line = b"data: " + json.dumps(self.event(event), separators=(",", ":")).encode()
+            out.append(line)
+        return b"\n".join(out)
+
+
 def _sse_error(error: ServingError) -> bytes:
     return b"data: " + json.dumps(error.to_body()).encode() + b"\n\ndata: [DONE]\n\n"
 
@@ -113,8 +184,10 @@ class EngineProxy:
         *,
         engine_model: str,
         public_model: str,
+        split_reasoning: bool = False,
     ) -> ProxyResponse | ProxyStream:
-        """POST ``body`` (with ``model`` = ``engine_model``) to ``base_url + path``."""
+        """POST ``body`` (with ``model`` = ``engine_model``) to ``base_url + path``; ``split_reasoning``
+        splits ``<think>`` blocks out of chat answers here (see the module docstring)."""
         content = json.dumps({**body, "model": engine_model}).encode()
         request = self._http.build_request(
             "POST", base_url.rstrip("/") + path, content=content, headers={"content-type": "application/json"}
@@ -138,6 +211,9 @@ class EngineProxy:
             raise upstream_error(response)
         rewrite = response_rewriter(engine_model, public_model)
         if "text/event-stream" in response.headers.get("content-type", "") or body.get("stream"):
+            if split_reasoning:
+                splitter, model_only = StreamReasoningSplitter(), rewrite
+                rewrite = lambda data: model_only(splitter.lines(data))  # noqa: E731
             return ProxyStream(self._relay(response, rewrite))
         try:
             data = await response.aread()
@@ -145,6 +221,13 @@ class EngineProxy:
             raise EngineUnavailableError(f"The inference engine dropped the connection: {exc!r}") from exc
         finally:
             await response.aclose()
+        if split_reasoning:
+            try:
+                parsed = json.loads(data)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict):
+                data = json.dumps(split_message_reasoning(parsed)).encode()
         return ProxyResponse(response.status_code, rewrite(data))
 
     async def _relay(self, response: httpx.Response, rewrite: Rewrite) -> AsyncIterator[bytes]:

@@ -3,6 +3,10 @@
 Base models come from a name -> source mapping (the service's settings). Fine-tuned models
 (``ft:{base}:{org}:{suffix}:{job}`` and their ``…:ckpt-step-N`` checkpoints) come from a lookup callable
 the app passes in: the app owns the database and the caller's organization, serving only asks.
+
+A fine-tuned model's directory is either a PEFT adapter (``adapter_config.json``: loaded into its base
+model's engine) or full weights (``merge_weights``: ``config.json`` and no adapter config), which are served
+as a model of their own, in their own engine.
 """
 
 from __future__ import annotations
@@ -45,9 +49,34 @@ def parse_fine_tuned_id(model_id: str) -> FineTunedId | None:
 
 def engine_lora_name(public_id: str) -> str:
     """A stable, engine-safe adapter name for a public model id (readable, with a hash against collisions)."""
+    return _engine_safe("lora", public_id)
+
+
+def merged_engine_name(public_id: str) -> str:
+    """The engine key and served name of a merged (full-weights) fine-tuned model."""
+    return _engine_safe("merged", public_id)
+
+
+def _engine_safe(prefix: str, public_id: str) -> str:
     readable = re.sub(r"[^A-Za-z0-9._-]+", "-", public_id.removeprefix("ft:")).strip("-")[:80]
     digest = hashlib.sha256(public_id.encode()).hexdigest()[:10]
-    return f"lora-{readable}-{digest}"
+    return f"{prefix}-{readable}-{digest}"
+
+
+def is_full_model_dir(path: Path) -> bool:
+    """Merged weights (a model config and no adapter config), as opposed to a PEFT adapter."""
+    return not (path / "adapter_config.json").exists() and (path / "config.json").exists()
+
+
+def adapter_version(path: Path) -> str:
+    """The path plus a stamp of the adapter's weights: changes when the files at the path are rewritten."""
+    for name in ("adapter_model.safetensors", "adapter_model.bin", "adapter_config.json"):
+        try:
+            st = (path / name).stat()
+        except OSError:
+            continue
+        return f"{path}@{st.st_mtime_ns}:{st.st_size}"
+    return str(path)
 
 
 @dataclass(frozen=True)
@@ -65,6 +94,8 @@ class ResolvedModel:
     base_model: str
     base_source: str
     adapter_path: Path | None = None
+    adapter_version: str | None = None
+    """See :func:`adapter_version`; a change reloads the adapter in place."""
 
     @property
     def engine_model(self) -> str:
@@ -103,6 +134,14 @@ class ModelRegistry:
         assert isinstance(record, FineTunedRecord)
         if record.base_model not in self.base_models:
             raise ModelNotFoundError(model_id)
+        path = Path(record.adapter_path)
+        full, version = await asyncio.to_thread(lambda: (is_full_model_dir(path), adapter_version(path)))
+        if full:
+            return ResolvedModel(model_id, merged_engine_name(model_id), str(path))
         return ResolvedModel(
-            model_id, record.base_model, self.base_models[record.base_model], Path(record.adapter_path)
+            model_id,
+            record.base_model,
+            self.base_models[record.base_model],
+            path,
+            adapter_version=version,
         )

@@ -19,7 +19,7 @@ from typing import Any
 from serving.backends import BackendSetting, CpuBackend
 from serving.errors import EngineUnavailableError, ServingError, UpstreamError
 from serving.proxy import EngineProxy, ProxyResponse, ProxyStream
-from serving.registry import ModelLookup, ModelRegistry, engine_lora_name
+from serving.registry import ModelLookup, ModelRegistry, engine_lora_name, merged_engine_name
 from serving.supervisor import ServingSupervisor, SupervisorConfig
 from serving.vllm_backend import VllmBackend
 
@@ -33,10 +33,16 @@ class ServingConfig:
     """Where converted base models are cached (share it with the trainer)."""
     log_dir: Path | None = None
     max_loras: int = 4
-    max_lora_rank: int = 64
+    max_lora_rank: int = 256
+    """Training allows ranks up to 256: by default every trained adapter can be served."""
     max_batch_size: int = 16
     cpu_threads: int = 0
     gpu_memory_utilization: float = 0.85
+    """Share of each serving GPU's memory that the engines on it take together."""
+    gpus: list[str] | None = None
+    """CUDA devices for vLLM engines (None: all visible to the API process)."""
+    engines_per_gpu: int = 1
+    """vLLM engines one GPU holds (each base model and merged fine-tune is one); each gets an equal share."""
     vllm_reasoning_parser: str | None = None
     vllm_extra_args: tuple[str, ...] = ()
     wait_for_ready: float = 10.0
@@ -77,6 +83,9 @@ class ServingService:
                 log_dir=config.log_dir,
                 wait_for_ready=config.wait_for_ready,
                 retry_after=config.retry_after,
+                gpus=config.gpus,
+                gpu_memory_utilization=config.gpu_memory_utilization,
+                engines_per_gpu=config.engines_per_gpu,
             ),
             cpu_backend=cpu,
             vllm_backend=vllm,
@@ -109,11 +118,21 @@ class ServingService:
         for attempt in range(2):
             if resolved.adapter_path is not None:
                 await self.supervisor.ensure_adapter(
-                    engine, resolved.engine_model, str(resolved.adapter_path), model=model
+                    engine,
+                    resolved.engine_model,
+                    str(resolved.adapter_path),
+                    model=model,
+                    version=resolved.adapter_version,
                 )
             try:
                 return await self.proxy.forward(
-                    engine.base_url, path, body, engine_model=resolved.engine_model, public_model=model
+                    engine.base_url,
+                    path,
+                    body,
+                    engine_model=resolved.engine_model,
+                    public_model=model,
+                    split_reasoning=path == "/v1/chat/completions"
+                    and bool(getattr(engine.backend, "proxy_splits_reasoning", False)),
                 )
             except UpstreamError as exc:
                 # An engine restarted behind our back forgets its adapters: load it again, once.
@@ -129,7 +148,12 @@ class ServingService:
         raise AssertionError("unreachable")
 
     async def unload(self, model_id: str) -> int:
-        """Unload a deleted fine-tuned model's adapter from the engines that loaded it."""
+        """Unload a deleted fine-tuned model: its adapter from the engines that loaded it, or the engine of
+        its merged weights (which frees that engine's GPU place)."""
+        merged = merged_engine_name(model_id)
+        if any(engine.base_model == merged for engine in self.supervisor.engines()):
+            await self.supervisor.stop_engine(merged)
+            return 1
         return await self.supervisor.unload_adapter(engine_lora_name(model_id))
 
     def status(self) -> list[dict[str, Any]]:

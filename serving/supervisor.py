@@ -4,8 +4,10 @@ The engine is the CPU server or vLLM (``backend``: auto | cpu | vllm). A request
 engine (or its adapter) is loading waits up to ``wait_for_ready`` seconds and then gets
 :class:`~serving.errors.ModelLoadingError` (the route answers 503 with ``Retry-After``); the load goes on
 in the background and the retry finds it done. Adapters are loaded on first use, once per name even under
-concurrent requests, and unloaded when their model is deleted. Everything here runs on the API's event
-loop and never blocks it.
+concurrent requests, and unloaded when their model is deleted; an adapter whose files changed (a new path,
+or new weights at the same path) is loaded again in place. GPU engines get a device and memory share from
+a :class:`~serving.gpus.GpuPlanner`, and an engine that does not fit is refused before it starts.
+Everything here runs on the API's event loop and never blocks it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import httpx
 from serving.backends import BackendSetting, CpuBackend, EngineBackend, choose_backend
 from serving.engine_client import EngineClient
 from serving.errors import EngineUnavailableError, ModelLoadingError
+from serving.gpus import GpuPlanner, Placement, visible_devices
 from serving.vllm_backend import VllmBackend
 
 log = logging.getLogger("openrft.serving.supervisor")
@@ -51,6 +54,11 @@ class SupervisorConfig:
     health_interval: float = 5.0
     health_failures_before_restart: int = 3
     max_restart_backoff: float = 60.0
+    gpus: list[str] | None = None
+    """CUDA devices vLLM engines may use; None: every device visible to this process."""
+    gpu_memory_utilization: float = 0.85
+    """Share of each serving GPU's memory that its engines take together."""
+    engines_per_gpu: int = 1
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -83,7 +91,8 @@ class ManagedEngine:
     restarts: int = 0
     health_failures: int = 0
     adapters: dict[str, str] = field(default_factory=dict)
-    """Adapters the running process has loaded: engine name -> path."""
+    """Adapters the running process has loaded: engine name -> version (path and weights' stamp)."""
+    placement: Placement | None = None
     adapter_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     start_task: asyncio.Task[None] | None = None
     _log_file: IO[bytes] | None = None
@@ -103,6 +112,8 @@ class ManagedEngine:
             "pid": self.process.pid if self.process else None,
             "restarts": self.restarts,
             "adapters": sorted(self.adapters),
+            "gpu": self.placement.cuda_visible_devices if self.placement else None,
+            "gpu_memory_utilization": self.placement.memory_utilization if self.placement else None,
             "last_error": self.last_error,
         }
 
@@ -124,6 +135,7 @@ class ServingSupervisor:
         self._own_http = http is None
         self._engines: dict[str, ManagedEngine] = {}
         self._monitor: asyncio.Task[None] | None = None
+        self._planner: GpuPlanner | None = None
         self._closed = False
         self.log_dir = self.config.log_dir or Path(tempfile.gettempdir()) / "openrft-engines"
 
@@ -136,6 +148,24 @@ class ServingSupervisor:
             backend = self._backend = self._vllm if kind == "vllm" else self._cpu
             log.info("serving backend: %s (setting %s)", kind, self.config.backend)
         return backend
+
+    async def planner(self) -> GpuPlanner:
+        if self._planner is None:
+            devices = self.config.gpus
+            if devices is None:
+                devices = await asyncio.to_thread(visible_devices)
+            self._planner = GpuPlanner(
+                list(devices),
+                memory_utilization=self.config.gpu_memory_utilization,
+                engines_per_gpu=self.config.engines_per_gpu,
+            )
+            log.info(
+                "serving GPUs: %s, %d engine(s) each at %.2f of its memory",
+                ",".join(devices) or "none",
+                self.config.engines_per_gpu,
+                self._planner.share,
+            )
+        return self._planner
 
     # -- engines -------------------------------------------------------------------------------------------
     def engines(self) -> list[ManagedEngine]:
@@ -150,10 +180,14 @@ class ServingSupervisor:
         self._ensure_monitor()
         engine = self._engines.get(base_model)
         if engine is None:
-            engine = ManagedEngine(base_model, base_source, await self.backend())
+            backend = await self.backend()
+            planner = await self.planner() if backend.uses_gpu else None
             if base_model in self._engines:  # another request created it while we probed the backend
                 engine = self._engines[base_model]
             else:
+                engine = ManagedEngine(base_model, base_source, backend)
+                if planner is not None:
+                    engine.placement = planner.place(base_model)  # raises GpuCapacityError when full
                 self._engines[base_model] = engine
                 self._spawn(engine)
         elif engine.state == EngineState.FAILED:
@@ -224,7 +258,11 @@ class ServingSupervisor:
         host = self.config.host
         engine.port = free_port(host)
         spec = engine.backend.launch(
-            base_source=engine.base_source, served_model_name=engine.base_model, host=host, port=engine.port
+            base_source=engine.base_source,
+            served_model_name=engine.base_model,
+            host=host,
+            port=engine.port,
+            placement=engine.placement,
         )
         self.log_dir.mkdir(parents=True, exist_ok=True)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in engine.base_model)
@@ -321,28 +359,48 @@ class ServingSupervisor:
 
     # -- adapters ------------------------------------------------------------------------------------------
     async def ensure_adapter(
-        self, engine: ManagedEngine, name: str, path: str, *, model: str, wait: float | None = None
+        self,
+        engine: ManagedEngine,
+        name: str,
+        path: str,
+        *,
+        model: str,
+        version: str | None = None,
+        wait: float | None = None,
     ) -> None:
-        """Make sure ``engine`` has adapter ``name`` loaded from ``path`` (one load per name at a time)."""
-        if engine.adapters.get(name) == path:
-            return
-        task = engine.adapter_tasks.get(name)
-        if task is None:
-            task = asyncio.create_task(self._load_adapter(engine, name, path), name=f"load-adapter-{name}")
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
-            engine.adapter_tasks[name] = task
-        try:
-            await asyncio.wait_for(asyncio.shield(task), self._wait(wait))
-        except TimeoutError:
-            raise ModelLoadingError(
-                model, "loading the fine-tuned adapter", retry_after=self.config.retry_after
-            ) from None
+        """Make sure ``engine`` has adapter ``name`` loaded from ``path`` (one load per name at a time).
 
-    async def _load_adapter(self, engine: ManagedEngine, name: str, path: str) -> None:
+        ``version`` identifies the files (default: the path); a different one than what is loaded reloads
+        the adapter in place, so a model whose row now points at new weights never answers with old ones.
+        """
+        version = version or path
+        for _ in range(2):
+            if engine.adapters.get(name) == version:
+                return
+            task = engine.adapter_tasks.get(name)
+            if task is None:
+                replace = name in engine.adapters
+                task = asyncio.create_task(
+                    self._load_adapter(engine, name, path, version, replace=replace),
+                    name=f"load-adapter-{name}",
+                )
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                engine.adapter_tasks[name] = task
+            try:
+                await asyncio.wait_for(asyncio.shield(task), self._wait(wait))
+            except TimeoutError:
+                raise ModelLoadingError(
+                    model, "loading the fine-tuned adapter", retry_after=self.config.retry_after
+                ) from None
+            # The load we waited for may have been of an older version: check again, load once more.
+
+    async def _load_adapter(
+        self, engine: ManagedEngine, name: str, path: str, version: str, *, replace: bool
+    ) -> None:
         try:
             assert engine.client is not None
-            await engine.client.load_adapter(name, path)
-            engine.adapters[name] = path
+            await engine.client.load_adapter(name, path, replace=replace)
+            engine.adapters[name] = version
         finally:
             if engine.adapter_tasks.get(name) is asyncio.current_task():
                 del engine.adapter_tasks[name]
@@ -370,6 +428,8 @@ class ServingSupervisor:
     async def stop_engine(self, base_model: str) -> None:
         engine = self._engines.pop(base_model, None)
         if engine is not None:
+            if self._planner is not None:
+                self._planner.release(base_model)
             engine.state = EngineState.STOPPED
             if engine.start_task is not None and not engine.start_task.done():
                 engine.start_task.cancel()

@@ -48,6 +48,8 @@ class AdapterSlots:
         self._resident: OrderedDict[str, int] = OrderedDict()  # least recently used first
         self._pins: dict[str, int] = {}
         self._free = list(range(1, max_loras + 1))
+        self._stale: set[str] = set()
+        """Replaced in place while running: reloaded into a slot once its running sequences finish."""
         self.loads = 0
         self.evictions = 0
 
@@ -78,6 +80,20 @@ class AdapterSlots:
                 raise AdapterExistsError(f"The lora adapter '{name}' has already been loaded.")
             self._paths[name] = path
 
+    def replace(self, name: str, path: str | Path) -> None:
+        """vLLM's ``load_inplace``: ``name`` now reads ``path`` (registered if it was not). An idle resident
+        copy is dropped at once; one that sequences are running on is reloaded as soon as they finish
+        (requests joining them meanwhile share the old weights)."""
+        path = Path(path)
+        self.validate(path)
+        with self._lock:
+            self._paths[name] = path
+            if name in self._resident:
+                if self._pins.get(name):
+                    self._stale.add(name)
+                else:
+                    self._free.append(self._resident.pop(name))
+
     def unregister(self, name: str) -> None:
         """Forget ``name``; sequences already running on it finish with its weights."""
         with self._lock:
@@ -106,6 +122,10 @@ class AdapterSlots:
             if name not in self._paths:
                 raise AdapterUnknownError(f"The lora adapter '{name}' cannot be found.")
             slot = self._resident.get(name)
+            if slot is not None and name in self._stale and not self._pins.get(name):
+                self._stale.discard(name)
+                self._free.append(self._resident.pop(name))
+                slot = None
             if slot is not None:
                 self._resident.move_to_end(name)
                 self._pins[name] = self._pins.get(name, 0) + 1
@@ -143,7 +163,10 @@ class AdapterSlots:
                 self._pins[name] = left
                 return
             self._pins.pop(name, None)
-            if name not in self._paths and name in self._resident:
+            if name in self._stale and name in self._resident:
+                self._stale.discard(name)
+                self._free.append(self._resident.pop(name))
+            elif name not in self._paths and name in self._resident:
                 # Unloaded while it was running: free the slot now.
                 self._free.append(self._resident.pop(name))
 

@@ -58,7 +58,9 @@ class MultiLoraLinear(nn.Module):
         self.batch = batch
         self.num_slots = num_slots
         self.max_rank = max_rank
-        # Allocated on the first adapter that targets this module; most modules of a model may never need it.
+        # Allocated on the first adapter that targets this module (most modules of a model may never need
+        # one) and only as wide as the largest rank loaded so far: the batched matmuls cost rank x width, so a
+        # generous ``max_rank`` limit does not slow down the usual rank-8 adapters.
         self.lora_a: torch.Tensor | None = None
         self.lora_b: torch.Tensor | None = None
 
@@ -70,15 +72,26 @@ class MultiLoraLinear(nn.Module):
     def out_features(self) -> int:
         return self.base.out_features
 
-    def _ensure_stacks(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.lora_a is None or self.lora_b is None:
+    @property
+    def width(self) -> int:
+        """The rank the stacks are allocated for now (0 before the first adapter)."""
+        return 0 if self.lora_a is None else int(self.lora_a.shape[1])
+
+    def _ensure_stacks(self, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.lora_a is None or self.lora_b is None or rank > self.width:
             weight = self.base.weight
-            self.lora_a = torch.zeros(
-                self.num_slots, self.max_rank, self.in_features, dtype=weight.dtype, device=weight.device
+            width = min(self.max_rank, max(rank, 2 * self.width))
+            lora_a = torch.zeros(
+                self.num_slots, width, self.in_features, dtype=weight.dtype, device=weight.device
             )
-            self.lora_b = torch.zeros(
-                self.num_slots, self.out_features, self.max_rank, dtype=weight.dtype, device=weight.device
+            lora_b = torch.zeros(
+                self.num_slots, self.out_features, width, dtype=weight.dtype, device=weight.device
             )
+            if self.lora_a is not None and self.lora_b is not None:
+                # Zero-padded rank rows/columns add nothing: resident adapters keep their exact output.
+                lora_a[:, : self.width].copy_(self.lora_a)
+                lora_b[:, :, : self.width].copy_(self.lora_b)
+            self.lora_a, self.lora_b = lora_a, lora_b
         return self.lora_a, self.lora_b
 
     def write_slot(self, slot: int, a: torch.Tensor | None, b: torch.Tensor | None, scale: float) -> None:
@@ -88,13 +101,15 @@ class MultiLoraLinear(nn.Module):
                 self.lora_a[slot].zero_()
                 self.lora_b[slot].zero_()
             return
-        lora_a, lora_b = self._ensure_stacks()
         rank = a.shape[0]
         if a.shape[1] != self.in_features or b.shape[0] != self.out_features or b.shape[1] != rank:
             raise AdapterFormatError(
                 f"LoRA factors of shape {tuple(a.shape)} / {tuple(b.shape)} do not fit a "
                 f"{self.in_features}->{self.out_features} projection"
             )
+        if rank > self.max_rank:
+            raise AdapterFormatError(f"LoRA rank {rank} is greater than max_lora_rank {self.max_rank}")
+        lora_a, lora_b = self._ensure_stacks(rank)
         lora_a[slot].zero_()
         lora_b[slot].zero_()
         lora_a[slot, :rank].copy_(a)

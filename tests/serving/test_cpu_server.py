@@ -166,6 +166,14 @@ def test_load_and_unload_endpoints(
     r = client.chat.completions.create(model="runtime", messages=MESSAGES, max_tokens=8, temperature=0)  # type: ignore[arg-type]
     expected = client.chat.completions.create(model="all", messages=MESSAGES, max_tokens=8, temperature=0)  # type: ignore[arg-type]
     assert r.choices[0].message.content == expected.choices[0].message.content and r.model == "runtime"
+    # load_inplace (as vLLM): the same name now serves other weights.
+    swap = httpx.post(
+        url + "/load_lora_adapter", json={**body, "lora_path": str(adapter_dirs["qv"]), "load_inplace": True}
+    )
+    assert swap.status_code == 200
+    r = client.chat.completions.create(model="runtime", messages=MESSAGES, max_tokens=8, temperature=0)  # type: ignore[arg-type]
+    expected = client.chat.completions.create(model="qv", messages=MESSAGES, max_tokens=8, temperature=0)  # type: ignore[arg-type]
+    assert r.choices[0].message.content == expected.choices[0].message.content
     gone = httpx.post(url + "/unload_lora_adapter", json={"lora_name": "runtime"})
     assert gone.status_code == 200 and "removed successfully" in gone.text
     assert httpx.post(url + "/unload_lora_adapter", json={"lora_name": "runtime"}).status_code == 404

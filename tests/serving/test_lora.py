@@ -45,6 +45,30 @@ def test_each_row_gets_its_own_delta() -> None:
     torch.testing.assert_close(layer(x), base(x))
 
 
+def test_stacks_grow_to_the_largest_rank_loaded_without_changing_resident_adapters() -> None:
+    """A high --max-lora-rank (256, the training limit) costs nothing until a high-rank adapter arrives."""
+    torch.manual_seed(1)
+    base = nn.Linear(6, 5)
+    batch = LoraBatch()
+    layer = MultiLoraLinear(base, batch, num_slots=3, max_rank=256)
+    a1, b1 = torch.randn(2, 6), torch.randn(5, 2)
+    layer.write_slot(1, a1, b1, 1.0)
+    assert layer.width == 2
+    x = torch.randn(1, 3, 6)
+    batch.set([1])
+    before = layer(x)
+    a2, b2 = torch.randn(16, 6), torch.randn(5, 16)
+    layer.write_slot(2, a2, b2, 1.0)
+    assert layer.width == 16
+    torch.testing.assert_close(layer(x), before)  # slot 1's zero padding adds nothing
+    batch.set([2])
+    torch.testing.assert_close(layer(x), base(x) + (x @ a2.T) @ b2.T)
+    with pytest.raises(AdapterFormatError, match="max_lora_rank"):
+        MultiLoraLinear(nn.Linear(6, 5), LoraBatch(), num_slots=2, max_rank=4).write_slot(
+            1, torch.zeros(8, 6), torch.zeros(5, 8), 1.0
+        )
+
+
 def test_write_slot_rejects_wrong_shapes() -> None:
     layer = MultiLoraLinear(nn.Linear(6, 5), LoraBatch(), num_slots=2, max_rank=4)
     with pytest.raises(AdapterFormatError, match="do not fit"):

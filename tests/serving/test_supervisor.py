@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -14,8 +15,9 @@ import pytest
 
 from serving.backends import EngineLaunch
 from serving.errors import EngineUnavailableError, ModelLoadingError
+from serving.gpus import GpuCapacityError, GpuPlanner, Placement, visible_devices
 from serving.proxy import EngineProxy, ProxyResponse
-from serving.registry import FineTunedRecord, ModelRegistry, engine_lora_name
+from serving.registry import FineTunedRecord, ModelRegistry, engine_lora_name, merged_engine_name
 from serving.service import ServingService
 from serving.supervisor import EngineState, ServingSupervisor, SupervisorConfig
 
@@ -29,8 +31,17 @@ class FakeBackend:
     startup_delay: float = 0.0
     exit_code: int | None = None
     name: str = "fake"
+    uses_gpu: bool = False
 
-    def launch(self, *, base_source: str, served_model_name: str, host: str, port: int) -> EngineLaunch:
+    def launch(
+        self,
+        *,
+        base_source: str,
+        served_model_name: str,
+        host: str,
+        port: int,
+        placement: Placement | None = None,
+    ) -> EngineLaunch:
         if self.exit_code is not None:
             argv = [
                 sys.executable,
@@ -40,7 +51,10 @@ class FakeBackend:
         else:
             argv = [sys.executable, "-m", "tests.serving.fake_vllm", "--host", host, "--port", str(port)]
             argv += ["--served-model-name", served_model_name, "--startup-delay", str(self.startup_delay)]
-        return EngineLaunch(argv, {"PYTHONPATH": str(ROOT)}, startup_timeout=30)
+        env = {"PYTHONPATH": str(ROOT), "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+        if placement is not None:
+            env["CUDA_VISIBLE_DEVICES"] = placement.cuda_visible_devices
+        return EngineLaunch(argv, env, startup_timeout=30)
 
 
 def supervisor_with(backend: FakeBackend, tmp_path: Path, **config: float) -> ServingSupervisor:
@@ -157,6 +171,107 @@ def test_service_reloads_an_adapter_the_engine_lost(tmp_path: Path) -> None:
             assert (await debug_state(engine.base_url))["load_calls"] == {lora: 2}
             assert await service.unload(public) == 1
             assert service.status()[0]["adapters"] == []
+        finally:
+            await service.close()
+
+    asyncio.run(main())
+
+
+def test_gpu_engines_get_a_device_each_and_the_one_that_does_not_fit_is_refused(tmp_path: Path) -> None:
+    """Item 4 of the GPU audit: every base model started its own vLLM at 0.85 on the same GPU."""
+
+    async def main() -> None:
+        supervisor = ServingSupervisor(
+            SupervisorConfig(backend="vllm", log_dir=tmp_path, gpus=["3", "5"], gpu_memory_utilization=0.8),
+            vllm_backend=FakeBackend(uses_gpu=True),
+        )
+        try:
+            a = await supervisor.engine_for("a", "src-a", wait=20)
+            b = await supervisor.engine_for("b", "src-b", wait=20)
+            seen = {(await debug_state(e.base_url))["cuda_visible_devices"] for e in (a, b)}
+            assert seen == {"3", "5"}
+            assert a.placement is not None and a.placement.memory_utilization == 0.8
+            with pytest.raises(GpuCapacityError, match="OPENRFT_SERVING_ENGINES_PER_GPU") as caught:
+                await supervisor.engine_for("c", "src-c", wait=20)
+            assert caught.value.status_code == 503 and "GPU 3: a" in caught.value.message
+            assert [e.base_model for e in supervisor.engines()] == ["a", "b"]  # nothing was started for c
+            await supervisor.stop_engine("a")  # its place is free again
+            c = await supervisor.engine_for("c", "src-c", wait=20)
+            assert c.placement == a.placement
+        finally:
+            await supervisor.close()
+
+    asyncio.run(main())
+
+
+def test_two_engines_share_a_gpu_only_when_configured_and_split_its_memory() -> None:
+    planner = GpuPlanner(["0"], memory_utilization=0.9, engines_per_gpu=2)
+    first, second = planner.place("a"), planner.place("b")
+    assert first == second == Placement(("0",), 0.45)
+    assert planner.place("a") == first  # idempotent per engine
+    with pytest.raises(GpuCapacityError):
+        planner.place("c")
+    with pytest.raises(GpuCapacityError, match="no CUDA device"):
+        GpuPlanner([]).place("a")
+    assert visible_devices({"CUDA_VISIBLE_DEVICES": "GPU-aa, GPU-bb"}) == ["GPU-aa", "GPU-bb"]
+    assert visible_devices({"CUDA_VISIBLE_DEVICES": "-1"}) == []
+
+
+def test_adapter_with_new_files_is_reloaded_in_place(tmp_path: Path) -> None:
+    """Item 10: a model row moved to new weights kept answering with the old ones."""
+    public = "ft:base:org:s:ftjob-2"
+    lora = engine_lora_name(public)
+    where = {"path": tmp_path / "ckpt-a"}
+    for name in ("ckpt-a", "ckpt-b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "adapter_config.json").write_text('{"r": 8}')
+        (tmp_path / name / "adapter_model.safetensors").write_bytes(b"x")
+
+    async def main() -> None:
+        supervisor = supervisor_with(FakeBackend(), tmp_path)
+        registry = ModelRegistry({"base": "src"}, lambda mid: FineTunedRecord(mid, "base", where["path"]))
+        service = ServingService(registry, supervisor, EngineProxy())
+        body = {"model": public, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        try:
+            await service.chat_completions(body)
+            engine = supervisor.engines()[0]
+            await service.chat_completions(body)  # unchanged: no second load
+            assert (await debug_state(engine.base_url))["load_calls"] == {lora: 1}
+            where["path"] = tmp_path / "ckpt-b"  # the row now points elsewhere
+            await service.chat_completions(body)
+            state = await debug_state(engine.base_url)
+            assert state["loras"] == {lora: str(tmp_path / "ckpt-b")} and state["inplace_calls"] == {lora: 1}
+            # Same path, rewritten weights (a resumed job re-saving a step): reloaded too.
+            weights = tmp_path / "ckpt-b" / "adapter_model.safetensors"
+            weights.write_bytes(b"new weights")
+            await service.chat_completions(body)
+            assert (await debug_state(engine.base_url))["inplace_calls"] == {lora: 2}
+        finally:
+            await service.close()
+
+    asyncio.run(main())
+
+
+def test_merged_weights_are_served_as_a_model_not_an_adapter(tmp_path: Path) -> None:
+    """Item 8: merge_weights=true registered a full-weights folder that was then loaded as a LoRA."""
+    public = "ft:base:org:s:ftjob-3"
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    (merged / "config.json").write_text("{}")
+
+    async def main() -> None:
+        supervisor = supervisor_with(FakeBackend(), tmp_path)
+        registry = ModelRegistry({"base": "src"}, lambda mid: FineTunedRecord(mid, "base", merged))
+        service = ServingService(registry, supervisor, EngineProxy())
+        body = {"model": public, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        try:
+            result = await service.chat_completions(body)
+            assert isinstance(result, ProxyResponse) and result.status_code == 200
+            assert json.loads(result.content)["model"] == public
+            (engine,) = supervisor.engines()
+            assert engine.base_model == merged_engine_name(public) and engine.base_source == str(merged)
+            assert (await debug_state(engine.base_url))["load_calls"] == {}
+            assert await service.unload(public) == 1 and supervisor.engines() == []
         finally:
             await service.close()
 
