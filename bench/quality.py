@@ -1,34 +1,42 @@
-"""Quality benchmark: a Table-1-style ablation of the OpenRFT pipeline on SmolLM2-135M-Instruct.
+"""Quality benchmark: held-out accuracy of the OpenRFT pipeline on SmolLM2-135M-Instruct.
 
-    python -m bench.quality [--budget smoke|reduced|full] [--tasks arith,science] [--rows vanilla,rl,...]
+    python -m bench.quality [--budget user|smoke|session|reduced|full] [--tasks ...] [--rows vanilla,default,...]
 
-Two 4-option multiple-choice tasks with verifiable answers, generated here (deterministic from --seed):
+Two families of generated tasks (deterministic from --seed):
 
-- ``arith``: sums, differences and times-table products; distractors are near misses.
-- ``science``: one-step physics and unit problems (speed, force, weight, density, Ohm's law, pressure,
-  unit conversion); distractors are the classic formula slips (multiplying instead of dividing, ...).
+- User-shaped (budget ``user``, the default; ``openrft.demo.tasks``): data the way users bring it to RFT, the
+  answer in an item field of the task's own naming and a grader that reads it, no OpenRFT option set:
+  ``intent`` (text classification, python grader on ``label``), ``order_id`` (short extraction, string_check on
+  ``order_id``), ``unit_price`` (a numeric word problem, python grader on ``answer``).
+- The paper's shape (the other budgets): 4-option multiple choice with the paper's prompt and the
+  ``multiple_choice`` grader: ``arith`` (sums, differences, products; near-miss distractors) and ``science``
+  (one-step physics and unit problems; classic formula slips as distractors).
 
 Each task has 100 training rows, a validation file (checkpoint selection only) and a disjoint held-out test
-set. Rows of the table (the paper's, with the process reward from the policy as a verifier, ``prm.type=self``):
+set. Rows of the table:
 
     vanilla      the base model, no training
-    rl           GRPO only                       rl_prm        GRPO + process reward
+    default      the job exactly as a user sends it: no openrft options, default hyperparameters
+    default_icl  the same with few-shot ICL (icl_k=3)
+    rl           GRPO only                       rl_prm        GRPO + process reward (the policy as verifier)
     sft          SFT warm-up only                sft_rl_prm    SFT, then GRPO + process reward
     sft_rl_prm_da   + question augmentation      sft_rl_prm_da_icl  + few-shot ICL (k=3)
 
-Every trained row runs the real ``trainer.run_job`` with the paper's multiple-choice prompt as system prompt
-and the ``multiple_choice`` grader; test accuracy comes from ``trainer.pipeline.evaluate_job`` on the job's final
-(best-validation) adapter with the job's own prompts (greedy decoding). Budgets:
+Every trained row runs the real ``trainer.run_job``; test accuracy comes from ``trainer.pipeline.evaluate_job`` on
+the job's final (best-validation) adapter with the job's own prompts, both greedy and with the paper's protocol
+(temperature 0.6, mean of 3 samples), each with its 95% Wilson interval over the test questions. Budgets:
 
+    user     the user-shaped tasks, 100/20/100 rows, every setting at its default (the CPU "auto" budget)
     smoke    1 task, 16/8/16 rows, 2 RL steps: checks the harness end to end (minutes)
-    session  both tasks, 100/20/40 rows, the demo's schedule: 1 SFT epoch (1 sampled trace per question),
-             4 GRPO steps of 2 prompts x 4 rollouts, 2 augmented variants (about an hour for the table)
-    reduced  both tasks, 100/20/60 rows, a quarter of the CPU auto budget (compute_multiplier 0.25)
-    full     both tasks, 100/40/100 rows, the CPU "auto" budget (about an hour per trained row)
+    session  arith and science, 100/20/40 rows, the demo's schedule: 1 SFT epoch (1 sampled trace per
+             question), 4 GRPO steps of 2 prompts x 4 rollouts, 2 augmented variants
+    reduced  arith and science, 100/20/60 rows, a quarter of the CPU auto budget (compute_multiplier 0.25)
+    full     arith and science, 100/40/100 rows, the CPU "auto" budget (about an hour per trained row)
 
 The machine is shared: the load average is recorded with the results. Writes ``bench/results/quality.json``
-and ``bench/results/quality.md``; ``--add`` runs more rows into the table already there (same budget and seed),
-keeping its other rows, the commands of every run and the hand-written notes under "## Notes".
+and ``quality.md`` for the ``user`` budget, ``quality-<budget>.json/.md`` for the others; ``--add`` runs more rows
+into the table already there (same budget and seed), keeping its other rows, the commands of every run and the
+hand-written notes under "## Notes".
 """
 
 from __future__ import annotations
@@ -183,6 +191,7 @@ def science_problems() -> list[Problem]:
 
 
 TASKS = {"arith": arith_problems, "science": science_problems}
+USER_TASKS = ("intent", "order_id", "unit_price")
 
 
 def make_rows(problems: list[Problem], n: int, rng: random.Random, offset: int = 0) -> list[dict[str, Any]]:
@@ -208,6 +217,10 @@ def make_rows(problems: list[Problem], n: int, rng: random.Random, offset: int =
 def make_task(
     name: str, n_train: int, n_valid: int, n_test: int, seed: int
 ) -> dict[str, list[dict[str, Any]]]:
+    if name in USER_TASKS:
+        from openrft.demo.tasks import make_splits
+
+        return make_splits(name, n_train, n_valid, n_test, seed=seed)
     rng = random.Random(f"{name}:{seed}")
     problems = TASKS[name]()
     rng.shuffle(problems)
@@ -228,6 +241,8 @@ def make_task(
 PRM = {"type": "self", "alpha": 0.7, "aggregate": "mean", "max_steps": 4}
 ROWS: dict[str, dict[str, Any]] = {
     "vanilla": {},
+    "default": {},
+    "default_icl": {"icl_k": 3},
     "rl": {"sft": {"enabled": False}},
     "rl_prm": {"sft": {"enabled": False}, "prm": PRM},
     "sft": {"rl": {"enabled": False}},
@@ -237,6 +252,8 @@ ROWS: dict[str, dict[str, Any]] = {
 }
 TITLES = {
     "vanilla": "Vanilla",
+    "default": "Default job (SFT+RL)",
+    "default_icl": "Default job + ICL",
     "rl": "RL",
     "rl_prm": "RL+PRM",
     "sft": "SFT",
@@ -256,9 +273,22 @@ class Budget:
     tasks: tuple[str, ...]
     caps: dict[str, Any] | None = None
     """Merged over a row's own options where the row sets them (e.g. fewer augmentation variants)."""
+    paper_protocol: bool = False
+    """Also report test accuracy with the paper's protocol (temperature 0.6, mean of 3 samples)."""
+    rows: tuple[str, ...] = (
+        "vanilla",
+        "rl",
+        "rl_prm",
+        "sft",
+        "sft_rl_prm",
+        "sft_rl_prm_da",
+        "sft_rl_prm_da_icl",
+    )
+    """The rows run when --rows is not given."""
 
 
 BUDGETS = {
+    "user": Budget((100, 20, 100), {}, {}, {}, USER_TASKS, paper_protocol=True, rows=("vanilla", "default")),
     "smoke": Budget((16, 8, 16), {"reasoning_effort": "low"}, {"max_steps": 2}, {"n_epochs": 1}, ("arith",)),
     # What fits one working session on 2 shared cores: the demo's schedule (one SFT epoch, a few GRPO steps).
     "session": Budget(
@@ -314,8 +344,20 @@ def run_row(
     from trainer import JobSpec, run_job
     from trainer.pipeline import evaluate_job
 
-    ext = _merge({"system_prompt": PAPER_PROMPT, "rl": budget.rl, "sft": budget.sft}, ROWS[row])
+    user = task in USER_TASKS
+    base: dict[str, Any] = {} if user else {"system_prompt": PAPER_PROMPT}
+    if budget.rl:
+        base["rl"] = budget.rl
+    if budget.sft:
+        base["sft"] = budget.sft
+    ext = _merge(base, ROWS[row])
     ext = _merge(ext, {k: v for k, v in (budget.caps or {}).items() if k in ROWS[row]})
+    if user:
+        from openrft.demo.tasks import USER_TASKS as SPECS
+
+        grader = SPECS[task].grader
+    else:
+        grader = GRADER
     spec = JobSpec(
         job_id=f"bench-{task}-{row}",
         method="reinforcement",
@@ -323,9 +365,9 @@ def run_row(
         model_source=SMOLLM2,
         training_file=files["train"],
         validation_file=files["valid"],
-        grader=GRADER,
+        grader=grader,
         hyperparameters=dict(budget.hp),
-        openrft=ext if row != "vanilla" else {"system_prompt": PAPER_PROMPT},
+        openrft=ext if row != "vanilla" else {k: v for k, v in base.items() if k == "system_prompt"},
         seed=seed,
         cache_dir=cache,
     )
@@ -348,6 +390,8 @@ def run_row(
             if res.checkpoints
             else None,
             synthesis=state["counters"].get("synthesis"),
+            references=state["counters"].get("references"),
+            rl_probe=(state["counters"].get("rl_probe") or {}).get("chosen"),
             augmentation=state["counters"].get("augmentation"),
             valid_curve=[
                 (r["step"], r["full_valid_accuracy"])
@@ -357,37 +401,63 @@ def run_row(
         )
         adapter = res.model_dir
     t1 = time.time()
-    ev = evaluate_job(spec, wd, files["test"], adapter_dir=adapter)
-    out.update(
-        test_accuracy=round(ev.accuracy, 4),
-        test_mean_reward=round(ev.mean_reward, 4),
-        test_n=ev.n_questions,
-        test_completion_tokens_mean=round(ev.completion_tokens_mean, 1),
-        eval_minutes=round((time.time() - t1) / 60, 2),
-        example=ev.examples[0]["completion"][:300] if ev.examples else "",
-    )
+    from trainer.watch import wilson_interval
+
+    for key, samples, temperature in (("test", 1, 0.0), ("paper", 3, 0.6)):
+        if key == "paper" and not budget.paper_protocol:
+            continue
+        ev = evaluate_job(
+            spec, wd, files["test"], adapter_dir=adapter, samples=samples, temperature=temperature
+        )
+        ci = wilson_interval(ev.accuracy * ev.n_questions, ev.n_questions)
+        out.update(
+            {
+                f"{key}_accuracy": round(ev.accuracy, 4),
+                f"{key}_accuracy_ci": [round(ci[0], 3), round(ci[1], 3)],
+                f"{key}_mean_reward": round(ev.mean_reward, 4),
+                f"{key}_completion_tokens_mean": round(ev.completion_tokens_mean, 1),
+            }
+        )
+        out.setdefault("test_n", ev.n_questions)
+        out.setdefault("example", ev.examples[0]["completion"][:300] if ev.examples else "")
+    out["eval_minutes"] = round((time.time() - t1) / 60, 2)
     return out
 
 
 NOTES = "\n## Notes\n"
 
 
+def result_paths(budget: str) -> tuple[Path, Path]:
+    """The JSON and Markdown files of a budget's table (the user-shaped table is the main one)."""
+    stem = "quality" if budget == "user" else f"quality-{budget}"
+    return RESULTS / f"{stem}.json", RESULTS / f"{stem}.md"
+
+
 def earlier_run(budget: str, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
     """The results, runs and notes of the table on disk, which must be of this budget and seed."""
-    data = json.loads((RESULTS / "quality.json").read_text())
+    json_path, md_path = result_paths(budget)
+    data = json.loads(json_path.read_text())
     meta = data["meta"]
     if (meta["budget"], meta["seed"]) != (budget, seed):
         raise SystemExit(
             f"the table on disk is of budget {meta['budget']}, seed {meta['seed']}: not added to"
         )
-    md = (RESULTS / "quality.md").read_text()
+    md = md_path.read_text()
     notes = md[md.index(NOTES) :] if NOTES in md else ""
     return data["results"], meta["runs"], notes
 
 
+def _cell(r: dict[str, Any] | None, key: str) -> str:
+    if r is None or r.get(f"{key}_accuracy") is None:
+        return ""
+    ci = r.get(f"{key}_accuracy_ci")
+    return f"{r[f'{key}_accuracy']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{r[f'{key}_accuracy']:.3f}"
+
+
 def write_results(results: list[dict[str, Any]], meta: dict[str, Any], notes: str = "") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "quality.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    json_path, md_path = result_paths(meta["budget"])
+    json_path.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     tasks = list(dict.fromkeys(r["task"] for r in results))
     done = {r["row"] for r in results}
     rows = [row for row in ROWS if row in done]  # the paper's order, whatever order they ran in
@@ -395,40 +465,60 @@ def write_results(results: list[dict[str, Any]], meta: dict[str, Any], notes: st
     runs = meta["runs"]
     loads = ", ".join(f"{r['load_start']} -> {r.get('load_end', '?')}" for r in runs)
     commands = "; then ".join(f"`{r['command']}`" for r in runs)
+    protocols = [("test", "greedy")] + (
+        [("paper", "T=0.6, mean of 3")] if any("paper_accuracy" in r for r in results) else []
+    )
     lines = [
         f"# OpenRFT quality benchmark ({meta['budget']} budget)",
         "",
         f"SmolLM2-135M-Instruct, CPU ({meta['cpus']} cores, shared; load average at start -> end of each run: "
-        f"{loads}). Test accuracy (greedy, multiple_choice grader), {meta['sizes'][0]} training rows per task, "
-        f"{meta['sizes'][2]} test rows. {'Commands' if len(runs) > 1 else 'Command'}: {commands}.",
-        "",
-        "| Method | " + " | ".join(tasks) + " | Average | RL / SFT steps | minutes |",
-        "|---|" + "---|" * (len(tasks) + 3),
+        f"{loads}). Held-out test accuracy with its 95% Wilson interval over {meta['sizes'][2]} test questions "
+        f"per task; {meta['sizes'][0]} training and {meta['sizes'][1]} validation rows per task. "
+        f"{'Commands' if len(runs) > 1 else 'Command'}: {commands}.",
     ]
-    for row in rows:
-        cells = []
-        vals = []
-        steps, minutes = [], 0.0
-        for t in tasks:
-            r = acc.get((t, row))
-            if r is None:
-                cells.append("")
-                continue
-            cells.append(f"{r['test_accuracy']:.3f}")
-            vals.append(r["test_accuracy"])
-            steps.append(f"{r.get('rl_steps', 0)}/{r.get('sft_steps', 0)}")
-            minutes += r.get("train_minutes", 0) + r.get("eval_minutes", 0)
-        avg = f"{sum(vals) / len(vals):.3f}" if vals else ""
-        lines.append(
-            f"| {TITLES[row]} | " + " | ".join(cells) + f" | {avg} | {', '.join(steps)} | {minutes:.0f} |"
-        )
-    lines += ["", "Synthesis (sampled / fell back / dropped) and augmentation per trained row:", ""]
-    for r in results:
-        if r.get("synthesis") or r.get("augmentation"):
+    for key, title in protocols:
+        lines += [
+            "",
+            f"Test accuracy, {title}:",
+            "",
+            "| Method | " + " | ".join(tasks) + " | Average | RL / SFT steps | minutes |",
+            "|---|" + "---|" * (len(tasks) + 3),
+        ]
+        for row in rows:
+            cells, vals, steps, minutes = [], [], [], 0.0
+            for t in tasks:
+                r = acc.get((t, row))
+                cells.append(_cell(r, key))
+                if r is None or r.get(f"{key}_accuracy") is None:
+                    continue
+                vals.append(r[f"{key}_accuracy"])
+                steps.append(f"{r.get('rl_steps', 0)}/{r.get('sft_steps', 0)}")
+                minutes += r.get("train_minutes", 0) + r.get("eval_minutes", 0)
+            avg = f"{sum(vals) / len(vals):.3f}" if vals else ""
             lines.append(
-                f"- {r['task']}/{r['row']}: synthesis {r.get('synthesis')}, augmentation {r.get('augmentation')}"
+                f"| {TITLES[row]} | " + " | ".join(cells) + f" | {avg} | {', '.join(steps)} | {minutes:.0f} |"
             )
-    (RESULTS / "quality.md").write_text("\n".join(lines) + "\n" + notes)
+    lines += [
+        "",
+        "Validation accuracy by global step (the last SFT step, then RL evaluations) per trained row:",
+        "",
+    ]
+    for r in results:
+        if r.get("valid_curve"):
+            curve = ", ".join(f"{s}: {a:.2f}" for s, a in r["valid_curve"])
+            lines.append(f"- {r['task']}/{r['row']}: {curve} (final model: step {r.get('best_step')})")
+    lines += [
+        "",
+        "Synthesis (sampled / fell back / dropped), references and augmentation per trained row:",
+        "",
+    ]
+    for r in results:
+        if r.get("synthesis") or r.get("augmentation") or r.get("references"):
+            lines.append(
+                f"- {r['task']}/{r['row']}: synthesis {r.get('synthesis')}, references {r.get('references')}, "
+                f"RL probe {r.get('rl_probe')}, augmentation {r.get('augmentation')}"
+            )
+    md_path.write_text("\n".join(lines) + "\n" + notes)
 
 
 def _without_workdir(args: list[str]) -> list[str]:
@@ -450,9 +540,11 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--budget", choices=list(BUDGETS), default="smoke")
-    ap.add_argument("--tasks", default=None, help="comma-separated subset of: " + ", ".join(TASKS))
-    ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated subset of: " + ", ".join(ROWS))
+    ap.add_argument("--budget", choices=list(BUDGETS), default="user")
+    ap.add_argument(
+        "--tasks", default=None, help="comma-separated subset of: " + ", ".join([*TASKS, *USER_TASKS])
+    )
+    ap.add_argument("--rows", default=None, help="comma-separated subset of: " + ", ".join(ROWS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--workdir", type=Path, default=None, help="keep run directories here (default: temporary)"
@@ -467,8 +559,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     budget = BUDGETS[args.budget]
     tasks = args.tasks.split(",") if args.tasks else list(budget.tasks)
-    rows = args.rows.split(",")
-    unknown = [r for r in rows if r not in ROWS] + [t for t in tasks if t not in TASKS]
+    rows = args.rows.split(",") if args.rows else list(budget.rows)
+    unknown = [r for r in rows if r not in ROWS] + [t for t in tasks if t not in (*TASKS, *USER_TASKS)]
     if unknown:
         ap.error(f"unknown rows/tasks: {unknown}")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="openrft-quality-"))

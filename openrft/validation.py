@@ -90,8 +90,10 @@ def check_row(row: Any, method: Method) -> str | None:
     if "tools" in row and not isinstance(row["tools"], list):
         return "'tools' must be a list"
     if method == "reinforcement":
-        if messages[-1].get("role") not in ("user", "developer"):
-            return f"the last message must be from 'user' for reinforcement fine-tuning, not {messages[-1].get('role')!r}"
+        # A trailing assistant reply after the question is taken as the row's reference answer.
+        last = messages[-2] if len(messages) > 1 and messages[-1].get("role") == "assistant" else messages[-1]
+        if last.get("role") not in ("user", "developer"):
+            return f"the last message must be from 'user' for reinforcement fine-tuning, not {last.get('role')!r}"
     elif method == "supervised" and not any(m.get("role") == "assistant" for m in messages):
         return "no 'assistant' message: supervised examples need the response to learn"
     return None

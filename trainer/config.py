@@ -201,6 +201,15 @@ class RLConfig(_Strict):
     vllm_gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = Field(
         default=0.3, description="Colocate mode: GPU memory share for vLLM."
     )
+    probe_prompts: Annotated[int, Field(ge=0, le=256)] = Field(
+        default=8,
+        description="Before RL, sample a group of rollouts for this many training prompts and measure the share "
+        "of groups whose rewards all agree (no gradient); adapt or skip RL when it cannot learn. 0: no probe.",
+    )
+    patience: Annotated[int, Field(ge=0, le=1000)] = Field(
+        default=2,
+        description="End RL when this many evaluations in a row do not beat the best checkpoint (0: never).",
+    )
 
 
 class PRMConfig(_Strict):
@@ -243,6 +252,12 @@ class EvalConfig(_Strict):
         "this. Default: the grader's own pass threshold (its maximum score unless the grader sets one).",
     )
     at_start: bool = Field(default=True, description="Also evaluate the model before training (step 0).")
+    holdout: Auto | Annotated[int, Field(ge=0, le=10000)] = Field(
+        default="auto",
+        description="Training rows kept out of training to choose checkpoints with, besides the validation file. "
+        "auto: with fewer than 40 validation rows, enough to make 40, at most a fifth of the training rows "
+        "(checkpoint choice on 20 rows is mostly noise). 0: none.",
+    )
 
 
 class OpenRFTConfig(_Strict):

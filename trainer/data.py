@@ -65,14 +65,20 @@ def load_rows(
         if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) for m in msgs):
             problems.append(f"line {lineno}: missing 'messages' (a non-empty list of messages)")
             continue
-        if method == "reinforcement" and msgs[-1].get("role") != "user":
+        reply = None
+        if method == "reinforcement" and len(msgs) > 1 and msgs[-1].get("role") == "assistant":
+            # A reply after the question is a reference answer (rows written for SFT), not part of the prompt.
+            reply, msgs = content_text(msgs[-1].get("content")), msgs[:-1]
+        if method == "reinforcement" and msgs[-1].get("role") not in ("user", "developer"):
             problems.append(f"line {lineno}: the last message must be from the user")
             continue
         if method == "supervised" and not any(m.get("role") == "assistant" for m in msgs):
             problems.append(f"line {lineno}: no assistant message to learn from")
             continue
         item = {k: v for k, v in obj.items() if k not in RESERVED_KEYS}
-        meta = {"split": split or ("valid" if param == "validation_file" else "train")}
+        meta: dict[str, Any] = {"split": split or ("valid" if param == "validation_file" else "train")}
+        if reply and reply.strip():
+            meta["assistant_reply"] = reply
         rows.append(Row(index=len(rows), messages=msgs, item=item, tools=obj.get("tools"), meta=meta))
     if problems:
         shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
@@ -80,6 +86,20 @@ def load_rows(
     if not rows:
         raise TrainerError(f"The {param} has no rows.", code=f"invalid_{param}", param=param)
     return rows
+
+
+def hold_out(rows: list[Row], k: int, *, seed: int) -> tuple[list[Row], list[Row]]:
+    """Split ``k`` rows off (the same ones for the same seed, so a resumed run holds out the same rows); the
+    held-out rows are marked ``split="holdout"``."""
+    import random
+
+    if k <= 0 or len(rows) < 2:
+        return rows, []
+    picked = set(random.Random(f"holdout:{seed}").sample(range(len(rows)), min(k, len(rows) - 1)))
+    held = [r for r in rows if r.index in picked]
+    for r in held:
+        r.meta["split"] = "holdout"
+    return [r for r in rows if r.index not in picked], held
 
 
 def question(row: Row) -> str:
@@ -101,66 +121,22 @@ def with_question(row: Row, text: str) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Templates: {{ item.path }} and {{ sample.output_text }}, as the graders use them
+# Templates: rendered by the graders' own engine, so a template the grader accepts finds the same value here
 # ---------------------------------------------------------------------------------------------------------------
-
-_TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][\w]*(?:\.[\w]+|\[\d+\])*)\s*\}\}")
-
-
-def _lookup(root: dict[str, Any], path: str) -> Any:
-    cur: Any = root
-    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
-        if part.startswith("["):
-            idx = int(part[1:-1])
-            cur = cur[idx] if isinstance(cur, list) and idx < len(cur) else None
-        else:
-            cur = cur.get(part) if isinstance(cur, dict) else None
-        if cur is None:
-            return None
-    return cur
 
 
 def render(template: str, *, item: dict[str, Any], output_text: str = "") -> str | None:
-    """Fill ``{{ item.x }}`` / ``{{ sample.output_text }}``; None when a referenced item field is missing."""
-    missing = False
+    """Fill ``{{ item.x }}`` / ``{{ item["x"] }}`` / ``{{ sample.output_text }}``; None when a referenced item
+    field is missing or the template does not parse."""
+    from trainer.graders.errors import GradingError
+    from trainer.graders.templates import Sample, Template, TemplateSyntaxError
 
-    def sub(m: re.Match[str]) -> str:
-        nonlocal missing
-        path = m.group(1)
-        if path == "sample.output_text":
-            return output_text
-        value = _lookup({"item": item}, path) if path.startswith("item") else None
-        if value is None:
-            missing = True
-            return ""
-        return value if isinstance(value, str) else json.dumps(value)
-
-    out = _TEMPLATE.sub(sub, template)
-    return None if missing else out
-
-
-def reference_template(grader: dict[str, Any] | None, override: str | None = None) -> str | None:
-    """Where a row's reference answer lives: the override, else the grader's ``reference`` template.
-
-    For ``multi`` graders the first sub-grader with an item reference is used. Python and model graders have
-    no declared reference: then None (fallback traces and ICL answers need ``openrft.reference``).
-    """
-    if override:
-        return override
-    if not grader:
+    try:
+        return Template.parse(template).render(
+            {"item": item, "sample": Sample.from_text(output_text).as_dict()}
+        )
+    except (GradingError, TemplateSyntaxError):
         return None
-    ref = grader.get("reference")
-    if isinstance(ref, str) and "item." in ref:
-        return ref
-    subs = grader.get("graders")
-    if isinstance(subs, dict):
-        subs = list(subs.values())
-    if isinstance(subs, list):
-        for g in subs:
-            found = reference_template(g) if isinstance(g, dict) else None
-            if found:
-                return found
-    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------

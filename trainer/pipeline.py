@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from trainer.checkpoints import CheckpointManager, atomic_dir, atomic_write_text
 from trainer.config import (
@@ -53,9 +53,18 @@ def run_job(spec: JobSpec, sink: EventSink, control: Control, workdir: Path) -> 
     return Pipeline(spec, sink, control, Path(workdir)).run()
 
 
-def evaluate_job(spec: JobSpec, workdir: Path, rows_file: Path, *, adapter_dir: Path | None) -> Any:
+def evaluate_job(
+    spec: JobSpec,
+    workdir: Path,
+    rows_file: Path,
+    *,
+    adapter_dir: Path | None,
+    samples: int | None = None,
+    temperature: float | None = None,
+) -> Any:
     """Evaluate a job's model (``adapter_dir``, or the base model when None) on a held-out file, with exactly
-    the prompts the job trained with (system prompt, the job's ICL example bank) and its eval protocol.
+    the prompts the job trained with (system prompt, the job's ICL example bank) and its eval protocol, or
+    ``samples`` completions per question at ``temperature`` where given.
 
     Returns an :class:`trainer.evaluation.EvalResult`. Used by bench/quality for test-set accuracy.
     """
@@ -84,8 +93,8 @@ def evaluate_job(spec: JobSpec, workdir: Path, rows_file: Path, *, adapter_dir: 
             [p.prompt_for(r) for r in rows],
             [r.item for r in rows],
             p.grader,
-            samples=plan.eval_samples,
-            temperature=plan.eval_temperature,
+            samples=plan.eval_samples if samples is None else samples,
+            temperature=plan.eval_temperature if temperature is None else temperature,
             max_new_tokens=plan.max_completion_length,
         )
     finally:
@@ -127,6 +136,8 @@ class Pipeline:
         self.train_rows: list[Row] = []
         self.icl: Any = None
         self._refs: dict[str, str | None] | None = None
+        self.rl_temperature = self.ext.rl.temperature
+        self.watch: Any = None
         self._t_step = time.perf_counter()
         self._step_times: list[float] = []
 
@@ -200,6 +211,8 @@ class Pipeline:
             self.val_rows = load_rows(spec.validation_file, method=spec.method, param="validation_file")
             if self.ext.eval.max_samples:
                 self.val_rows = self.val_rows[: self.ext.eval.max_samples]
+        if spec.method == "reinforcement" and self.ext.rl.enabled:
+            self._hold_out()
         self.use_cpu = not torch.cuda.is_available()
         self.hardware = Hardware(gpu=not self.use_cpu, cpu_count=os.cpu_count() or 1)
         from importlib.util import find_spec
@@ -233,6 +246,23 @@ class Pipeline:
                 f"{len(self.train_rows)} training rows, {len(self.val_rows)} validation rows. "
                 f"Settings: {json.dumps(redact_secrets(self.plan.as_dict()))}"
             )
+
+    def _hold_out(self) -> None:
+        """Move training rows to the checkpoint-selection set when the validation file is small (see
+        ``eval.holdout``): choosing between the SFT and RL checkpoints on 20 rows is mostly noise."""
+        from trainer.data import hold_out
+
+        want = self.ext.eval.holdout
+        n_val, n_train = len(self.val_rows), len(self.train_rows)
+        k = int(want) if want != "auto" else (min(40 - n_val, n_train // 5) if n_val < 40 else 0)
+        self.train_rows, held = hold_out(self.train_rows, k, seed=self.spec.seed)
+        if held:
+            self.val_rows = self.val_rows + held
+            if not self.state.resumes:
+                self.sink.message(
+                    f"Checkpoint choice: {len(held)} training rows are held out of training and join the "
+                    f"{n_val} validation rows ({len(self.val_rows)} in all; set openrft.eval.holdout to change)."
+                )
 
     # -- supervised -------------------------------------------------------------------------------------------
 
@@ -284,7 +314,120 @@ class Pipeline:
         if plan.sft_enabled and "sft" not in self.state.done:
             self._train_sft(sft_examples, None, offset=0, eval_every=None, rank_by_loss=False)
         if plan.rl_enabled and "rl" not in self.state.done:
-            self._train_rl(rl_rows, offset=self.state.stage_offsets["rl"])
+            if self._probe_rl(rl_rows):
+                self._train_rl(rl_rows, offset=self.state.stage_offsets["rl"])
+            else:
+                self.reporter.total_steps = self.state.total_steps = self.state.stage_offsets["rl"]
+                self._mark_done("rl")
+
+    def _probe_rl(self, rows: list[Row]) -> bool:
+        """Before RL, measure on a few training prompts whether GRPO would get any gradient (groups whose
+        rewards differ). Mostly flat: retry once with groups twice as large and keep them if they help (fewer
+        steps, the same number of rollouts). All flat: skip RL (False), saying why and what to do.
+        The decision is kept in the run state, so a resumed run applies it without probing again."""
+        from dataclasses import replace
+
+        from trainer.watch import probe_spread
+
+        saved = self.state.counters.get("rl_probe")
+        plan = self._plan()
+        if saved is None:
+            k = min(self.ext.rl.probe_prompts, len(rows))
+            if k == 0:
+                return True
+            picked = [rows[i * len(rows) // k] for i in range(k)]  # spread over the file, deterministic
+            adapter = self.store.artifacts / "sft_adapter"
+            model = self._policy(adapter if self.model is None and adapter.is_dir() else None)
+            # The retry doubles the group, not the temperature: a hotter small model mostly rambles to the token
+            # limit (slow, and no more often right).
+            settings = [(self.ext.rl.temperature, plan.num_generations)]
+            if self.ext.rl.num_generations == "auto" and plan.num_generations < 16:
+                settings.append((self.ext.rl.temperature, min(16, 2 * plan.num_generations)))
+            tried = []
+            for temperature, groups in settings:
+                spread = probe_spread(
+                    model,
+                    self.tokenizer,
+                    [self.prompt_for(r) for r in picked],
+                    [r.item for r in picked],
+                    self.grader,
+                    num_generations=groups,
+                    temperature=temperature,
+                    max_new_tokens=plan.max_completion_length,
+                    stopper=self.stopper,
+                )
+                self._check_grader_errors(spread.grader_errors, spread.samples, "the RL probe")
+                tried.append({"temperature": temperature, "num_generations": groups, **spread.as_dict()})
+                self.sink.metrics(
+                    f"RL probe: {k} training prompts x {groups} rollouts at temperature {temperature:g}: "
+                    f"{spread.describe()}.",
+                    {"step": self.state.global_step, "stage": "rl_probe", **tried[-1]},
+                )
+                if spread.frac_flat < 0.75 or spread.all_correct == spread.groups:
+                    break
+            best = min(tried, key=lambda t: (t["frac_reward_zero_std"], len(tried)))
+            saved = {"tried": tried, "chosen": best, "skip": best["frac_reward_zero_std"] >= 1.0}
+            self.state.counters["rl_probe"] = saved
+            self.save_state()
+            self._announce_probe(saved, k)
+        chosen = saved["chosen"]
+        if saved["skip"]:
+            return False
+        if chosen["num_generations"] != plan.num_generations:
+            steps = max(1, round(plan.rl_max_steps * plan.num_generations / chosen["num_generations"]))
+            self.plan = replace(plan, num_generations=chosen["num_generations"], rl_max_steps=steps)
+            self.reporter.total_steps = self.state.total_steps = self.state.stage_offsets["rl"] + steps
+        self.rl_temperature = float(chosen["temperature"])
+        return True
+
+    def _announce_probe(self, saved: dict[str, Any], k: int) -> None:
+        chosen = saved["chosen"]
+        if not saved["skip"]:
+            if len(saved["tried"]) > 1 and chosen is saved["tried"][-1]:
+                self.sink.message(
+                    f"RL adapted: groups of {chosen['num_generations']} rollouts (the planned settings left {saved['tried'][0]['flat']} of {k} probe "
+                    "groups without reward spread); the step count is scaled to keep the rollout budget.",
+                    level="warn",
+                )
+            elif chosen["frac_reward_zero_std"] >= 0.5:
+                self.sink.message(
+                    f"RL will learn from few groups: {chosen['flat']}/{k} probe groups have no reward spread.",
+                    level="warn",
+                )
+            return
+        if chosen["all_correct"] == chosen["groups"]:
+            why = (
+                "every probed rollout is already graded correct, so GRPO has nothing to learn from; the model "
+                "after SFT is kept. Harder training questions (or a grader with partial credit) give RL a signal."
+            )
+        else:
+            why = (
+                "every rollout of every probed prompt scored the same, so GRPO would get no gradient; the model "
+                "after SFT is kept. Check that the grader accepts a correct reply (POST "
+                "/v1/fine_tuning/alpha/graders/run), give reference answers (openrft.reference) so SFT teaches "
+                "the task first, allow longer answers (reasoning_effort) if replies are cut short, or use a grader "
+                "with partial credit."
+            )
+        self.sink.message(f"RL skipped: {why}", level="warn")
+
+    def _check_grader_errors(self, errors: dict[str, int] | None, samples: int, where: str) -> None:
+        """Grader errors on a few samples are noise; on most, the reward measures nothing: fail early."""
+        from trainer.watch import error_share
+
+        share = error_share(errors, samples)
+        kinds = ", ".join(f"{k}: {v}" for k, v in (errors or {}).items())
+        if share > 0.5 and samples >= 4:
+            raise TrainerError(
+                f"The grader failed on {share:.0%} of the {samples} samples of {where} ({kinds}): the reward would "
+                "measure nothing. Check the grader with POST /v1/fine_tuning/alpha/graders/run on a training row "
+                "(for model graders: the grader model's endpoint and key) and start the job again.",
+                code="grader_error",
+            )
+        if share > 0.1:
+            self.sink.message(
+                f"The grader failed on {share:.0%} of the {samples} samples of {where} ({kinds}); those score 0.",
+                level="warn",
+            )
 
     def references(self) -> dict[str, str | None]:
         """Graded-correct reference responses of the training rows (fallback traces, ICL answers); cached."""
@@ -294,29 +437,30 @@ class Pipeline:
         if path.is_file():
             self._refs = json.loads(path.read_text())
             return self._refs
+        from trainer.data import question
         from trainer.references import reference_responses
 
-        responses, counts = reference_responses(
+        refs = reference_responses(
             self.train_rows,
             self.grader,
             grader_spec=self.grader.spec,
             reference=self.ext.reference,
             template=self.ext.response_template,
-            instruction=self.ext.system_prompt or "",
+            # The task's instructions decide the form tried first: the system prompt and the question itself.
+            instruction=(self.ext.system_prompt or "") + "\n" + question(self.train_rows[0]),
         )
-        self._refs = {r.uid: text for r, text in zip(self.train_rows, responses, strict=True)}
+        self._refs = {r.uid: text for r, text in zip(self.train_rows, refs.responses, strict=True)}
         atomic_write_text(path, json.dumps(self._refs))
-        self.state.counters["references"] = counts
-        ok = sum(1 for v in self._refs.values() if v)
-        level: Literal["info", "warn"] = "info" if ok else "warn"
+        self.state.counters["references"] = {"by_source": refs.by_source, "by_template": refs.by_template}
+        ok = any(refs.responses)
         hint = (
-            "" if ok else " Set openrft.reference (e.g. '{{ item.answer }}') and openrft.response_template."
+            ""
+            if ok
+            else " Without them a question no sampled trace solves is left out of SFT, and few-shot examples "
+            "are empty. Set openrft.reference to the template of a row's answer (e.g. '{{ item.answer }}') and, "
+            "if the grader wants more than the bare answer, openrft.response_template (e.g. 'Answer: {answer}')."
         )
-        self.sink.message(
-            f"Reference responses: {ok}/{len(self.train_rows)} training rows have one the grader accepts "
-            f"({json.dumps(counts)}).{hint}",
-            level=level,
-        )
+        self.sink.message(f"Reference responses: {refs.summary()}{hint}", level="info" if ok else "warn")
         return self._refs
 
     def _setup_icl(self) -> None:
@@ -515,13 +659,16 @@ class Pipeline:
             learning_rate=plan.rl_learning_rate,
             max_steps=plan.rl_max_steps,
             max_completion_length=plan.max_completion_length,
-            temperature=self.ext.rl.temperature,
+            temperature=self.rl_temperature,
             beta=self.ext.rl.beta,
             loss_type=self.ext.rl.loss_type,
             seed=self.spec.seed,
             use_cpu=self.use_cpu,
             vllm=vllm,
         )
+        from trainer.watch import RLWatch
+
+        self.watch = RLWatch(eval_patience=self.ext.rl.patience or 10**9)
         cb = StageCallback(self, "rl", offset=offset, eval_every=plan.eval_interval, supervised=False)
         cb.stats_box = box
         cb.versions = versions
@@ -575,11 +722,19 @@ class Pipeline:
             rec.update(stats.summary())
             self.rollouts.record(gstep, cb.stage, stats.samples)
             rec["rollouts"] = preview(stats.samples)
+            self._act(
+                cb,
+                self.watch.on_step(
+                    frac_flat=rec.get("frac_reward_zero_std"),
+                    errors=rec.get("grader_error_counts") or {},
+                    samples=len(stats.outcome),
+                ),
+            )
         rec["training_s"] = max(
             0.0, rec["full_iteration_s"] - (rec.get("sampling_s") or 0) - (rec.get("grading_s") or 0)
         )
         self._step_times.append(rec["full_iteration_s"])
-        last = local_step >= trainer.state.max_steps
+        last = local_step >= trainer.state.max_steps or cb.stop_now
         due = cb.eval_every is not None and local_step % cb.eval_every == 0
         if last or due:
             t0 = time.perf_counter()
@@ -590,6 +745,11 @@ class Pipeline:
                     rec["valid_loss"] = metrics.get("eval_loss")
             elif self.val_rows:
                 rec.update(self._evaluate(trainer.model))
+                if cb.stage == "rl" and not cb.stop_now:
+                    best = self.ckpts.best()
+                    prior = best.metrics.get("full_valid_mean_reward") if best is not None else None
+                    improved = prior is None or rec["full_valid_mean_reward"] > float(prior) + 1e-9
+                    self._act(cb, [] if last else self.watch.on_eval(improved=improved))
             rec["eval_s"] = time.perf_counter() - t0
             rec["full_iteration_s"] += rec["eval_s"]
             with self.stopper.hold():
@@ -608,6 +768,15 @@ class Pipeline:
         self._update_estimate(gstep, rec)
         cb.step_started = time.perf_counter()
         self.stopper.check(budget=True)
+
+    def _act(self, cb: StageCallback, verdicts: list[Any]) -> None:
+        """Carry out the RL watch's verdicts: a warning event, a failed job, or the stage ended early."""
+        for v in verdicts:
+            if v.action == "fail":
+                raise TrainerError(v.message, code=v.code or "training_error")
+            self.sink.message(v.message, level="warn")
+            if v.action == "stop":
+                cb.stop_now = True
 
     def _ckpt_metrics(self, rec: dict[str, Any]) -> dict[str, Any]:
         keys = (
@@ -643,9 +812,14 @@ class Pipeline:
             max_new_tokens=plan.max_completion_length,
             stopper=self.stopper,
         )
+        from trainer.watch import wilson_interval
+
+        self._check_grader_errors(res.grader_errors, res.n_samples, "the validation evaluation")
         out: dict[str, Any] = {
             "full_valid_mean_reward": res.mean_reward,
             "full_valid_accuracy": res.accuracy,
+            # Over questions, not samples: a question's samples are not independent draws of the model.
+            "full_valid_accuracy_ci": list(wilson_interval(res.accuracy * res.n_questions, res.n_questions)),
             "valid_completion_tokens_mean": res.completion_tokens_mean,
         }
         if res.grader_errors:
@@ -754,6 +928,8 @@ class StageCallback(_callback_base()):  # type: ignore[misc]
         self.versions: Any = None
         self.step_started = time.perf_counter()
         self._pending: int | None = None
+        self.stop_now = False
+        """Set by the pipeline to end the stage after this step (checkpointed like a last step)."""
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
         self.step_started = time.perf_counter()
@@ -771,3 +947,5 @@ class StageCallback(_callback_base()):  # type: ignore[misc]
         if self._pending is not None and logs and "loss" in logs:
             step, self._pending = self._pending, None
             self.pipeline.after_step(self, step, logs)
+            if self.stop_now:
+                control.should_training_stop = True

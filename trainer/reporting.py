@@ -75,6 +75,7 @@ class Reporter:
             "train_mean_reward": rec.get("train_mean_reward"),
             "full_valid_mean_reward": rec.get("full_valid_mean_reward"),
             "full_valid_accuracy": rec.get("full_valid_accuracy"),
+            "full_valid_accuracy_ci": rec.get("full_valid_accuracy_ci"),
             "valid_loss": rec.get("valid_loss"),
             "frac_reward_zero_std": rec.get("frac_reward_zero_std"),
             "policy_lag": rec.get("policy_lag"),
@@ -104,6 +105,10 @@ class Reporter:
             parts.append(f"train mean reward={rec['train_mean_reward']:.3f}")
         if rec.get("full_valid_mean_reward") is not None:
             parts.append(f"full validation mean reward={rec['full_valid_mean_reward']:.3f}")
+        if rec.get("full_valid_accuracy") is not None:
+            ci = rec.get("full_valid_accuracy_ci")
+            shown = f" (95% CI {ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
+            parts.append(f"validation accuracy={rec['full_valid_accuracy']:.2f}{shown}")
         if rec.get("valid_loss") is not None:
             parts.append(f"validation loss={rec['valid_loss']:.4f}")
         if rec.get("frac_reward_zero_std") is not None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from trainer.data import Row
 from trainer.grading import Grader
-from trainer.references import arithmetic_steps, reference_responses, worked_reasoning
+from trainer.references import reference_responses, worked_reasoning
 from trainer.synthesis import Synthesized, rejection_sample
 
 LIKE = {
@@ -50,32 +50,90 @@ class ScriptedTeacher:
         return out
 
 
-def test_arithmetic_and_option_reasoning() -> None:
-    assert arithmetic_steps("What is 12 + 7 * 3?") == "12 + 7 * 3 = 33."
-    assert arithmetic_steps("How many moons?") is None
+def test_option_and_own_reasoning() -> None:
     mc = Row(
         index=0, messages=[{"role": "user", "content": "What is 2 x 3?\nA. 5\nB. 6"}], item={"answer": "B"}
     )
     text = worked_reasoning(mc, "B")
-    assert "2 x 3 = 6." in text and "against 6:\nA. 5 vs 6: no\nB. 6 vs 6: yes" in text
+    assert text is not None and "against 6:\nA. 5 vs 6: no\nB. 6 vs 6: yes" in text
     own = Row(
         index=0, messages=[{"role": "user", "content": "Q"}], item={"answer": "x", "explanation": "Because."}
     )
     assert worked_reasoning(own, "x") == "Because."  # the row's own explanation comes first
+    plain = Row(index=0, messages=[{"role": "user", "content": "What is 12 + 7?"}], item={"answer": "19"})
+    assert worked_reasoning(plain, "19") is None  # nothing to reason with: no filler sentence
 
 
 def test_reference_responses_use_a_form_the_grader_accepts() -> None:
     data = rows()
-    with Grader(LIKE) as g:
-        out, counts = reference_responses(data, g, grader_spec=g.spec, reference=None)
-    assert all(o and "\\boxed{" in o and o.endswith(f"{{{10 + i}}}") for i, o in enumerate(out))
+    with Grader(LIKE) as g:  # no instruction: the bare answer is tried first, and "like" accepts it
+        refs = reference_responses(data, g, grader_spec=g.spec, reference=None)
+    assert refs.responses == ["10", "11", "12"]
+    with Grader(LIKE) as g:  # the instruction asks for the paper's boxed answer: that form first
+        refs = reference_responses(data, g, grader_spec=g.spec, reference=None, instruction="\\boxed{X}")
+    assert all(o and o.endswith(f"\\boxed{{{10 + i}}}") for i, o in enumerate(refs.responses))
     with Grader(EQ) as g:  # exact match: only the bare answer passes
-        out, counts = reference_responses(data, g, grader_spec=g.spec, reference=None)
-        assert out == ["10", "11", "12"] and counts["{answer}"] == 3
-    python_grader = {"type": "python", "name": "p", "source": "def grade(sample, item):\n    return 1.0\n"}
-    with Grader(python_grader) as g:  # no declared reference: nothing unless the job says where it is
-        out, counts = reference_responses(data, g, grader_spec=g.spec, reference=None)
-        assert out == [None, None, None] and counts["no_reference"] == 3
+        refs = reference_responses(data, g, grader_spec=g.spec, reference=None, instruction="Answer: X")
+    assert refs.responses == ["10", "11", "12"] and refs.by_template["{answer}"] == 3
+    assert refs.by_source == {"grader reference '{{ item.answer }}'": 3}
+
+
+PY_READS_ITEM = {
+    "type": "python",
+    "name": "p",
+    "source": "def grade(sample, item):\n    return float(sample['output_text'].strip() == item['gold'])\n",
+}
+
+
+def test_python_grader_references_come_from_the_fields_it_reads() -> None:
+    data = [
+        Row(index=i, messages=[{"role": "user", "content": f"Q{i}"}], item={"gold": f"g{i}", "answer": "no"})
+        for i in range(3)
+    ]
+    with Grader(PY_READS_ITEM) as g:
+        refs = reference_responses(data, g, grader_spec=g.spec, reference=None)
+    assert refs.responses == ["g0", "g1", "g2"]
+    assert refs.by_source == {"item.gold": 3} and "item.gold for 3" in refs.summary()
+
+
+def test_common_answer_fields_and_assistant_replies_are_candidates() -> None:
+    exact_answer = {
+        "type": "python",
+        "name": "p",
+        "source": "def grade(sample, item):\n    return float(sample['output_text'] == str(item.get('Target')))\n",
+    }
+    data = [
+        Row(index=0, messages=[{"role": "user", "content": "Q"}], item={"label": "x", "Target": 7}),
+        Row(index=1, messages=[{"role": "user", "content": "Q"}], item={}, meta={"assistant_reply": "None"}),
+    ]
+    with Grader(exact_answer) as g:
+        refs = reference_responses(data, g, grader_spec=g.spec, reference=None)
+    # Row 0: the numeric field the grader reads, before the common "label"; row 1: its assistant reply.
+    assert refs.responses == ["7", "None"]
+    assert refs.by_source == {"item.Target": 1, "the trailing assistant message": 1}
+    assert "item.label" not in refs.tried  # every row with a label was answered by a more specific source
+
+
+def test_no_accepted_reference_says_what_was_tried() -> None:
+    always_wrong = {"type": "python", "name": "p", "source": "def grade(sample, item):\n    return 0.0\n"}
+    data = rows()
+    with Grader(always_wrong) as g:
+        refs = reference_responses(data, g, grader_spec=g.spec, reference=None)
+        assert refs.responses == [None, None, None]
+        assert "item.answer: 0 of 3 accepted" in refs.summary()
+        bare = [Row(index=0, messages=[{"role": "user", "content": "Q"}], item={"x": 1})]
+        assert (
+            "rows has a reference answer: the grader declares no reference"
+            in reference_responses(bare, g, grader_spec=g.spec, reference=None).summary()
+        )
+
+
+def test_override_and_bracket_templates_render_like_the_grader() -> None:
+    data = rows()
+    with Grader(EQ) as g:
+        refs = reference_responses(data, g, grader_spec=g.spec, reference='{{ item["answer"] }}')
+    assert refs.responses == ["10", "11", "12"]
+    assert list(refs.by_source) == ["openrft.reference '{{ item[\"answer\"] }}'"]
 
 
 def test_rejection_sampling_keeps_only_graded_correct_traces() -> None:

@@ -1,0 +1,200 @@
+"""Whether a run can learn, checked before and while it spends its budget.
+
+- :func:`probe_spread`: before RL, a few training prompts get a group of rollouts each with the RL sampling
+  settings. GRPO learns only from groups whose rewards differ; a group scored all alike has zero advantage and
+  gives no gradient, so the share of such groups says up front whether RL can move the policy.
+- :class:`RLWatch`: during RL, ends the stage early when the groups stay flat for several steps, or when
+  validation has not improved for several evaluations (the best checkpoint is kept either way), and turns
+  grader errors on more than a small share of samples into a warning, then a failure.
+- :func:`wilson_interval`: the 95% interval of an accuracy measured on a few validation rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from trainer.control import Stopper
+    from trainer.grading import Grader
+    from trainer.prompts import Messages
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (sound at small n and at 0 or n successes, unlike p +- z*se)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def error_share(errors: dict[str, int] | None, samples: int) -> float:
+    """Share of graded samples that hit a grader error (a sample counts once even with several errors)."""
+    if not samples or not errors:
+        return 0.0
+    return min(1.0, sum(errors.values()) / samples)
+
+
+@dataclass
+class Spread:
+    """Reward spread of groups of rollouts (one group per prompt)."""
+
+    groups: int = 0
+    flat: int = 0
+    """Groups whose rollouts all scored the same (no GRPO gradient)."""
+    all_correct: int = 0
+    all_wrong: int = 0
+    mean_reward: float = 0.0
+    samples: int = 0
+    grader_errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def frac_flat(self) -> float:
+        return self.flat / self.groups if self.groups else 1.0
+
+    def describe(self) -> str:
+        return (
+            f"{self.flat}/{self.groups} groups have no reward spread ({self.all_wrong} all wrong, "
+            f"{self.all_correct} all correct); mean reward {self.mean_reward:.2f}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "groups": self.groups,
+            "flat": self.flat,
+            "all_correct": self.all_correct,
+            "all_wrong": self.all_wrong,
+            "frac_reward_zero_std": self.frac_flat,
+            "mean_reward": self.mean_reward,
+            "grader_errors": dict(self.grader_errors),
+        }
+
+
+def group_spread(scores: list[float], group: int, correct: Any) -> Spread:
+    """Spread of consecutive groups of ``group`` scores; ``correct(score)`` says what counts as solved."""
+    out = Spread(samples=len(scores), mean_reward=sum(scores) / len(scores) if scores else 0.0)
+    for i in range(0, len(scores) - group + 1, group):
+        g = scores[i : i + group]
+        out.groups += 1
+        if max(g) - min(g) < 1e-9:
+            out.flat += 1
+            out.all_correct += int(all(correct(s) for s in g))
+            out.all_wrong += int(not any(correct(s) for s in g))
+    return out
+
+
+def probe_spread(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[Messages],
+    items: list[dict[str, Any]],
+    grader: Grader,
+    *,
+    num_generations: int,
+    temperature: float,
+    max_new_tokens: int,
+    stopper: Stopper | None = None,
+) -> Spread:
+    """Sample a group per prompt as RL would and measure how many groups could give a gradient."""
+    from trainer.generation import generate
+
+    outs = generate(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        num_samples=num_generations,
+        batch_size=16,
+        stopper=stopper,
+    )
+    flat = [c for cs in outs for c in cs]
+    grades = grader.grade(flat, [it for it, cs in zip(items, outs, strict=True) for _ in cs])
+    spread = group_spread(grades.scores, num_generations, grader.correct)
+    spread.grader_errors = dict(grades.errors)
+    return spread
+
+
+Action = Literal["warn", "stop", "fail"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Action
+    message: str
+    code: str = ""
+
+
+@dataclass
+class RLWatch:
+    """Step-by-step decisions about an RL stage; the pipeline acts on the verdicts it returns."""
+
+    flat_patience: int = 3
+    """Consecutive steps with every group flat before RL ends."""
+    eval_patience: int = 2
+    """Consecutive RL evaluations without a new best validation reward before RL ends."""
+    error_warn: float = 0.1
+    error_fail: float = 0.5
+    error_window: int = 3
+    """Steps over which the grader-error share is measured before failing."""
+    flat_run: int = 0
+    evals_without_gain: int = 0
+    warned_errors: bool = False
+    recent: list[tuple[int, int]] = field(default_factory=list)
+    """(samples with errors, samples) of the last ``error_window`` steps."""
+
+    def on_step(self, *, frac_flat: float | None, errors: dict[str, int], samples: int) -> list[Verdict]:
+        out: list[Verdict] = []
+        self.recent = [*self.recent, (min(samples, sum(errors.values())), samples)][-self.error_window :]
+        bad, seen = sum(b for b, _ in self.recent), sum(n for _, n in self.recent)
+        share = bad / seen if seen else 0.0
+        kinds = ", ".join(f"{k}: {v}" for k, v in errors.items())
+        if len(self.recent) == self.error_window and share > self.error_fail:
+            out.append(
+                Verdict(
+                    "fail",
+                    f"The grader failed on {share:.0%} of the samples of the last {self.error_window} RL steps "
+                    f"({kinds or 'see the metrics events'}): the reward no longer measures the model. Check the "
+                    "grader with POST /v1/fine_tuning/alpha/graders/run on a training row and start the job again.",
+                    code="grader_error",
+                )
+            )
+            return out
+        if samples and error_share(errors, samples) > self.error_warn and not self.warned_errors:
+            self.warned_errors = True
+            out.append(
+                Verdict(
+                    "warn",
+                    f"The grader failed on {error_share(errors, samples):.0%} of this step's samples ({kinds}); "
+                    f"those samples score 0. The job fails if this stays above {self.error_fail:.0%}.",
+                )
+            )
+        self.flat_run = self.flat_run + 1 if frac_flat is not None and frac_flat >= 1.0 else 0
+        if self.flat_run >= self.flat_patience:
+            out.append(
+                Verdict(
+                    "stop",
+                    f"RL ended early: for {self.flat_run} steps in a row every group's rollouts scored the same, so "
+                    "there was no gradient to learn from. The best checkpoint so far is kept. If the rollouts are "
+                    "all wrong, the task needs a stronger start (reference answers, openrft.reference; more "
+                    "synthesis tries) or a longer answer budget (reasoning_effort); if all right, RL has nothing "
+                    "left to add on these questions.",
+                )
+            )
+        return out
+
+    def on_eval(self, *, improved: bool) -> list[Verdict]:
+        self.evals_without_gain = 0 if improved else self.evals_without_gain + 1
+        if self.evals_without_gain >= self.eval_patience:
+            return [
+                Verdict(
+                    "stop",
+                    f"RL ended early: validation did not improve on the best checkpoint in {self.evals_without_gain} "
+                    "evaluations in a row; the best checkpoint is kept (set openrft.rl.patience to wait longer).",
+                )
+            ]
+        return []
