@@ -124,7 +124,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, with_workers: bool = Tru
     return 0
 
 
-def worker(queues: str, concurrency: int, beat: bool, name: str | None) -> int:
+def worker(queues: str, concurrency: int, beat: bool, name: str | None, *, gpus: str | None = None) -> int:
+    if gpus is not None:
+        os.environ["OPENRFT_WORKER_GPUS"] = gpus  # read by workers.devices in the Celery process
     fresh = "gpu" in queues.split(",")
     cmd = _worker_cmd(
         queues, name or queues.replace(",", "-"), concurrency=concurrency, beat=beat, prefork_fresh=fresh

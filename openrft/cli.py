@@ -36,8 +36,13 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--concurrency", "-c", type=int, default=1)
     p.add_argument("--beat", action="store_true", help="also run the periodic reaper (one worker only)")
     p.add_argument("--name", default=None)
+    p.add_argument(
+        "--gpus",
+        default=None,
+        help="training GPUs, one per --concurrency slot: auto (all visible), none, or a list like 0,1",
+    )
     p.add_argument("--home")
-    p.set_defaults(func=lambda a: _server("worker")(a.queues, a.concurrency, a.beat, a.name))
+    p.set_defaults(func=lambda a: _server("worker")(a.queues, a.concurrency, a.beat, a.name, gpus=a.gpus))
 
     p = sub.add_parser("migrate", help="upgrade the database to the latest schema")
     p.add_argument("--home")

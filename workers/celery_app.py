@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from app.queue import REAP_JOBS, celery_config
 from app.settings import get_settings
@@ -27,6 +27,22 @@ celery_app.conf.beat_schedule = {
     "reap-jobs": {"task": REAP_JOBS, "schedule": _reap_every, "options": {"expires": _reap_every}},
 }
 celery_app.conf.worker_hijack_root_logger = False
+
+
+@worker_init.connect
+def _plan_training_devices(sender: Any = None, **_: Any) -> None:
+    # One GPU per pool child of a training worker; refuses a concurrency the GPUs cannot hold.
+    from workers.devices import on_worker_init
+
+    on_worker_init(sender)
+
+
+@worker_process_init.connect
+def _take_training_device(**_: Any) -> None:
+    # Before the child imports torch: CUDA reads CUDA_VISIBLE_DEVICES once, at its first use.
+    from workers.devices import on_child_init
+
+    on_child_init()
 
 
 @worker_process_init.connect
