@@ -105,6 +105,16 @@ def print_json(objects: BaseModel | Iterable[BaseModel]) -> None:
         out.print_json(json.dumps([o.to_dict() for o in objects]))
 
 
+def print_object(obj: BaseModel, title: str, rows: Sequence[tuple[str, Any]], *, as_json: bool) -> None:
+    """What every ``get`` command prints: a FIELD/VALUE table under the object's id, or with ``--json``
+    the object as the API sent it."""
+    if as_json:
+        print_json(obj)
+        return
+    out.print(Text(title, style="bold"))
+    print_table(("FIELD", "VALUE"), rows, empty="")
+
+
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, empty: str) -> None:
     """A table on a terminal; tab-separated lines (header first) when piped, so nothing is truncated."""
     cells = [["-" if v is None else str(v) for v in row] for row in rows]

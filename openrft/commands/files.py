@@ -1,9 +1,10 @@
-"""``openrft files upload|list|get|delete``."""
+"""``openrft files upload|list|get|content|delete``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from openrft.commands.common import (
@@ -14,6 +15,7 @@ from openrft.commands.common import (
     make_client,
     out,
     print_json,
+    print_object,
     print_table,
     when,
 )
@@ -79,7 +81,29 @@ def list_files(args: argparse.Namespace) -> int:
 
 
 def get(args: argparse.Namespace) -> int:
-    print_json(make_client(args).files.retrieve(args.file_id))
+    f = make_client(args).files.retrieve(args.file_id)
+    rows = [
+        ("filename", f.filename),
+        ("bytes", f.bytes),
+        ("purpose", f.purpose),
+        ("status", f.status),
+        ("status details", f.status_details),
+        ("created", when(f.created_at)),
+        ("expires", when(f.expires_at)),
+    ]
+    print_object(f, f.id, rows, as_json=args.json)
+    return 0
+
+
+def content(args: argparse.Namespace) -> int:
+    """A file's bytes (a job's result files: metrics CSV, rollouts JSONL) to stdout or ``--output``."""
+    data = make_client(args).files.content(args.file_id)
+    if args.output:
+        Path(args.output).write_bytes(data)
+        err.print(f"wrote {len(data)} bytes to {args.output}", markup=False)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
     return 0
 
 
@@ -110,9 +134,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--purpose")
     p.set_defaults(func=list_files)
 
-    p = files.add_parser("get", parents=[conn], help="show a file object")
+    p = files.add_parser("get", parents=[conn, js], help="show a file object")
     p.add_argument("file_id")
     p.set_defaults(func=get)
+
+    p = files.add_parser(
+        "content", parents=[conn], help="a file's content, e.g. a job's result files (metrics CSV, rollouts)"
+    )
+    p.add_argument("file_id")
+    p.add_argument("--output", "-o", metavar="PATH", help="write it here instead of to stdout")
+    p.set_defaults(func=content)
 
     p = files.add_parser("delete", parents=[conn], help="delete a file")
     p.add_argument("file_id")

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.text import Text
 
-from openrft import NotFoundError, OpenRFT
+from openrft import BadRequestError, NotFoundError, OpenRFT
 from openrft.commands.common import (
     CLIError,
     connection_options,
@@ -20,6 +20,7 @@ from openrft.commands.common import (
     out,
     pairs,
     print_json,
+    print_object,
     print_table,
     when,
 )
@@ -64,17 +65,33 @@ def report(job: FineTuningJob) -> int:
     return 1
 
 
+def _check_grader(client: OpenRFT, grader: dict[str, Any]) -> None:
+    try:
+        client.graders.validate(grader=grader)
+    except BadRequestError as exc:
+        param = f" ({exc.param})" if exc.param else ""
+        raise CLIError(f"--grader{param}: {exc.message}") from None
+
+
 def create(args: argparse.Namespace) -> int:
     grader = json_object_arg(args.grader, "--grader") if args.grader else None
-    method_type = args.method or ("reinforcement" if grader is not None else "supervised")
+    # Reinforcement is the default: a missing grader is a mistake to report, not a reason to train
+    # something else (supervised) without saying so.
+    method_type = args.method or "reinforcement"
     if method_type == "reinforcement" and grader is None:
-        raise CLIError("reinforcement jobs need --grader JSON (or @grader.json)")
+        raise CLIError(
+            "reinforcement jobs need --grader JSON (or @grader.json); "
+            "for supervised fine-tuning on demonstrations pass --method supervised"
+        )
     if method_type == "supervised" and grader is not None:
         raise CLIError("--grader applies to reinforcement jobs; drop it or use --method reinforcement")
     options: dict[str, Any] = json_object_arg(args.openrft, "--openrft") if args.openrft else {}
     client = make_client(args)
+    # Before uploading anything for a job that cannot be created.
+    if grader is not None:
+        _check_grader(client, grader)
     if not (args.training_file.startswith("file-") and (args.validation_file or "file-").startswith("file-")):
-        _check_model(client, args.model)  # before uploading anything for a job that cannot be created
+        _check_model(client, args.model)
     training = _file_ref(client, args.training_file, method_type, "--training-file")
     assert training is not None
     inner: dict[str, Any] = {"grader": grader} if grader is not None else {}
@@ -118,9 +135,6 @@ def list_jobs(args: argparse.Namespace) -> int:
 
 def get(args: argparse.Namespace) -> int:
     job = make_client(args).fine_tuning.jobs.retrieve(args.job_id)
-    if args.json:
-        print_json(job)
-        return 0
     rows = [
         ("status", job.status),
         ("model", job.model),
@@ -134,8 +148,7 @@ def get(args: argparse.Namespace) -> int:
         ("finished", when(job.finished_at)),
         ("error", f"{job.error.code}: {job.error.message}" if job.error else None),
     ]
-    out.print(f"[bold]{job.id}[/bold]")
-    print_table(("FIELD", "VALUE"), rows, empty="")
+    print_object(job, job.id, rows, as_json=args.json)
     return 0
 
 
@@ -262,7 +275,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--validation-file", help="a file id, or a local JSONL file to upload")
     p.add_argument("--grader", "-g", help="the grader, as JSON or @grader.json (reinforcement)")
     p.add_argument(
-        "--method", choices=("reinforcement", "supervised"), help="default: reinforcement with a grader"
+        "--method",
+        choices=("reinforcement", "supervised"),
+        default=None,
+        help="default reinforcement (needs --grader); supervised trains on the rows' assistant replies",
     )
     p.add_argument(
         "--hyperparameter", "-H", action="append", metavar="KEY=VALUE", help="e.g. -H n_epochs=2 (repeatable)"
@@ -292,7 +308,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("job_id")
     p.set_defaults(func=get)
 
-    p = jobs.add_parser("follow", parents=[conn], help="stream a job's events with a progress bar")
+    p = jobs.add_parser(
+        "follow",
+        parents=[conn],
+        help="stream a job's events with a progress bar; exits 0 when it succeeds (or pauses), else 1",
+    )
     p.add_argument("job_id")
     p.add_argument("--poll", type=float, default=2.0, help="seconds between polls")
     p.set_defaults(func=follow)

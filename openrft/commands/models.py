@@ -10,6 +10,7 @@ from openrft.commands.common import (
     json_option,
     make_client,
     print_json,
+    print_object,
     print_table,
     when,
 )
@@ -29,7 +30,9 @@ def list_models(args: argparse.Namespace) -> int:
 
 
 def get(args: argparse.Namespace) -> int:
-    print_json(make_client(args).models.retrieve(args.model))
+    m = make_client(args).models.retrieve(args.model)
+    rows = [("owned by", m.owned_by), ("parent", m.parent), ("root", m.root), ("created", when(m.created))]
+    print_object(m, m.id, rows, as_json=args.json)
     return 0
 
 
@@ -46,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p = models.add_parser("list", parents=[conn, js], help="list models")
     p.set_defaults(func=list_models)
-    p = models.add_parser("get", parents=[conn], help="show a model")
+    p = models.add_parser("get", parents=[conn, js], help="show a model")
     p.add_argument("model")
     p.set_defaults(func=get)
     p = models.add_parser("delete", parents=[conn], help="delete a fine-tuned model")

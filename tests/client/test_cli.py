@@ -69,7 +69,7 @@ def test_jobs_create_list_get_and_state_changes(live: LiveService, train_file: P
     grader.write_text(json.dumps(STRING_CHECK_GRADER))
     created = run_cli(
         "jobs", "create", "--model", "tiny-test", "--training-file", str(train_file), "--grader", f"@{grader}",
-        "-H", "n_epochs=1", "-o", "rl.max_steps=2", "-o", "sft.enabled=false", "--metadata", f"tag={tag}",
+        "-H", "n_epochs=1", "-o", "rl.max_steps=2", "-o", "rl.early_stop=false", "-o", "sft.enabled=false", "--metadata", f"tag={tag}",
         "--suffix", "cli", "--json", live=live,
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
@@ -112,9 +112,12 @@ def test_user_mistakes_are_one_line(live: LiveService, train_file: Path) -> None
     )  # fmt: skip
     assert "unknown base model 'gpt-17'; available: " in bad_model and "tiny-test" in bad_model
     by_id = one_error_line(
-        run_cli("jobs", "create", "--model", "gpt-17", "-t", "file-x", "-g", "{}", live=live)
-    )
+        run_cli("jobs", "create", "--model", "gpt-17", "-t", "file-x", "-g", json.dumps(STRING_CHECK_GRADER),
+                live=live)
+    )  # fmt: skip
     assert "param=model" in by_id  # with file ids the server itself refuses the model
+    missing_job = run_cli("jobs", "follow", "ftjob-unknown", live=live)
+    assert "No such job" in one_error_line(missing_job)  # reported before any progress bar is drawn
     wrong_key = one_error_line(run_cli("jobs", "list", "--api-key", "sk-wrong", live=live))
     assert "Incorrect API key" in wrong_key and "401" in wrong_key
     down = one_error_line(
@@ -150,7 +153,7 @@ def test_jobs_rollouts_shows_what_the_grader_rewarded(live: LiveService, train_f
     created = run_cli(
         "jobs", "create", "--model", "tiny-test", "--training-file", str(train_file), "--grader",
         json.dumps(STRING_CHECK_GRADER), "-o", "rl.max_steps=2", "-o", "sft.enabled=false",
-        "-o", "rl.num_generations=2", "--json", live=live,
+        "-o", "rl.num_generations=2", "-o", "rl.early_stop=false", "--json", live=live,
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     job_id = json.loads(created.stdout)["id"]
@@ -159,6 +162,14 @@ def test_jobs_rollouts_shows_what_the_grader_rewarded(live: LiveService, train_f
     followed = run_cli("jobs", "follow", job_id, "--poll", "0.2", live=live)
     assert followed.returncode == 0, (followed.stdout, followed.stderr)
     assert "result files" in run_cli("jobs", "get", job_id, live=live).stdout
+    job = json.loads(run_cli("jobs", "get", job_id, "--json", live=live).stdout)
+    assert len(job["result_files"]) == 2, job  # metrics CSV, rollouts JSONL
+    metrics = run_cli("files", "content", job["result_files"][0], live=live)
+    assert metrics.returncode == 0 and metrics.stdout.startswith("step,"), metrics.stdout[:200]
+    saved = train_file.parent / "rollouts.jsonl"
+    written = run_cli("files", "content", job["result_files"][1], "-o", str(saved), live=live)
+    assert written.returncode == 0 and f"to {saved}" in written.stderr
+    assert [json.loads(line)["step"] for line in saved.read_text().splitlines()] == [1, 1, 2, 2]
 
     lines = json.loads(run_cli("jobs", "rollouts", job_id, "--json", live=live).stdout)
     assert sorted({r["step"] for r in lines}) == [1, 2] and len(lines) == 4  # 2 steps x 2 completions
@@ -174,3 +185,33 @@ def test_jobs_rollouts_shows_what_the_grader_rewarded(live: LiveService, train_f
     )  # one line per completion
     missing = run_cli("jobs", "rollouts", job_id, "--step", "9", live=live)
     assert missing.returncode == 1 and "no rollouts at step 9 (steps 1-2)" in missing.stderr
+
+
+def test_jobs_create_checks_method_and_grader_before_uploading(live: LiveService, train_file: Path) -> None:
+    before = json.loads(run_cli("files", "list", "--json", live=live).stdout)
+    no_grader = one_error_line(
+        run_cli("jobs", "create", "--model", "tiny-test", "-t", str(train_file), live=live)
+    )
+    assert "need --grader" in no_grader and "--method supervised" in no_grader  # never silently supervised
+    bad_grader = {**STRING_CHECK_GRADER, "operation": "equals"}
+    bad = one_error_line(
+        run_cli("jobs", "create", "--model", "tiny-test", "-t", str(train_file), "-g", json.dumps(bad_grader),
+                live=live)
+    )  # fmt: skip
+    assert bad.startswith("openrft: error: --grader (grader.operation): ") and "eq, ne" in bad
+    assert json.loads(run_cli("files", "list", "--json", live=live).stdout) == before  # nothing was uploaded
+
+
+def test_get_commands_share_one_output_style(live: LiveService, train_file: Path) -> None:
+    uploaded = json.loads(run_cli("files", "upload", str(train_file), "--json", live=live).stdout)
+    for args, title in (
+        (("files", "get", uploaded["id"]), uploaded["id"]),
+        (("models", "get", "tiny-test"), "tiny-test"),
+    ):
+        table = run_cli(*args, live=live)
+        assert table.returncode == 0, table.stderr
+        lines = table.stdout.splitlines()
+        assert lines[0] == title and lines[1] == "FIELD\tVALUE", lines
+        raw = json.loads(run_cli(*args, "--json", live=live).stdout)
+        assert raw["id"] == title
+    assert "filename\ttrain.jsonl" in run_cli("files", "get", uploaded["id"], live=live).stdout

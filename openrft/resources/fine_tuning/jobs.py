@@ -210,15 +210,17 @@ class Jobs(SyncResource):
         wanted = frozenset(statuses)
         deadline = time.monotonic() + timeout if timeout is not None else None
         cursor = EventCursor()
+        # Fetched before anything is drawn: a missing job is a NotFoundError, not a bar and then an error.
+        job = self.retrieve(fine_tuning_job_id)
         with JobProgress(console=console, show=show_progress, on_event=on_event) as progress:
             while True:
                 # The job first, then its events: a stopped job's last events are then all fetched.
-                job = self.retrieve(fine_tuning_job_id)
                 events = cursor.collect(self.list_events(fine_tuning_job_id, limit=_EVENTS_PAGE))
                 progress.update(job, events)
                 if _check_wait(job, wanted, deadline):
                     return job
                 time.sleep(poll_interval)
+                job = self.retrieve(fine_tuning_job_id)
 
 
 class AsyncJobs(AsyncResource):
@@ -382,14 +384,15 @@ class AsyncJobs(AsyncResource):
         wanted = frozenset(statuses)
         deadline = time.monotonic() + timeout if timeout is not None else None
         cursor = EventCursor()
+        job = await self.retrieve(fine_tuning_job_id)  # a missing job fails before anything is drawn
         with JobProgress(console=console, show=show_progress, on_event=on_event) as progress:
             while True:
-                job = await self.retrieve(fine_tuning_job_id)
                 newest_first = [e async for e in self._events_until(fine_tuning_job_id, cursor.newest_id)]
                 progress.update(job, cursor.collect(newest_first))
                 if _check_wait(job, wanted, deadline):
                     return job
                 await asyncio.sleep(poll_interval)
+                job = await self.retrieve(fine_tuning_job_id)
 
     async def _events_until(self, job_id: str, stop_id: str | None) -> Any:
         async for event in self.list_events(job_id, limit=_EVENTS_PAGE):
