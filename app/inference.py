@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from app.db.models import FineTunedModel
 from app.db.session import get_sessionmaker
-from app.settings import Settings, get_settings
+from app.settings import BUILTIN_BASE_MODELS, Settings, get_settings
 from serving.gpus import parse_devices
 from serving.registry import FineTunedRecord
 from serving.service import ServingConfig, ServingService
@@ -32,6 +32,11 @@ def build_serving(settings: Settings) -> ServingService:
             gpu_memory_utilization=settings.serving_gpu_memory_utilization,
             gpus=None if settings.serving_gpus is None else parse_devices(settings.serving_gpus),
             engines_per_gpu=settings.serving_engines_per_gpu,
+            cpu_models=tuple(
+                BUILTIN_BASE_MODELS
+                if settings.serving_cpu_models is None
+                else [m.strip() for m in settings.serving_cpu_models.split(",") if m.strip()]
+            ),
             vllm_reasoning_parser=settings.serving_vllm_reasoning_parser,
             wait_for_ready=settings.serving_wait_for_ready,
         )

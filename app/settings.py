@@ -116,6 +116,12 @@ class Settings(BaseSettings):
         validation_alias="OPENRFT_SERVING_GPUS",
         description="CUDA devices for vLLM engines, e.g. '0,1' (default: all the API process sees).",
     )
+    serving_cpu_models: str | None = Field(
+        default=None,
+        validation_alias="OPENRFT_SERVING_CPU_MODELS",
+        description="Comma-separated base models served by the CPU engine even on vLLM (default: the "
+        "built-in model, so it never holds a GPU); empty: none.",
+    )
     serving_engines_per_gpu: int = Field(
         default=1,
         ge=1,

@@ -43,6 +43,8 @@ class ServingConfig:
     """CUDA devices for vLLM engines (None: all visible to the API process)."""
     engines_per_gpu: int = 1
     """vLLM engines one GPU holds (each base model and merged fine-tune is one); each gets an equal share."""
+    cpu_models: tuple[str, ...] = ()
+    """Base models the CPU engine serves even when the backend is vLLM (they then hold no GPU place)."""
     vllm_reasoning_parser: str | None = None
     vllm_extra_args: tuple[str, ...] = ()
     wait_for_ready: float = 10.0
@@ -86,6 +88,7 @@ class ServingService:
                 gpus=config.gpus,
                 gpu_memory_utilization=config.gpu_memory_utilization,
                 engines_per_gpu=config.engines_per_gpu,
+                cpu_models=frozenset(config.cpu_models),
             ),
             cpu_backend=cpu,
             vllm_backend=vllm,

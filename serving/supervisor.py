@@ -59,6 +59,8 @@ class SupervisorConfig:
     gpu_memory_utilization: float = 0.85
     """Share of each serving GPU's memory that its engines take together."""
     engines_per_gpu: int = 1
+    cpu_models: frozenset[str] = frozenset()
+    """Base models served by the CPU engine whatever the backend (a small built-in model need not hold a GPU)."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -180,7 +182,7 @@ class ServingSupervisor:
         self._ensure_monitor()
         engine = self._engines.get(base_model)
         if engine is None:
-            backend = await self.backend()
+            backend = self._cpu if base_model in self.config.cpu_models else await self.backend()
             planner = await self.planner() if backend.uses_gpu else None
             if base_model in self._engines:  # another request created it while we probed the backend
                 engine = self._engines[base_model]

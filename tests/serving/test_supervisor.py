@@ -276,3 +276,34 @@ def test_merged_weights_are_served_as_a_model_not_an_adapter(tmp_path: Path) -> 
             await service.close()
 
     asyncio.run(main())
+
+
+def test_cpu_models_hold_no_gpu_place(tmp_path: Path) -> None:
+    """The built-in model is offered on every deployment: on vLLM it runs on the CPU engine by default."""
+
+    async def main() -> None:
+        supervisor = ServingSupervisor(
+            SupervisorConfig(backend="vllm", log_dir=tmp_path, gpus=["0"], cpu_models=frozenset({"small"})),
+            cpu_backend=FakeBackend(name="cpu"),
+            vllm_backend=FakeBackend(uses_gpu=True, name="vllm"),
+        )
+        try:
+            small = await supervisor.engine_for("small", "src", wait=20)
+            big = await supervisor.engine_for("big", "src", wait=20)  # the one GPU is still free for it
+            assert (small.backend.name, small.placement) == ("cpu", None)
+            assert big.backend.name == "vllm" and big.placement == Placement(("0",), 0.85)
+        finally:
+            await supervisor.close()
+
+    asyncio.run(main())
+
+
+def test_the_app_serves_its_built_in_model_on_the_cpu_engine() -> None:
+    from app.inference import build_serving
+    from app.settings import BUILTIN_BASE_MODELS, Settings
+
+    service = build_serving(Settings(OPENRFT_SERVING_BACKEND="vllm", OPENRFT_SERVING_GPUS="1,2"))
+    config = service.supervisor.config
+    assert config.cpu_models == frozenset(BUILTIN_BASE_MODELS) and config.gpus == ["1", "2"]
+    none = build_serving(Settings(OPENRFT_SERVING_CPU_MODELS=""))
+    assert none.supervisor.config.cpu_models == frozenset()
