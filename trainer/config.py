@@ -206,6 +206,12 @@ class RLConfig(_Strict):
         description="Before RL, sample a group of rollouts for this many training prompts and measure the share "
         "of groups whose rewards all agree (no gradient); adapt or skip RL when it cannot learn. 0: no probe.",
     )
+    early_stop: bool = Field(
+        default=True,
+        description="End RL early when it cannot learn: skip it when the probe finds no reward spread, stop "
+        "after 3 steps whose groups all scored alike, or after `patience` evaluations without a new best "
+        "(the best checkpoint is kept). False: report these, run every step.",
+    )
     patience: Annotated[int, Field(ge=0, le=1000)] = Field(
         default=2,
         description="End RL when this many evaluations in a row do not beat the best checkpoint (0: never).",

@@ -366,7 +366,8 @@ class Pipeline:
                 if spread.frac_flat < 0.75 or spread.all_correct == spread.groups:
                     break
             best = min(tried, key=lambda t: (t["frac_reward_zero_std"], len(tried)))
-            saved = {"tried": tried, "chosen": best, "skip": best["frac_reward_zero_std"] >= 1.0}
+            flat = best["frac_reward_zero_std"] >= 1.0
+            saved = {"tried": tried, "chosen": best, "skip": flat and self.ext.rl.early_stop, "flat": flat}
             self.state.counters["rl_probe"] = saved
             self.save_state()
             self._announce_probe(saved, k)
@@ -382,6 +383,13 @@ class Pipeline:
 
     def _announce_probe(self, saved: dict[str, Any], k: int) -> None:
         chosen = saved["chosen"]
+        if saved.get("flat") and not saved["skip"]:
+            self.sink.message(
+                f"RL cannot learn from these probe groups ({chosen['flat']}/{k} without reward spread); it runs "
+                "anyway because openrft.rl.early_stop is false.",
+                level="warn",
+            )
+            return
         if not saved["skip"]:
             if len(saved["tried"]) > 1 and chosen is saved["tried"][-1]:
                 self.sink.message(
@@ -668,7 +676,10 @@ class Pipeline:
         )
         from trainer.watch import RLWatch
 
-        self.watch = RLWatch(eval_patience=self.ext.rl.patience or 10**9)
+        early = self.ext.rl.early_stop
+        self.watch = RLWatch(
+            flat_patience=3 if early else 10**9, eval_patience=(self.ext.rl.patience if early else 0) or 10**9
+        )
         cb = StageCallback(self, "rl", offset=offset, eval_every=plan.eval_interval, supervised=False)
         cb.stats_box = box
         cb.versions = versions

@@ -15,8 +15,8 @@ from tests.support import STRING_CHECK_GRADER, arithmetic_rows
 # The smallest real RL run on the tiny model: no SFT warm-up, two steps, two short rollouts per prompt.
 TINY_RUN: dict[str, Any] = {
     "sft": {"enabled": False},
-    "rl": {"max_steps": 2, "num_generations": 2},
-    "eval": {"max_samples": 2},
+    "rl": {"max_steps": 2, "num_generations": 2, "early_stop": False},
+    "eval": {"max_samples": 2, "holdout": 0},
 }
 
 

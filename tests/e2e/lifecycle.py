@@ -26,8 +26,8 @@ def upload_rows(client: OpenAI, rows: list[dict[str, Any]], name: str) -> str:
 # Small but real: rejection sampling off (SFT on reference answers), a few GRPO steps, tiny evals.
 FAST = {
     "sft": {"samples_per_question": 0, "n_epochs": 1},
-    "rl": {"num_generations": 2},
-    "eval": {"max_samples": 2},
+    "rl": {"num_generations": 2, "early_stop": False},
+    "eval": {"max_samples": 2, "holdout": 0},
 }
 
 

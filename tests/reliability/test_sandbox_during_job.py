@@ -103,8 +103,8 @@ def test_a_grader_attacking_the_sandbox_cannot_stop_the_job_or_leak(service: Ser
         extra_body={
             "openrft": {
                 "sft": {"enabled": False},
-                "rl": {"num_generations": 2, "max_steps": 2},
-                "eval": {"max_samples": 1, "at_start": False},
+                "rl": {"num_generations": 2, "max_steps": 2, "early_stop": False},
+                "eval": {"max_samples": 1, "at_start": False, "holdout": 0},
             }
         },
     )

@@ -54,8 +54,8 @@ def _rl_job(client: Any, steps: int) -> Any:
         extra_body={
             "openrft": {
                 "sft": {"enabled": False},
-                "rl": {"num_generations": 2, "max_steps": steps},
-                "eval": {"max_samples": 1, "at_start": False},
+                "rl": {"num_generations": 2, "max_steps": steps, "early_stop": False},
+                "eval": {"max_samples": 1, "at_start": False, "holdout": 0},
             }
         },
     )

@@ -37,9 +37,9 @@ def test_augmentation_and_self_prm(tiny_model: Path, mc_files: tuple[Path, Path]
         openrft={
             "augmentation": {"enabled": True, "n_variants": 3, "paraphrase": True},
             "sft": {"enabled": False},
-            "rl": {"max_steps": 2, "num_generations": 2},
+            "rl": {"max_steps": 2, "num_generations": 2, "early_stop": False},
             "prm": {"type": "self", "alpha": 0.7, "max_steps": 2},
-            "eval": {"at_start": False},
+            "eval": {"at_start": False, "holdout": 0},
         },
     )
     res = run_job(spec, sink, ScriptedControl(), tmp_path / "w")
@@ -73,7 +73,12 @@ def test_max_minutes_pauses_with_a_resumable_snapshot(
         validation_file=rft_files[1],
         grader=LIKE_GRADER,
         hyperparameters={"reasoning_effort": "low"},
-        openrft={"sft": {"enabled": False}, "rl": {"max_steps": 3}, "max_minutes": 0.0001},
+        openrft={
+            "sft": {"enabled": False},
+            "rl": {"max_steps": 3, "early_stop": False},
+            "eval": {"holdout": 0},
+            "max_minutes": 0.0001,
+        },
     )
     sink = RecordingSink()
     res = run_job(spec, sink, ScriptedControl(), tmp_path / "w")

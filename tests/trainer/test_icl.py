@@ -118,7 +118,8 @@ def test_same_prompt_in_sft_rl_and_eval(
         hyperparameters={"reasoning_effort": "low"},
         openrft={
             "icl_k": 2,
-            "rl": {"max_steps": 2},
+            "rl": {"max_steps": 2, "early_stop": False},
+            "eval": {"holdout": 0},
             "sft": {"n_epochs": 1, "samples_per_question": 0},
             "system_prompt": "Answer with the number.",
         },

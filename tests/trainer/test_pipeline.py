@@ -27,7 +27,12 @@ def _rollouts(path: Path | None) -> list[dict[str, Any]]:
 
 
 def rft_spec(model: Path, files: tuple[Path, Path], **openrft: Any) -> JobSpec:
-    ext: dict[str, Any] = {"rl": {"max_steps": 4}, "sft": {"n_epochs": 1}}
+    # Step counts are what these tests check: the early stops (tests of their own) stay off.
+    ext: dict[str, Any] = {
+        "rl": {"max_steps": 4, "early_stop": False},
+        "sft": {"n_epochs": 1},
+        "eval": {"holdout": 0},
+    }
     ext.update(openrft)
     return JobSpec(
         job_id="ftjob-test",
@@ -234,3 +239,87 @@ def test_bad_inputs_raise_trainer_error(
         run_job(spec, RecordingSink(), ScriptedControl(), tmp_path / "c")
     assert err.value.param == "model" and "Available here" in err.value.message
     shutil.rmtree(tmp_path / "a", ignore_errors=True)
+
+
+PY_ANSWER_GRADER = {
+    "type": "python",
+    "name": "exact",
+    "source": "def grade(sample, item):\n    return float(sample['output_text'].strip() == item['answer'])\n",
+}
+
+
+def test_user_shaped_job_finds_references_and_skips_rl_it_cannot_learn(
+    tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A python grader reading item["answer"] and no reference option (the shape users bring): the reference
+    is found, SFT trains on it, and RL, whose probe groups all score alike on the untrained tiny model, is
+    skipped with the reason instead of spending its steps on zero gradients."""
+    sink = RecordingSink()
+    spec = JobSpec(
+        job_id="ftjob-user",
+        method="reinforcement",
+        base_model="tiny",
+        model_source=str(tiny_model),
+        training_file=rft_files[0],
+        validation_file=rft_files[1],
+        grader=PY_ANSWER_GRADER,
+        hyperparameters={"reasoning_effort": "low"},
+        openrft={
+            "rl": {"max_steps": 6, "probe_prompts": 4},
+            "sft": {"n_epochs": 1, "samples_per_question": 1},
+        },
+        seed=3,
+    )
+    res = run_job(spec, sink, ScriptedControl(), tmp_path / "work")
+    assert res.status == "succeeded"
+    messages = sink.messages()
+    # 12 training rows and 3 validation rows: 2 training rows join the checkpoint-selection set.
+    assert any(
+        "2 training rows are held out of training and join the 3 validation rows" in m for m in messages
+    )
+    assert any(
+        "Reference responses: 10/10 training rows" in m and "item.answer for 10" in m for m in messages
+    )
+    probes = [d for d in sink.of("metrics") if d.get("stage") == "rl_probe"]
+    assert probes and probes[0]["groups"] == 4 and probes[0]["frac_reward_zero_std"] == 1.0
+    assert probes[-1]["num_generations"] == 8  # the retry doubled the group
+    skipped = [(lvl, m) for lvl, m in sink.of("message") if m.startswith("RL skipped")]
+    assert skipped and skipped[0][0] == "warn" and "no gradient" in skipped[0][1]
+    assert not sink.steps("rl")
+    state = json.loads((tmp_path / "work" / "state" / "state.json").read_text())
+    assert state["total_steps"] == sink.steps("sft")[-1]["step"]  # the plan shrank to what ran
+    assert sink.steps("sft")[-1]["full_valid_accuracy_ci"][1] > 0  # an interval, even at 0 correct
+
+
+def test_flat_rl_ends_early_and_keeps_the_best(
+    tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    sink = RecordingSink()
+    spec = rft_spec(tiny_model, rft_files, sft={"enabled": False}).model_copy(
+        update={"grader": PY_ANSWER_GRADER}
+    )
+    spec.openrft["rl"] = {"max_steps": 8, "probe_prompts": 0}  # no probe: the watch alone ends the stage
+    res = run_job(spec, sink, ScriptedControl(), tmp_path / "work")
+    assert res.status == "succeeded"
+    rl = sink.steps("rl")
+    assert [d["step"] for d in rl] == [1, 2, 3] and all(d["frac_reward_zero_std"] == 1.0 for d in rl)
+    assert any(lvl == "warn" and m.startswith("RL ended early") for lvl, m in sink.of("message"))
+    assert 3 in [
+        s for s, _, _ in sink.of("checkpoint_saved")
+    ]  # the early end is checkpointed like a last step
+
+
+def test_a_grader_that_always_fails_fails_the_job_early(
+    tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    broken = {
+        "type": "python",
+        "name": "broken",
+        "source": "def grade(sample, item):\n    return item['nope']\n",
+    }
+    spec = rft_spec(tiny_model, rft_files).model_copy(update={"grader": broken})
+    sink = RecordingSink()
+    with pytest.raises(TrainerError) as err:
+        run_job(spec, sink, ScriptedControl(), tmp_path / "work")
+    assert err.value.code == "grader_error" and "The grader failed on 100%" in err.value.message
+    assert not sink.steps("sft") and not sink.steps("rl")  # found at the baseline evaluation, before training
