@@ -32,9 +32,13 @@ celery_app.conf.worker_hijack_root_logger = False
 @worker_init.connect
 def _plan_training_devices(sender: Any = None, **_: Any) -> None:
     # One GPU per pool child of a training worker; refuses a concurrency the GPUs cannot hold.
-    from workers.devices import on_worker_init
+    from workers.devices import DeviceConfigError, on_worker_init
 
-    on_worker_init(sender)
+    try:
+        on_worker_init(sender)
+    except DeviceConfigError as exc:
+        # Celery logs and ignores exceptions of signal handlers; the worker must not start without a plan.
+        raise SystemExit(f"openrft worker: {exc}") from exc
 
 
 @worker_process_init.connect

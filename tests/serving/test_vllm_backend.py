@@ -100,6 +100,22 @@ def test_gguf_sources_are_converted_by_a_wrapper_first() -> None:
     assert placed.argv[placed.argv.index("--gpu-memory-utilization") + 1] == "0.4"
 
 
+def test_gguf_wrapper_execs_vllm_with_its_own_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+    import trainer.models
+    from serving import vllm_backend
+
+    calls: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(trainer.models, "resolve_model_dir", lambda source, cache_dir=None: "/cache/smol")
+    monkeypatch.setattr(vllm_backend.os, "execv", lambda exe, argv: calls.append((exe, argv)))
+    vllm_backend.main(["--base-model-source", "gguf:p/f.gguf", "--", "{model}", "--port", "9"])
+    assert calls == [
+        (
+            sys.executable,
+            [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", "/cache/smol", "--port", "9"],
+        )
+    ]
+
+
 def test_rank_rounding_and_validation() -> None:
     assert [vllm_lora_rank(r) for r in (1, 2, 8, 9, 64, 300)] == [1, 8, 8, 16, 64, 320]
     with pytest.raises(ValueError, match="exceeds"):

@@ -115,3 +115,21 @@ def test_worker_command_takes_gpus() -> None:
     args = build_parser().parse_args(["worker", "--queues", "gpu", "--concurrency", "2", "--gpus", "0,1"])
     assert args.gpus == "0,1" and args.concurrency == 2
     assert build_parser().parse_args(["worker"]).gpus is None
+
+
+def test_a_celery_worker_that_cannot_place_its_jobs_does_not_start(tmp_path: Path) -> None:
+    """Through Celery's own worker_init (which swallows handler exceptions): the worker exits, saying why."""
+    script = """
+from workers.celery_app import celery_app
+from workers import devices
+celery_app.WorkController(queues=["gpu"], pool_cls="prefork", concurrency=2)
+print("planned", ",".join(devices._plan.devices))
+celery_app.WorkController(queues=["gpu"], pool_cls="prefork", concurrency=3)
+print("started anyway")
+"""
+    env = {**os.environ, "OPENRFT_WORKER_GPUS": "0,1", "OPENRFT_HOME": str(tmp_path), "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO, env=env
+    )
+    assert "planned 0,1" in out.stdout and "started anyway" not in out.stdout
+    assert out.returncode == 1 and "--concurrency 3 needs 3 GPUs" in out.stderr
