@@ -78,6 +78,13 @@ class Settings(BaseSettings):
         description="Jobs one organization may have running at once (0: no cap); the rest wait queued.",
     )
     reaper_interval_seconds: float = Field(default=15.0, validation_alias="OPENRFT_REAPER_INTERVAL_SECONDS")
+    pause_wait_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        validation_alias="OPENRFT_PAUSE_WAIT_SECONDS",
+        description="How long a pause of a running job waits for its worker to save a snapshot, so the call "
+        "returns the job paused; past it the job is returned still running, with the pause requested.",
+    )
     db_retry_seconds: float = Field(
         default=300.0,
         validation_alias="OPENRFT_DB_RETRY_SECONDS",

@@ -83,9 +83,12 @@ def cancel_fine_tuning_job(fine_tuning_job_id: str, principal: PrincipalDep, ses
 
 
 @router.post("/{fine_tuning_job_id}/pause", response_model=JobOut)
-def pause_fine_tuning_job(fine_tuning_job_id: str, principal: PrincipalDep, session: SessionDep) -> JobOut:
+def pause_fine_tuning_job(
+    fine_tuning_job_id: str, principal: PrincipalDep, session: SessionDep, settings: SettingsDep
+) -> JobOut:
     job = service.get_job(session, principal, fine_tuning_job_id)
-    return job_object(service.pause_job(session, job))
+    job = service.pause_job(session, job)
+    return job_object(service.wait_until_paused(session, job, settings.pause_wait_seconds))
 
 
 @router.post("/{fine_tuning_job_id}/resume", response_model=JobOut)

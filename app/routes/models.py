@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from app.db.models import FineTunedModel
 from app.deps import PrincipalDep, SessionDep, SettingsDep
-from app.errors import not_found
-from app.schemas.common import ERROR_RESPONSES, ListResponse
+from app.errors import APIError, not_found
+from app.schemas.common import ERROR_RESPONSES, ErrorResponse, ListResponse
 from app.schemas.models import Model, ModelDeleted
 from app.serializers import ts
 from app.settings import Settings
@@ -57,8 +57,24 @@ def retrieve_model(model: str, principal: PrincipalDep, session: SessionDep, set
     return _ft_model(row)
 
 
-@router.delete("/{model:path}", response_model=ModelDeleted)
-def delete_model(model: str, request: Request, principal: PrincipalDep, session: SessionDep) -> ModelDeleted:
+@router.delete(
+    "/{model:path}",
+    response_model=ModelDeleted,
+    responses={
+        403: {"model": ErrorResponse, "description": "A base model: only fine-tuned models can be deleted"}
+    },
+)
+def delete_model(
+    model: str, request: Request, principal: PrincipalDep, session: SessionDep, settings: SettingsDep
+) -> ModelDeleted:
+    if model in settings.all_base_models:
+        # It exists (a 404 would say otherwise); it is the service's, not the caller's, to delete.
+        raise APIError(
+            403,
+            f"Model {model!r} is a base model of this service; only fine-tuned models can be deleted.",
+            param="model",
+            code="model_not_deletable",
+        )
     row = session.scalar(
         select(FineTunedModel).where(FineTunedModel.id == model, FineTunedModel.org_pk == principal.org_pk)
     )

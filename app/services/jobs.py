@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Any
 
 from sqlalchemy import select
@@ -169,6 +170,18 @@ def pause_job(session: Session, job: Job) -> Job:
         raise _invalid_state(job, "paused")
     session.commit()
     session.refresh(job)
+    return job
+
+
+def wait_until_paused(session: Session, job: Job, timeout: float, *, poll: float = 0.25) -> Job:
+    """After a pause request on a running job: wait (at most ``timeout``) for its worker to stop at the
+    next step boundary or generated token and save the snapshot, so the caller gets the job paused, as
+    OpenAI's pause answers. A job that ends otherwise (it finished, failed or was cancelled meanwhile) is
+    returned as it is."""
+    deadline = time.monotonic() + timeout
+    while job.status == "running" and job.pause_requested and time.monotonic() < deadline:
+        time.sleep(poll)
+        session.refresh(job)
     return job
 
 

@@ -240,7 +240,8 @@ def test_jobs_are_invisible_to_other_orgs(client, auth):
     assert client.get("/v1/fine_tuning/jobs", headers=other).json()["data"] == []
 
 
-def test_state_changes(client, auth):
+def test_state_changes(client, auth, app_settings, monkeypatch):
+    monkeypatch.setattr(app_settings, "pause_wait_seconds", 0.3)  # no worker here to confirm a pause
     train, _ = _files(client, auth)
     job_id = client.post("/v1/fine_tuning/jobs", headers=auth, json=_rft_body(train)).json()["id"]
     base = f"/v1/fine_tuning/jobs/{job_id}"
@@ -251,7 +252,7 @@ def test_state_changes(client, auth):
     _set_status(job_id, "queued")
     assert client.post(f"{base}/pause", headers=auth).json()["status"] == "paused"
     assert client.post(f"{base}/resume", headers=auth).json()["status"] == "queued"
-    # running: pause is requested, the worker confirms at a step boundary
+    # running, no worker confirms within OPENRFT_PAUSE_WAIT_SECONDS: still running, the pause requested
     _set_status(job_id, "running")
     assert client.post(f"{base}/pause", headers=auth).json()["status"] == "running"
     from sqlalchemy import select
@@ -270,6 +271,43 @@ def test_state_changes(client, auth):
         e["message"] for e in client.get(f"{base}/events", headers=auth, params={"limit": 100}).json()["data"]
     ]
     assert messages[0] == "Job cancelled by the user."
+
+
+def test_pause_of_a_running_job_returns_it_paused(client, auth, app_settings, monkeypatch):
+    """The call waits for the worker to stop at its next step boundary and save the snapshot."""
+    import threading
+    import time
+
+    from sqlalchemy import select
+
+    from app import jobstore
+    from app.db.models import Job
+    from app.db.session import session_scope
+
+    monkeypatch.setattr(app_settings, "pause_wait_seconds", 30)
+    train, _ = _files(client, auth)
+    job_id = client.post("/v1/fine_tuning/jobs", headers=auth, json=_rft_body(train)).json()["id"]
+    _set_status(job_id, "running")
+
+    def worker() -> None:  # what the training worker does once it sees the request
+        for _ in range(100):
+            with session_scope() as s:
+                if s.scalar(select(Job.pause_requested).where(Job.id == job_id)):
+                    break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        with session_scope() as s:
+            jobstore.transition(s, job_id, "paused", from_=("running",), pause_requested=False)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        started = time.monotonic()
+        paused = client.post(f"/v1/fine_tuning/jobs/{job_id}/pause", headers=auth).json()
+        assert paused["status"] == "paused" and time.monotonic() - started < 20
+    finally:
+        thread.join(10)
+    assert client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth).json()["status"] == "paused"
 
 
 def test_events_newest_first_and_paginated(client, auth):

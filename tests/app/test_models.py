@@ -40,3 +40,9 @@ def test_fine_tuned_models_scoped_and_deletable(client, auth):
     assert client.delete("/v1/models/ft:tiny-test:x::ftjob-abc", headers=auth).json()["deleted"] is True
     assert_error(client.get("/v1/models/ft:tiny-test:x::ftjob-abc", headers=auth), 404)
     assert_error(client.get("/v1/models/nope", headers=auth), 404)
+
+
+def test_base_models_cannot_be_deleted(client, auth):
+    err = assert_error(client.delete("/v1/models/tiny-test", headers=auth), 403, code="model_not_deletable")
+    assert err["type"] == "permission_error" and err["param"] == "model"
+    assert client.get("/v1/models/tiny-test", headers=auth).status_code == 200
