@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.completion_fields import complete_body, complete_stream
 from app.deps import PrincipalDep
 from app.errors import APIError
 from app.inference import ServingDep, model_lookup
@@ -85,13 +87,24 @@ async def _proxy(kind: str, body: dict[str, Any], serving: ServingService, org_p
     except ServingError as exc:
         raise _serving_error(exc) from exc
     if isinstance(result, ProxyStream):
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        chunks = result.chunks
+        if result.status_code == 200:
+            chunks = complete_stream(chunks, include_usage=include_usage)
         return StreamingResponse(
-            result.chunks,
+            chunks,
             status_code=result.status_code,
             media_type=result.media_type,
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
-    return Response(result.content, status_code=result.status_code, media_type=result.media_type)
+    content = result.content
+    if result.status_code == 200 and result.media_type.startswith("application/json"):
+        try:
+            content = json.dumps(complete_body(json.loads(content)), ensure_ascii=False).encode()
+        except ValueError:
+            pass  # not JSON after all: passed on as the engine sent it
+    return Response(content, status_code=result.status_code, media_type=result.media_type)
 
 
 @router.post(
