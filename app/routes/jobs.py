@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import select
 
 from app.db.models import Checkpoint, Job, JobEvent
-from app.deps import PrincipalDep, SessionDep, SettingsDep
+from app.deps import PrincipalDep, SessionDep, SettingsDep, StorageDep
 from app.errors import bad_request
 from app.pagination import page_body, paginate
 from app.ratelimit import RateLimited
@@ -29,9 +29,9 @@ _METADATA_PARAM = re.compile(r"^metadata\[(.+)\]$")
 
 @router.post("", response_model=JobOut, dependencies=[Depends(RateLimited("jobs"))])
 def create_fine_tuning_job(
-    body: JobCreate, principal: PrincipalDep, session: SessionDep, settings: SettingsDep
+    body: JobCreate, principal: PrincipalDep, session: SessionDep, settings: SettingsDep, storage: StorageDep
 ) -> JobOut:
-    return job_object(service.create_job(session, principal, settings, body))
+    return job_object(service.create_job(session, principal, settings, body, storage))
 
 
 @router.get(

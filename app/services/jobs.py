@@ -17,11 +17,14 @@ from app import ids, jobstore
 from app.auth import Principal
 from app.db.models import File, Job
 from app.errors import APIError, bad_request, not_found
+from app.item_fields import first_missing, item_variables, template_item_variables
 from app.queue import TRAIN_JOB, VALIDATE_JOB_FILES, enqueue, revoke
 from app.schemas.jobs import JobCreate
 from app.settings import Settings
+from app.storage import Storage
 from trainer.config import ConfigError, resolve_config
 from trainer.graders import GraderValidationError, validate_grader
+from trainer.graders.templates import Variable
 
 log = logging.getLogger("openrft.jobs")
 
@@ -60,7 +63,9 @@ def _resolve_method(body: JobCreate) -> dict[str, Any]:
     return method
 
 
-def create_job(session: Session, principal: Principal, settings: Settings, body: JobCreate) -> Job:
+def create_job(
+    session: Session, principal: Principal, settings: Settings, body: JobCreate, storage: Storage
+) -> Job:
     available = settings.all_base_models
     if body.model not in available:
         raise bad_request(
@@ -87,6 +92,14 @@ def create_job(session: Session, principal: Principal, settings: Settings, body:
         except GraderValidationError as exc:
             param = "method.reinforcement." + exc.param if exc.param else "method.reinforcement.grader"
             raise bad_request(f"Invalid grader: {exc.message}", param=param, code="invalid_grader") from exc
+    if mtype == "reinforcement":
+        references = [("method.reinforcement.grader", v) for v in item_variables(inner["grader"])]
+        reference_template = (body.openrft or {}).get("reference")
+        if isinstance(reference_template, str):
+            references += [("openrft.reference", v) for v in template_item_variables(reference_template)]
+        for file_id in (body.training_file, body.validation_file):
+            if file_id and references:
+                _check_item_fields(session, principal, storage, file_id, references)
     try:
         resolved = resolve_config(
             mtype, dict(inner.get("hyperparameters") or {}), dict(body.openrft or {}), base_model=body.model
@@ -120,6 +133,33 @@ def create_job(session: Session, principal: Principal, settings: Settings, body:
     session.commit()
     _enqueue(session, job, VALIDATE_JOB_FILES)
     return job
+
+
+def _check_item_fields(
+    session: Session,
+    principal: Principal,
+    storage: Storage,
+    file_id: str,
+    references: list[tuple[str, Variable]],
+) -> None:
+    row = _file_for_job(session, principal, file_id, "training_file")
+    try:
+        fh = storage.open(row.storage_key)
+    except OSError:
+        return  # the file's own validation reports an unreadable file
+    with fh:
+        found = first_missing([v for _, v in references], iter(fh))
+    if found is None:
+        return
+    variable, line, data = found
+    param = next(p for p, v in references if v is variable)
+    fields = ", ".join(sorted(data)) or "none"
+    raise bad_request(
+        f"The grader uses {{{{ {variable.text} }}}}, but line {line} of {file_id} has no such field "
+        f"(its fields: {fields}). Fix the field name in the grader or add it to every row.",
+        param=param,
+        code="invalid_grader",
+    )
 
 
 def _enqueue(session: Session, job: Job, task: str) -> None:

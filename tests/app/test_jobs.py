@@ -365,3 +365,51 @@ def test_checkpoints_listed_and_registered_as_models(client, auth):
     models = [m["id"] for m in client.get("/v1/models", headers=auth).json()["data"]]
     assert ckpt["fine_tuned_model_checkpoint"] in models
     assert not any(m.endswith("ckpt-step-2") for m in models)
+
+
+def test_grader_item_fields_are_checked_against_the_rows(client, auth):
+    """A misspelt {{ item.* }} field is a 400 naming it, not a job that trains on zero reward."""
+    train, valid = _files(client, auth)
+    typo = {**STRING_CHECK_GRADER, "reference": "{{ item.answr }}"}
+    body = _rft_body(train)
+    body["method"]["reinforcement"]["grader"] = typo
+    err = assert_error(
+        client.post("/v1/fine_tuning/jobs", headers=auth, json=body),
+        400,
+        param="method.reinforcement.grader",
+        code="invalid_grader",
+    )
+    assert "{{ item.answr }}" in err["message"] and f"line 1 of {train}" in err["message"]
+    assert "answer" in err["message"]  # the row's fields are listed: the right name is right there
+    # nested graders and model-grader messages are templates too; the validation file is checked as well
+    nested = {
+        "type": "multi",
+        "graders": {
+            "ok": dict(STRING_CHECK_GRADER),
+            "judge": {
+                "type": "score_model",
+                "model": "tiny-test",
+                "input": [
+                    {
+                        "role": "user",
+                        "content": "Question {{ item.question }} answer {{ sample.output_text }}",
+                    }
+                ],
+            },
+        },
+        "calculate_output": "ok + judge",
+    }
+    body = _rft_body(train, valid)
+    body["method"]["reinforcement"]["grader"] = nested
+    err = assert_error(client.post("/v1/fine_tuning/jobs", headers=auth, json=body), 400)
+    assert "{{ item.question }}" in err["message"]
+    only_valid = upload(
+        client, auth, jsonl([{"messages": [{"role": "user", "content": "q"}]}]), name="v.jsonl"
+    )
+    body = _rft_body(train, only_valid.json()["id"])
+    err = assert_error(client.post("/v1/fine_tuning/jobs", headers=auth, json=body), 400)
+    assert only_valid.json()["id"] in err["message"]
+    # the openrft.reference template is checked too; rows that have the field pass
+    body = _rft_body(train, openrft={"reference": "{{ item.solution }}"})
+    assert_error(client.post("/v1/fine_tuning/jobs", headers=auth, json=body), 400, param="openrft.reference")
+    assert client.post("/v1/fine_tuning/jobs", headers=auth, json=_rft_body(train, valid)).status_code == 200

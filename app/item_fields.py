@@ -1,0 +1,75 @@
+"""Job creation checks a grader's ``{{ item.* }}`` references against the job's rows, so a typo in a field
+name is a 400 naming it instead of a job that trains on zero reward (every sample an
+``invalid_variable_error``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from trainer.graders.errors import GradingError
+from trainer.graders.templates import TemplateSyntaxError, Variable, parse_variable
+
+# Rows looked at per file: enough to catch a misspelt field, bounded for files of any size.
+MAX_ROWS = 200
+MAX_BYTES = 8 * 1024 * 1024
+# Fields of a grader that are not templates.
+_NOT_TEMPLATES = {"source", "calculate_output", "type", "name", "model", "url", "headers", "labels"}
+
+
+def item_variables(spec: Any, _key: str | None = None) -> Iterator[Variable]:
+    """Every ``item.*`` variable in the templates of a (validated) grader, nested graders included."""
+    if isinstance(spec, dict):
+        for key, value in spec.items():
+            if key not in _NOT_TEMPLATES:
+                yield from item_variables(value, key)
+    elif isinstance(spec, list):
+        for value in spec:
+            yield from item_variables(value, _key)
+    elif isinstance(spec, str) and "{{" in spec:
+        yield from template_item_variables(spec)
+
+
+def template_item_variables(template: str) -> Iterator[Variable]:
+    start = template.find("{{")
+    while start >= 0:
+        end = template.find("}}", start + 2)
+        if end < 0:
+            return
+        try:
+            variable = parse_variable(template[start + 2 : end])
+        except TemplateSyntaxError:
+            variable = None  # the grader's validation reports these
+        if variable is not None and variable.namespace == "item":
+            yield variable
+        start = template.find("{{", end + 2)
+
+
+def rows(lines: Iterator[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) of the first rows that parse (file validation reports the others)."""
+    seen = read = 0
+    for number, raw in enumerate(lines, start=1):
+        read += len(raw)
+        if seen >= MAX_ROWS or read > MAX_BYTES:
+            return
+        try:
+            row = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(row, dict):
+            seen += 1
+            yield number, row
+
+
+def first_missing(
+    variables: list[Variable], lines: Iterator[bytes]
+) -> tuple[Variable, int, dict[str, Any]] | None:
+    """The first variable a row lacks: (variable, line number, row), or None when every row has them all."""
+    for number, row in rows(lines):
+        for variable in variables:
+            try:
+                variable.resolve({"item": row})
+            except GradingError:
+                return variable, number, row
+    return None
