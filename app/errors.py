@@ -103,6 +103,21 @@ async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "Invalid request."}
+    if first.get("type") == "json_invalid":
+        # Its loc is the character offset, not a field: name the body, say where it broke.
+        loc = tuple(first.get("loc", ()))
+        where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+        detail = (first.get("ctx") or {}).get("error") or "invalid JSON"
+        return _response(
+            400,
+            error_body(
+                f"We could not parse the JSON body of your request ({detail}{where}). "
+                "The API expects a JSON object with Content-Type: application/json.",
+                "invalid_request_error",
+                None,
+                "invalid_json",
+            ),
+        )
     param = _loc_to_param(tuple(first.get("loc", ())))
     msg = str(first.get("msg", "Invalid request."))
     message = f"Invalid value for '{param}': {msg}" if param else msg

@@ -51,6 +51,18 @@ def test_validation_error_is_400_naming_the_field(client, auth):
     assert_error(resp, 400, param="limit")
 
 
+def test_a_body_that_is_not_json_is_named_as_the_body(client, auth):
+    resp = client.post(
+        "/v1/fine_tuning/jobs",
+        headers={**auth, "content-type": "application/json"},
+        content=b'{"model": "x", "seed": 20,',
+    )
+    err = assert_error(resp, 400, code="invalid_json")
+    assert err["param"] is None  # not the character offset dressed up as a field
+    assert err["message"].startswith("We could not parse the JSON body of your request")
+    assert "at character 26" in err["message"]
+
+
 def test_request_id_is_echoed_or_generated(client, auth):
     resp = client.get("/v1/files", headers={**auth, "x-request-id": "abc-123"})
     assert resp.headers["x-request-id"] == "abc-123"
