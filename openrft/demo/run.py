@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,23 @@ from openrft.demo.task import GRADER, LABELS, RESPONSE_TEMPLATE, SYSTEM_PROMPT, 
 from openrft.types import FineTuningJob
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+TRY_IT_QUESTION = "What is 7 + 8? A. 14 B. 15 C. 16 D. 17"
+
+
+def try_it_lines(model: str | None, *, home: Path | None, running_at: str | None) -> list[str]:
+    """The shell commands that chat with the fine-tuned model, each a whole line, quoted for the shell.
+
+    ``home``: the embedded service's home (None: a service the user runs); ``running_at``: its URL when the
+    demo left it running, else the lines start it first."""
+    chat = f"openrft chat {shlex.quote(model or '')} -m {shlex.quote(TRY_IT_QUESTION)}"
+    if home is None:
+        return [chat]
+    env = f"OPENRFT_HOME={shlex.quote(str(home))}"
+    if running_at is not None:
+        return [f"{env} OPENRFT_BASE_URL={shlex.quote(running_at)} {chat}"]
+    return [f"{env} openrft serve   # then, in another shell:", f"{env} {chat}"]
 
 
 @dataclass
@@ -221,9 +239,9 @@ class Demo:
             f"{1 / len(LABELS):.0%} among {len(LABELS)} options: at the demo's budget the model mostly learns to "
             "answer in the format; more steps, `--sft-epochs` and `--rl-steps`, or a larger model go further.)"
         )
-        chat = f"openrft chat '{result.tuned_model}' -m 'What is 7 + 8? A. 14 B. 15 C. 16 D. 17'"
-        if self.service is not None and self.opts.keep_running:
-            chat = f"OPENRFT_HOME={self.opts.home} OPENRFT_BASE_URL={self.service.base_url} {chat}"
-        elif self.service is not None:
-            chat = f"OPENRFT_HOME={self.opts.home} openrft serve   # then, in another shell:\n  OPENRFT_HOME={self.opts.home} {chat}"
-        self.console.print(f"Try it:\n  {chat}", markup=False)
+        running = self.service.base_url if self.service is not None and self.opts.keep_running else None
+        home = self.opts.home if self.service is not None else None
+        self.console.print("Try it:")
+        for line in try_it_lines(result.tuned_model, home=home, running_at=running):
+            # soft_wrap: the terminal may fold the line, but rich must not break it inside the quotes
+            self.console.print(f"  {line}", markup=False, soft_wrap=True)

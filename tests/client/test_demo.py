@@ -157,3 +157,26 @@ def test_demo_end_to_end_on_the_tiny_model(live: LiveService, tmp_path: Path) ->
     assert -1 not in positions and positions == sorted(positions)
     total = next(e.data for e in reversed(events) if e.type == "metrics" and e.data)["total_steps"]
     assert f"step {total}/{total}" in text
+
+
+def test_try_it_lines_are_whole_shell_commands_that_do_not_wrap(tmp_path) -> None:
+    import shlex
+
+    from openrft.demo.run import TRY_IT_QUESTION, try_it_lines
+
+    model = "ft:smollm2-135m-instruct:default:demo:ftjob-abc"
+    home = tmp_path / "a home"
+    lines = try_it_lines(model, home=home, running_at="http://127.0.0.1:8123/v1")
+    assert len(lines) == 1
+    words = shlex.split(lines[0])
+    assert words[:2] == [f"OPENRFT_HOME={home}", "OPENRFT_BASE_URL=http://127.0.0.1:8123/v1"]
+    assert words[2:] == ["openrft", "chat", model, "-m", TRY_IT_QUESTION]
+    stopped = try_it_lines(model, home=home, running_at=None)
+    assert "openrft serve" in stopped[0] and shlex.split(stopped[1])[1:4] == ["openrft", "chat", model]
+    assert try_it_lines(model, home=None, running_at=None) == [f"openrft chat {model} -m '{TRY_IT_QUESTION}'"]
+    # printed the way the demo prints it, on a narrow terminal: one line each, never folded inside quotes
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=40, force_terminal=False)
+    for line in lines:
+        console.print(f"  {line}", markup=False, soft_wrap=True)
+    assert buffer.getvalue().splitlines() == [f"  {lines[0]}"]
