@@ -166,3 +166,48 @@ def test_try_box_streams_the_reply(page: Any, seeded: Seeded) -> None:
     page.wait_for_selector("#try-error:not([hidden])")
     assert page.inner_text("#try-error") == "No such model: 'x'."
     assert page.js_errors == []
+
+
+def test_a_supervised_job_shows_its_loss_and_no_rl_panels(page: Any, seeded: Seeded, tmp_path: Path) -> None:
+    from openrft import OpenRFT
+    from tests.support import supervised_rows
+
+    rows = "".join(json.dumps(r) + "\n" for r in supervised_rows(4)).encode()
+    with OpenRFT(api_key=seeded.key, base_url=seeded.service.base_url) as client:
+        train = client.files.create(rows, filename="sft.jsonl")
+        job_id = client.fine_tuning.jobs.create(
+            model="tiny-test", training_file=train.id, method={"type": "supervised"}
+        ).id
+    losses = [2.4, 1.9, 1.5, 1.2]
+    with seeded.session() as session:
+        job = session.query(Job).filter_by(id=job_id).one()
+        job.status = "running"
+        for step, loss in enumerate(losses, start=1):
+            data = {"step": step, "total_steps": len(losses), "stage": "sft", "train_loss": loss}
+            if step % 2 == 0:
+                data["valid_loss"] = loss + 0.2
+            jobstore.add_event(
+                session, job.pk, f"Step {step}/4 (sft), train loss={loss}", type="metrics", data=data
+            )
+        jobstore.register_checkpoint(
+            session, job, 4, "/nonexistent/sft-4", {"step": 4, "train_loss": 1.2, "valid_loss": 1.4}
+        )
+        session.commit()
+
+    open_with_key(page, seeded, f"/dashboard/jobs/{job_id}")
+    page.wait_for_selector("#chart polyline[data-series='train']")
+    assert page.text_content("#chart-title") == "Loss per step"
+    assert page.locator("#chart circle[data-series='train']").count() == len(losses)
+    assert page.locator("#chart circle[data-series='valid']").count() == 2
+    ys = [
+        float(p.split(",")[1])
+        for p in page.get_attribute("#chart polyline[data-series='train']", "points").split()
+    ]
+    assert ys == sorted(ys)  # a falling loss is drawn falling (SVG y grows downwards)
+    assert "train loss (last 1.200)" in page.inner_text("#chart-legend")
+    assert not page.is_visible("#rollouts-card")  # RL panels are hidden for supervised jobs
+    expect(page.locator("#checkpoints tbody tr")).to_have_count(1)
+    assert page.text_content("#checkpoints-train") == "Train loss"
+    assert "1.400" in page.inner_text("#checkpoints tr[data-step='4']")
+    page.screenshot(path=str(tmp_path / "supervised.png"), full_page=True)
+    assert page.js_errors == []

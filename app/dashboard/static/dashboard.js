@@ -213,10 +213,13 @@
       if (fresh.length || state.checkpoints.length === 0) {
         state.events.push(...fresh);
         renderEvents(fresh);
-        renderChart(state.events);
-        renderRollouts(state.events);
+        const kind = chartKind(state.job);
+        renderChart(state.events, kind);
+        // Supervised jobs have no rewards and no rollouts: their curve is the loss.
+        show("#rollouts-card", kind.name === "reward");
+        if (kind.name === "reward") renderRollouts(state.events);
         state.checkpoints = (await api(`${path}/checkpoints?limit=100`)).data;
-        renderCheckpoints(state.checkpoints);
+        renderCheckpoints(state.checkpoints, kind);
         renderModels(state);
       }
       $("#events-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
@@ -301,35 +304,60 @@
     );
   }
 
-  // ---------------------------------------------------------------- reward chart
+  // ---------------------------------------------------------------- reward (or loss) chart
 
-  function metricPoints(events) {
+  // What a job's curve shows: rewards for reinforcement jobs, the loss for supervised ones.
+  const KINDS = {
+    reward: {
+      name: "reward",
+      title: "Reward per step",
+      // Metrics events nest the means under `scores`; checkpoint metrics may have them flat.
+      train: (d) => d.train_mean_reward ?? d.train_reward_mean ?? (d.scores || {}).train_reward_mean,
+      valid: (d) => d.full_valid_mean_reward ?? d.valid_reward_mean ?? (d.scores || {}).valid_reward_mean,
+      labels: ["train mean reward", "validation mean reward"],
+      columns: ["Valid reward", "Train reward"],
+      keys: ["full_valid_mean_reward", "valid_reward_mean", "train_mean_reward", "train_reward_mean"],
+      upTo1: true,
+    },
+    loss: {
+      name: "loss",
+      title: "Loss per step",
+      train: (data) => data.train_loss,
+      valid: (data) => data.valid_loss ?? data.full_valid_loss,
+      labels: ["train loss", "validation loss"],
+      columns: ["Valid loss", "Train loss"],
+      keys: ["valid_loss", "full_valid_loss", "train_loss"],
+      upTo1: false,
+    },
+  };
+
+  function chartKind(job) {
+    return job && job.method && job.method.type === "supervised" ? KINDS.loss : KINDS.reward;
+  }
+
+  function metricPoints(events, kind) {
     // One point per step (a resumed job may report a step again: the latest report wins).
     const byStep = new Map();
     for (const event of events) {
       const data = event.data;
       if (event.type !== "metrics" || !data || typeof data.step !== "number") continue;
-      const scores = data.scores || {};
-      const train = data.train_mean_reward ?? scores.train_reward_mean;
-      const valid = data.full_valid_mean_reward ?? scores.valid_reward_mean;
-      byStep.set(data.step, { step: data.step, train, valid });
+      byStep.set(data.step, { step: data.step, train: kind.train(data), valid: kind.valid(data) });
     }
     return [...byStep.values()].sort((a, b) => a.step - b.step);
   }
 
-  const SERIES = [
-    { key: "train", label: "train mean reward", cls: "series-train" },
-    { key: "valid", label: "validation mean reward", cls: "series-valid" },
-  ];
-
-  function renderChart(events) {
-    const points = metricPoints(events);
+  function renderChart(events, kind = KINDS.reward) {
+    const points = metricPoints(events, kind);
     const box = $("#chart");
-    const series = SERIES.map((s) => ({
+    $("#chart-title").textContent = kind.title;
+    const series = [
+      { key: "train", label: kind.labels[0], cls: "series-train" },
+      { key: "valid", label: kind.labels[1], cls: "series-valid" },
+    ].map((s) => ({
       ...s, values: points.filter((p) => typeof p[s.key] === "number").map((p) => [p.step, p[s.key]]),
     }));
     if (!series.some((s) => s.values.length)) {
-      box.replaceChildren(el("p", { class: "muted" }, "No reward metrics yet."));
+      box.replaceChildren(el("p", { class: "muted" }, `No ${kind.name} metrics yet.`));
       $("#chart-legend").replaceChildren();
       return;
     }
@@ -337,11 +365,13 @@
     const all = series.flatMap((s) => s.values);
     let [x0, x1] = [Math.min(...all.map((v) => v[0])), Math.max(...all.map((v) => v[0]))];
     if (x0 === x1) { x0 -= 1; x1 += 1; }
-    const y0 = Math.min(0, ...all.map((v) => v[1])), y1 = Math.max(1, ...all.map((v) => v[1]));
+    const top = Math.max(...all.map((v) => v[1]));
+    // Rewards are read against [0, 1]; a loss has no fixed top: a little room above its largest value.
+    const y0 = Math.min(0, ...all.map((v) => v[1])), y1 = kind.upTo1 ? Math.max(1, top) : (top > 0 ? top * 1.1 : 1);
     const x = (v) => m.l + ((v - x0) / (x1 - x0)) * (W - m.l - m.r);
     const y = (v) => H - m.b - ((v - y0) / (y1 - y0)) * (H - m.t - m.b);
 
-    const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "reward per step" });
+    const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": kind.title.toLowerCase() });
     for (let i = 0; i <= 4; i++) {
       const v = y0 + ((y1 - y0) * i) / 4;
       chart.append(svg("line", { x1: m.l, x2: W - m.r, y1: y(v), y2: y(v), class: "grid-line" }));
@@ -375,12 +405,14 @@
 
   // ---------------------------------------------------------------- checkpoints and models
 
-  function renderCheckpoints(checkpoints) {
+  function renderCheckpoints(checkpoints, kind = KINDS.reward) {
+    $("#checkpoints-valid").textContent = kind.columns[0];
+    $("#checkpoints-train").textContent = kind.columns[1];
     const rows = [...checkpoints].sort((a, b) => a.step_number - b.step_number).map((c) => {
       const metrics = c.metrics || {};
-      const valid = metrics.full_valid_mean_reward ?? metrics.valid_reward_mean;
-      const train = metrics.train_mean_reward ?? metrics.train_reward_mean;
-      const shown = new Set(["step", "full_valid_mean_reward", "valid_reward_mean", "train_mean_reward", "train_reward_mean"]);
+      const valid = kind.valid(metrics);
+      const train = kind.train(metrics);
+      const shown = new Set(["step", ...kind.keys]);
       const other = Object.entries(metrics)
         .filter(([k, v]) => !shown.has(k) && typeof v === "number")
         .map(([k, v]) => `${k}=${fmt(v)}`).join(", ");
