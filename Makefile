@@ -24,6 +24,7 @@ test: setup services lint
 openapi: setup
 	$(BIN)/python -m app.openapi_export openapi.yaml
 	$(BIN)/python -m app.options_doc docs/options.md
+	$(BIN)/python -m openrft.cli_doc docs/cli.md
 
 bench-graders: setup
 	$(BIN)/python -m bench.graders

@@ -12,6 +12,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+HOME_HELP = "where everything is stored (default: $OPENRFT_HOME or ~/.openrft)"
+
 
 def _server(name: str) -> Callable[..., int]:
     try:
@@ -25,38 +27,44 @@ def _server(name: str) -> Callable[..., int]:
 
 def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="start the embedded service (API + workers)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--home", help="where everything is stored (default: $OPENRFT_HOME or ~/.openrft)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        help="port to listen on; also this service's own URL for its graders and workers, unless "
+        "OPENRFT_PUBLIC_BASE_URL is set",
+    )
+    p.add_argument("--home", help=HOME_HELP)
     p.add_argument("--no-worker", action="store_true", help="API only; run workers with 'openrft worker'")
     p.set_defaults(func=lambda a: _server("serve")(a.host, a.port, with_workers=not a.no_worker))
 
     p = sub.add_parser("worker", help="run a Celery worker")
     p.add_argument("--queues", "-Q", default="default,gpu", help="comma-separated: default, gpu")
-    p.add_argument("--concurrency", "-c", type=int, default=1)
+    p.add_argument("--concurrency", "-c", type=int, default=1, help="tasks run at once")
     p.add_argument("--beat", action="store_true", help="also run the periodic reaper (one worker only)")
-    p.add_argument("--name", default=None)
+    p.add_argument("--name", default=None, help="worker name (default: the queues)")
     p.add_argument(
         "--gpus",
         default=None,
         help="training GPUs, one per --concurrency slot: auto (all visible), none, or a list like 0,1",
     )
-    p.add_argument("--home")
+    p.add_argument("--home", help=HOME_HELP)
     p.set_defaults(func=lambda a: _server("worker")(a.queues, a.concurrency, a.beat, a.name, gpus=a.gpus))
 
     p = sub.add_parser("migrate", help="upgrade the database to the latest schema")
-    p.add_argument("--home")
+    p.add_argument("--home", help=HOME_HELP)
     p.set_defaults(func=lambda a: _server("migrate")())
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_cmd", required=True)
     p = keys.add_parser("create", help="create an API key (and the organization if needed); prints the key")
-    p.add_argument("--org", required=True)
-    p.add_argument("--name")
-    p.add_argument("--home")
+    p.add_argument("--org", required=True, help="organization the key acts for (created if new)")
+    p.add_argument("--name", help="a label for the key")
+    p.add_argument("--home", help=HOME_HELP)
     p.set_defaults(func=lambda a: _server("keys_create")(a.org, a.name))
     p = keys.add_parser("revoke", help="revoke an API key")
-    p.add_argument("key")
-    p.add_argument("--home")
+    p.add_argument("key", help="the key to revoke")
+    p.add_argument("--home", help=HOME_HELP)
     p.set_defaults(func=lambda a: _server("keys_revoke")(a.key))
 
 

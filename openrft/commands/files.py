@@ -121,7 +121,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = files.add_parser("upload", parents=[conn, js], help="upload JSONL files (checked locally first)")
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--purpose", default="fine-tune")
+    p.add_argument("--purpose", default="fine-tune", help="what the file is for (fine-tune: training data)")
     p.add_argument(
         "--validate",
         choices=VALIDATE_CHOICES,
@@ -131,7 +131,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=upload)
 
     p = files.add_parser("list", parents=[conn, js], help="list files")
-    p.add_argument("--purpose")
+    p.add_argument("--purpose", help="only files with this purpose (fine-tune, fine-tune-results)")
     p.set_defaults(func=list_files)
 
     p = files.add_parser("get", parents=[conn, js], help="show a file object")

@@ -291,15 +291,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="one OpenRFT option, e.g. -o rl.max_steps=20",
     )
-    p.add_argument("--suffix")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--metadata", action="append", metavar="KEY=VALUE")
+    p.add_argument("--suffix", help="part of the fine-tuned model's name")
+    p.add_argument("--seed", type=int, help="for a reproducible run (default: random)")
+    p.add_argument(
+        "--metadata", action="append", metavar="KEY=VALUE", help="a label to filter jobs by (repeatable)"
+    )
     p.add_argument("--follow", "-f", action="store_true", help="follow the job until it stops")
     p.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
     p.set_defaults(func=create)
 
     p = jobs.add_parser("list", parents=[conn, js], help="list jobs, newest first")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=int, default=20, help="jobs per page")
     p.add_argument("--all", action="store_true", help="every page")
     p.add_argument("--metadata", action="append", metavar="KEY=VALUE", help="only jobs with this metadata")
     p.set_defaults(func=list_jobs)
@@ -328,7 +330,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = jobs.add_parser("events", parents=[conn, js], help="a job's events, oldest first")
     p.add_argument("job_id")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=int, default=100, help="events per page")
     p.add_argument("--all", action="store_true", help="every page")
     p.set_defaults(func=events)
 
