@@ -107,7 +107,8 @@ async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
         # Its loc is the character offset, not a field: name the body, say where it broke.
         loc = tuple(first.get("loc", ()))
         where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
-        detail = (first.get("ctx") or {}).get("error") or "invalid JSON"
+        ctx = first.get("ctx")
+        detail = (ctx.get("error") if isinstance(ctx, dict) else None) or "invalid JSON"
         return _response(
             400,
             error_body(

@@ -45,9 +45,10 @@ def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Ar
 
 
 def _flags(action: argparse.Action) -> str:
+    metavar = action.metavar if isinstance(action.metavar, str) else action.dest.upper()
     if not action.option_strings:
-        return f"`{action.metavar or action.dest.upper()}`"
-    value = "" if action.nargs == 0 else " " + (action.metavar or action.dest.upper())
+        return f"`{metavar}`"
+    value = "" if action.nargs == 0 else " " + metavar
     return ", ".join(f"`{flag}{value}`" for flag in action.option_strings)
 
 
