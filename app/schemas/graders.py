@@ -19,8 +19,23 @@ Template = Annotated[
 ]
 
 
+def _omit_not_null(schema: dict[str, Any]) -> None:
+    """Optional fields are left out, not sent as null (the validator refuses a null name or threshold)."""
+    for prop in schema.get("properties", {}).values():
+        options = prop.get("anyOf")
+        if isinstance(options, list) and {"type": "null"} in options:
+            rest = [o for o in options if o != {"type": "null"}]
+            del prop["anyOf"]
+            if len(rest) == 1:
+                prop.update(rest[0])
+            else:
+                prop["anyOf"] = rest
+            if prop.get("default", 0) is None:
+                del prop["default"]
+
+
 class _Grader(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_omit_not_null)
 
     name: str | None = Field(default=None, description="Defaults to the type (in a multi grader: its key).")
     pass_threshold: float | None = Field(
@@ -52,7 +67,7 @@ class TextSimilarityGrader(_Grader):
 
 
 class GraderMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_omit_not_null)
 
     type: Literal["message"] | None = None
     role: Literal["user", "assistant", "system", "developer"]
@@ -103,7 +118,9 @@ class MultiGrader(_Grader):
     """Several named graders combined by a formula over their scores."""
 
     type: Literal["multi"]
-    graders: dict[str, Grader] = Field(description="Graders by name (a list with names is accepted too).")
+    graders: dict[str, InnerGrader] = Field(
+        description="Graders by name (a list with names is accepted too); not multi graders themselves."
+    )
     calculate_output: str = Field(description="e.g. '0.5 * a + 0.5 * b'; +, -, *, /, ^, min, max, abs, ...")
 
 
@@ -125,18 +142,18 @@ class EndpointGrader(_Grader):
     timeout_s: float | None = Field(default=None, gt=0)
 
 
-Grader = Annotated[
+InnerGrader = Annotated[
     StringCheckGrader
     | TextSimilarityGrader
     | ScoreModelGrader
     | LabelModelGrader
     | PythonGrader
-    | MultiGrader
     | MultipleChoiceGrader
     | EndpointGrader,
     Field(discriminator="type"),
 ]
 MultiGrader.model_rebuild()
+Grader = Annotated[InnerGrader | MultiGrader, Field(discriminator="type")]
 
 GRADER_MODELS: tuple[type[BaseModel], ...] = (
     StringCheckGrader,

@@ -152,3 +152,12 @@ def test_python_graders_have_the_packages_openai_lists(sdk):
         grader={"type": "python", "name": "py", "source": source}, model_sample="SELECT 1", item={}
     )
     assert result.reward == 1.0, result.metadata.errors
+
+
+@pytest.mark.parametrize("bad_type", [{}, [], None, 3])
+def test_a_grader_type_that_is_not_a_string_is_a_400(client, auth, bad_type):
+    """Found by fuzzing the typed schema: an object as the type was a 500 (unhashable)."""
+    body = {"grader": {"type": bad_type, "url": ""}, "model_sample": ""}
+    assert_error(
+        client.post("/v1/fine_tuning/alpha/graders/run", headers=auth, json=body), 400, param="grader.type"
+    )

@@ -78,7 +78,7 @@ def _validate(spec: Any, param: str, *, default_name: str | None, nested: bool) 
     if not isinstance(spec, dict):
         raise GraderValidationError(param, "must be an object")
     gtype = spec.get("type")
-    if gtype not in _FIELDS:
+    if not isinstance(gtype, str) or gtype not in _FIELDS:  # a dict or list type is not hashable
         raise GraderValidationError(
             f"{param}.type", f"must be one of {', '.join(GRADER_TYPES)}; got {gtype!r}"
         )
