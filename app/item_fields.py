@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from openrft.validation import check_row
 from trainer.graders.errors import GradingError
 from trainer.graders.templates import TemplateSyntaxError, Variable, parse_variable
 
@@ -57,7 +58,8 @@ def rows(lines: Iterator[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
             row = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             continue
-        if isinstance(row, dict):
+        # An invalid row is file validation's to report, with its line number and reason.
+        if isinstance(row, dict) and check_row(row, "reinforcement") is None:
             seen += 1
             yield number, row
 

@@ -46,7 +46,7 @@ def rejection_sample(
     temperature: float,
     max_new_tokens: int,
     results: dict[str, Synthesized],
-    per_round: int = 2,
+    per_round: int = 1,
     on_round: Any = None,
 ) -> dict[str, Synthesized]:
     """Sample until each question has one graded-correct trace or ``budget`` tries; updates ``results``."""
@@ -91,6 +91,20 @@ def synthesize_traces(p: Pipeline) -> list[dict[str, Any]]:
     def save(res: dict[str, Synthesized]) -> None:
         atomic_write_text(path, json.dumps([asdict(r) for r in res.values()]))
 
+    def progress(res: dict[str, Synthesized]) -> None:
+        save(res)
+        solved = sum(r.response is not None for r in res.values())
+        tries = sum(r.tries for r in res.values())
+        done_round = max(r.tries for r in res.values())
+        p.sink.message(
+            f"Synthesis round {done_round}/{plan.samples_per_question}: {solved}/{len(res)} questions have a "
+            f"graded-correct trace ({solved / max(1, tries):.0%} of the {tries} tries so far); the next round "
+            "samples only the unsolved ones."
+            if done_round < plan.samples_per_question and solved < len(res)
+            else f"Synthesis round {done_round}/{plan.samples_per_question}: {solved}/{len(res)} questions have a "
+            f"graded-correct trace ({solved / max(1, tries):.0%} of {tries} tries)."
+        )
+
     if "synthesis" not in p.state.done:
         budget = plan.samples_per_question
         prompts = [p.prompt_for(r) for r in rows]
@@ -112,7 +126,7 @@ def synthesize_traces(p: Pipeline) -> list[dict[str, Any]]:
                 temperature=ext.sft.temperature,
                 max_new_tokens=plan.max_completion_length,
                 results=results,
-                on_round=save,
+                on_round=progress,
             )
             p.state.counters["synthesis_s"] = time.perf_counter() - t0
         for r in rows:
@@ -131,6 +145,18 @@ def synthesize_traces(p: Pipeline) -> list[dict[str, Any]]:
             f"{counts['fell_back']} fell back to the reference answer, {counts['dropped']} left out of SFT.",
             {"step": 0, "stage": "synthesis", "synthesis": counts, "samples_per_question": budget},
         )
+        if not counts["sampled"] and not counts["fell_back"]:
+            p.sink.message(
+                "SFT has nothing to learn from: no sampled trace was graded correct and no row has a reference "
+                "response the grader accepts (see the reference message above for what to set).",
+                level="warn",
+            )
+        elif budget and not counts["sampled"]:
+            p.sink.message(
+                f"No sampled trace was graded correct in {budget} tries per question: SFT learns from the reference "
+                "responses alone (raise openrft.sft.samples_per_question for traces in the model's own words).",
+                level="warn",
+            )
         p._mark_done("synthesis")
     return [
         trace_example(p.prompt_for(r), results[r.uid].response or "")

@@ -44,7 +44,7 @@ def test_every_bad_line_is_reported_with_its_number(new_job):
         "{not json",
         json.dumps({"no_messages": True}),
         json.dumps([1, 2]),
-        json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}),
+        json.dumps({"messages": [{"role": "assistant", "content": "a"}]}),
         "",
         json.dumps({"messages": []}),
     ]
@@ -64,6 +64,17 @@ def test_every_bad_line_is_reported_with_its_number(new_job):
     ]:
         assert f"line {line}: " in message and reason in message, (line, message)
     assert "line 1:" not in message and "line 6:" not in message
+
+
+def test_a_reply_after_the_question_is_accepted_as_the_reference(new_job):
+    from workers.tasks.validate_job_files_task import validate_job_files
+
+    row = {
+        "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+        "answer": "a",
+    }
+    job_id = new_job(json.dumps(row) + "\n")
+    assert validate_job_files(job_id) == "queued", job_row(job_id).error
 
 
 def test_supervised_needs_an_assistant_message(new_job):
