@@ -180,6 +180,10 @@ def test_sigterm_stops_every_child(tmp_path):
 
         wait_until(started, 90, what="the workers and the grading pool")
         children = _descendants(proc.pid)
+        # the workers' model graders call this service at its real port, too
+        workers = [psutil.Process(p) for p in children if "celery" in " ".join(psutil.Process(p).cmdline())]
+        for worker in workers:
+            assert worker.environ()["OPENRFT_PUBLIC_BASE_URL"] == f"http://127.0.0.1:{port}/v1"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, log.read_text()[-3000:]
         wait_until(
