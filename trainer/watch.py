@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -21,15 +20,14 @@ if TYPE_CHECKING:
     from trainer.prompts import Messages
 
 
-def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion (sound at small n and at 0 or n successes, unlike p +- z*se)."""
+def wilson_interval(successes: float, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (sound at small n and at 0 or n successes, unlike p +- z*se)."""
     if n <= 0:
         return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    from scipy.stats import binomtest
+
+    ci = binomtest(round(successes), n).proportion_ci(confidence_level=0.95, method="wilson")
+    return (float(ci.low), float(ci.high))
 
 
 def error_share(errors: dict[str, int] | None, samples: int) -> float:
