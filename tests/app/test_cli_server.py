@@ -86,11 +86,13 @@ def test_first_start_prints_a_working_key(tmp_path):
         proc.wait(20)
 
 
-def _serve(home: Path, port: int, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+def _serve(
+    home: Path, port: int, log: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with log.open("w") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "openrft.cli", "serve", "--port", str(port), *extra],
-            cwd=REPO, env=_env(home), stdout=out, stderr=subprocess.STDOUT,
+            cwd=REPO, env={**_env(home), **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
 
@@ -198,6 +200,67 @@ def test_sigterm_stops_every_child(tmp_path):
             proc.kill()
             proc.wait(10)
         for pid in children:  # never leave strays behind a failed test
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
+                pass
+
+
+@pytest.mark.slow
+def test_a_score_model_grader_is_answered_by_this_services_own_engine(tmp_path, tiny_model_dir):
+    """The whole path with nothing configured: grader -> this service (internal key) -> the CPU engine of
+    the base model -> a reply the grader reads (the tiny random model's reply is no score: a parse error,
+    not a server error). SIGTERM then stops the engine process as well."""
+    import json as jsonlib
+
+    import psutil
+
+    port = free_port()
+    home = tmp_path / "home"
+    extra = {
+        "OPENRFT_BASE_MODELS": jsonlib.dumps({"tiny-test": str(tiny_model_dir)}),
+        "OPENRFT_SERVING_BACKEND": "cpu",
+    }
+    proc = _serve(home, port, tmp_path / "serve.out", "--no-worker", env=extra)
+    children: list[int] = []
+    try:
+        _wait_healthy(port)
+        key = (home / "api_key").read_text().strip()
+        grader = {
+            "type": "score_model",
+            "name": "judge",
+            "model": "tiny-test",
+            "input": [{"role": "user", "content": "Rate 0-1: {{ sample.output_text }}"}],
+            "sampling_params": {"max_completions_tokens": 8, "temperature": 0},
+        }
+        resp = httpx.post(
+            f"http://127.0.0.1:{port}/v1/fine_tuning/alpha/graders/run",
+            json={"grader": grader, "model_sample": "hi"},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=300,
+        )
+        assert resp.status_code == 200, resp.text
+        result = resp.json()
+        errors = result["metadata"]["errors"]
+        assert not errors["model_grader_server_error"], errors["model_grader_server_error_details"]
+        assert result["metadata"]["sampled_model_name"] == "tiny-test"
+        assert result["model_grader_token_usage_per_model"]["tiny-test"]["completion_tokens"] > 0
+        children = _descendants(proc.pid)
+        assert any("serving.cpu_server" in " ".join(psutil.Process(p).cmdline()) for p in children)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        wait_until(
+            lambda: (
+                not [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+            ),
+            30,
+            what="the engine and the grading pool to exit",
+        )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for pid in children:
             try:
                 psutil.Process(pid).kill()
             except psutil.Error:
