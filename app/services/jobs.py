@@ -221,6 +221,7 @@ def wait_until_paused(session: Session, job: Job, timeout: float, *, poll: float
     deadline = time.monotonic() + timeout
     while job.status == "running" and job.pause_requested and time.monotonic() < deadline:
         time.sleep(poll)
+        session.commit()  # a new transaction per look (a fresh snapshot; no connection held while asleep)
         session.refresh(job)
     return job
 
