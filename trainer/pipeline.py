@@ -420,10 +420,10 @@ class Pipeline:
 
     def _check_grader_errors(self, errors: dict[str, int] | None, samples: int, where: str) -> None:
         """Grader errors on a few samples are noise; on most, the reward measures nothing: fail early."""
-        from trainer.watch import error_share
+        from trainer.watch import error_share, grader_failures
 
         share = error_share(errors, samples)
-        kinds = ", ".join(f"{k}: {v}" for k, v in (errors or {}).items())
+        kinds = ", ".join(f"{k}: {v}" for k, v in grader_failures(errors).items())
         if share > 0.5 and samples >= 4:
             raise TrainerError(
                 f"The grader failed on {share:.0%} of the {samples} samples of {where} ({kinds}): the reward would "

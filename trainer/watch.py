@@ -30,11 +30,21 @@ def wilson_interval(successes: float, n: int) -> tuple[float, float]:
     return (float(ci.low), float(ci.high))
 
 
+# Errors that describe the model's reply, not the grader: a reply with no answer in it rightly scores 0.
+SAMPLE_ERRORS = frozenset({"sample_parse_error", "truncated_observation_error"})
+
+
+def grader_failures(errors: dict[str, int] | None) -> dict[str, int]:
+    """The error counts that mean the grader itself failed (its code, its endpoint, a missing item field)."""
+    return {k: v for k, v in (errors or {}).items() if v and k not in SAMPLE_ERRORS}
+
+
 def error_share(errors: dict[str, int] | None, samples: int) -> float:
-    """Share of graded samples that hit a grader error (a sample counts once even with several errors)."""
-    if not samples or not errors:
+    """Share of graded samples on which the grader failed (a sample counts once even with several errors)."""
+    failed = grader_failures(errors)
+    if not samples or not failed:
         return 0.0
-    return min(1.0, sum(errors.values()) / samples)
+    return min(1.0, sum(failed.values()) / samples)
 
 
 @dataclass
@@ -147,6 +157,7 @@ class RLWatch:
 
     def on_step(self, *, frac_flat: float | None, errors: dict[str, int], samples: int) -> list[Verdict]:
         out: list[Verdict] = []
+        errors = grader_failures(errors)
         self.recent = [*self.recent, (min(samples, sum(errors.values())), samples)][-self.error_window :]
         bad, seen = sum(b for b, _ in self.recent), sum(n for _, n in self.recent)
         share = bad / seen if seen else 0.0

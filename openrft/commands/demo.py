@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="fine-tune a small model on a generated task and compare accuracy before and after",
-        description="Starts the embedded service, writes a multiple-choice arithmetic task, fine-tunes "
+        description="Starts the embedded service, writes a customer-message classification task, fine-tunes "
         f"{DEFAULT_MODEL} on it with OpenRFT, and asks the base and the fine-tuned model the held-out questions.",
     )
     p.add_argument("--home", dest="demo_home", default=str(d.home), help=f"service home (default ./{d.home})")

@@ -38,6 +38,16 @@ class Score:
     def accuracy(self) -> float:
         return self.correct / len(self.graded) if self.graded else 0.0
 
+    @property
+    def interval(self) -> tuple[float, float]:
+        """95% Wilson interval of the accuracy (scipy comes with the service's install, which the demo runs)."""
+        if not self.graded:
+            return (0.0, 1.0)
+        from scipy.stats import binomtest
+
+        ci = binomtest(self.correct, len(self.graded)).proportion_ci(method="wilson")
+        return (float(ci.low), float(ci.high))
+
 
 def prompt(row: dict[str, Any], system_prompt: str | None) -> list[dict[str, Any]]:
     """The same conversation training used: the job's system prompt, then the row's messages."""

@@ -15,13 +15,14 @@ from rich.table import Table
 from openrft import OpenRFT
 from openrft.demo.evaluate import Score, ask, grade
 from openrft.demo.service import EmbeddedService
-from openrft.demo.task import GRADER, LABELS, RESPONSE_TEMPLATE, SYSTEM_PROMPT, make_task
+from openrft.demo.task import CHANCE, GRADER, LABELS, make_task
+from openrft.demo.tasks import INTENT_INSTRUCTION
 from openrft.types import FineTuningJob
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
-TRY_IT_QUESTION = "What is 7 + 8? A. 14 B. 15 C. 16 D. 17"
+TRY_IT_QUESTION = f"{INTENT_INSTRUCTION} Message: My parcel went to my neighbour instead of me."
 
 
 def try_it_lines(model: str | None, *, home: Path | None, running_at: str | None) -> list[str]:
@@ -48,14 +49,14 @@ class DemoOptions:
     model: str = DEFAULT_MODEL
     n_train: int = 100
     n_validation: int = 16
-    n_test: int = 30
+    n_test: int = 40
     seed: int = 0
-    rl_steps: int = 6
-    sft_epochs: int = 1
+    rl_steps: int = 8
+    sft_epochs: int = 2
     max_minutes: float | None = None
     """An optional wall-clock budget for the job: it pauses itself with a snapshot after this, and the demo
     evaluates its best checkpoint (there is none before the end of SFT)."""
-    answer_tokens: int = 128
+    answer_tokens: int = 64
     keep_running: bool = False
     poll_interval: float = 2.0
 
@@ -74,28 +75,22 @@ class DemoResult:
 
 
 def job_options(opts: DemoOptions) -> dict[str, Any]:
-    """The job's configuration, sized for well under 15 minutes on 2 CPU cores (an SFT step of 4 sequences of
-    the 135M model takes ~4 s on idle cores, sampling ~100 tokens/s): one SFT epoch on the reference answers
-    (worked out by the service, no sampling), then a few GRPO steps of 2 prompts x 4 rollouts of at most 128
-    tokens (a worked answer is ~80: at 64 half the replies were cut before their "Answer:" line), evaluating the
-    validation questions after SFT and every few RL steps (each evaluation is a checkpoint).
-    Measured on the idle 2-core machine: 7.4 min in all (job 5.9 min), held-out 0% -> 23% (7/30), replies in
-    the format 2/30 -> 30/30; with 64 tokens, 5.8 min and 0% -> 10% (15/30 in format). Earlier, under load, two
-    SFT epochs gave 27% against 23% for one (within noise) at several times the cost. The base model's
-    accuracy is measured by the demo itself, so the job skips its step-0 evaluation."""
+    """The job's configuration: what a user sends (the grader; nothing says where the answer is) plus a
+    schedule trimmed to fit the demo's 10 minutes on 2 CPU cores: SFT on the reference answers the service finds
+    (no sampled traces: the untrained model's replies are long and cost minutes to sample), then a few GRPO
+    steps, evaluating the validation questions after SFT and every few RL steps (each evaluation is a
+    checkpoint; the best is the model). The base model's accuracy is measured by the demo itself, so the job
+    skips its step-0 evaluation."""
     openrft: dict[str, Any] = {
-        "system_prompt": SYSTEM_PROMPT,
-        "response_template": RESPONSE_TEMPLATE,
         "sft": {"samples_per_question": 0, "n_epochs": opts.sft_epochs},
-        "rl": {"max_steps": opts.rl_steps, "num_generations": 4},
+        "rl": {"max_steps": opts.rl_steps},
         "eval": {"max_samples": opts.n_validation, "at_start": False},
     }
     if opts.max_minutes is not None:
         openrft["max_minutes"] = opts.max_minutes
     return {
         "hyperparameters": {
-            "reasoning_effort": "medium",  # 128 new tokens: a worked answer is ~80 (64 cut it short)
-            "batch_size": 2,
+            "reasoning_effort": "low",  # 64 new tokens: a category is one word
             "eval_interval": max(1, opts.rl_steps // 2),
         },
         "openrft": openrft,
@@ -141,8 +136,9 @@ class Demo:
         task = make_task(opts.n_train, opts.n_validation, opts.n_test, seed=opts.seed)
         paths = task.write(opts.home / "task")
         self.say(
-            f"Wrote a multiple-choice arithmetic task to {paths['train'].parent}: {len(task.train)} training, "
-            f"{len(task.validation)} validation and {len(task.test)} held-out test questions."
+            f"Wrote a customer-message classification task to {paths['train'].parent} (the category in each "
+            f"row's 'label' field, graded by a python grader): {len(task.train)} training, "
+            f"{len(task.validation)} validation and {len(task.test)} held-out test messages."
         )
         train = client.files.create(paths["train"], validate="reinforcement")
         valid = client.files.create(paths["validation"], validate="reinforcement")
@@ -161,7 +157,7 @@ class Demo:
             metadata={"source": "openrft demo"},
         )
         self.say(
-            f"Created RFT job {job.id} on {opts.model}: multiple_choice grader, SFT warm-up then "
+            f"Created RFT job {job.id} on {opts.model}: python grader, SFT warm-up then up to "
             f"{opts.rl_steps} GRPO steps. Following it:"
         )
         t0 = time.monotonic()
@@ -206,7 +202,7 @@ class Demo:
                 client,
                 model,
                 rows,
-                system_prompt=SYSTEM_PROMPT,
+                system_prompt=None,
                 max_tokens=self.opts.answer_tokens,
                 on_reply=lambda: progress.advance(task_id),
             )
@@ -218,26 +214,32 @@ class Demo:
 
     def _summary(self, result: DemoResult) -> None:
         assert result.before is not None and result.after is not None
-        table = Table(title="Held-out accuracy (graded by the job's multiple_choice grader)", box=None)
-        for col in ("", "correct", "accuracy", "answered in format"):
+        table = Table(title="Held-out accuracy (graded by the job's python grader)", box=None)
+        for col in ("", "correct", "accuracy", "95% interval"):
             table.add_column(col)
         for label, score in (("base", result.before), ("fine-tuned", result.after)):
             n = len(score.graded)
-            table.add_row(label, f"{score.correct}/{n}", f"{score.accuracy:.0%}", f"{score.answered}/{n}")
+            lo, hi = score.interval
+            table.add_row(label, f"{score.correct}/{n}", f"{score.accuracy:.0%}", f"{lo:.0%}-{hi:.0%}")
         self.console.print()
         self.console.print(table)
         self.console.print(f"base: {result.before.model}\nfine-tuned: {result.after.model}", markup=False)
         gain = result.after.accuracy - result.before.accuracy
         t = result.timings
         n = len(result.after.graded)
+        lo, hi = result.after.interval
+        verdict = (
+            f"its 95% interval, {lo:.0%}-{hi:.0%}, lies above chance ({CHANCE:.0%}, a guess among "
+            f"{len(LABELS)} categories)"
+            if lo > CHANCE
+            else f"its 95% interval, {lo:.0%}-{hi:.0%}, still includes chance ({CHANCE:.0%}): no real gain yet"
+        )
         self.console.print(
-            f"\nWhat happened: the service fine-tuned {self.opts.model} with OpenRFT (SFT on worked reference "
-            f"answers, then GRPO with the grader as reward) in {t.get('training', 0) / 60:.1f} min. On {n} questions "
-            f"it never saw, accuracy went from {result.before.accuracy:.0%} to {result.after.accuracy:.0%} "
-            f"({gain:+.0%}), and replies in the asked format from {result.before.answered}/{n} to "
-            f"{result.after.answered}/{n}. Total time {t.get('total', 0) / 60:.1f} min. (A guess scores "
-            f"{1 / len(LABELS):.0%} among {len(LABELS)} options: at the demo's budget the model mostly learns to "
-            "answer in the format; more steps, `--sft-epochs` and `--rl-steps`, or a larger model go further.)"
+            f"\nWhat happened: the service found each row's answer in its 'label' field, fine-tuned {self.opts.model} "
+            f"with OpenRFT (SFT on those answers, then GRPO with the grader as reward, keeping the best "
+            f"checkpoint on validation) in {t.get('training', 0) / 60:.1f} min. On {n} messages it never saw, "
+            f"accuracy went from {result.before.accuracy:.0%} to {result.after.accuracy:.0%} ({gain:+.0%}); "
+            f"{verdict}. Total time {t.get('total', 0) / 60:.1f} min."
         )
         running = self.service.base_url if self.service is not None and self.opts.keep_running else None
         home = self.opts.home if self.service is not None else None

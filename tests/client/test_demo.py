@@ -14,55 +14,33 @@ from openrft import OpenRFT
 from openrft.demo.evaluate import Graded, Score, grade, prompt
 from openrft.demo.run import Demo, DemoOptions, job_options
 from openrft.demo.service import EmbeddedService
-from openrft.demo.task import GRADER, LABELS, RESPONSE_TEMPLATE, SYSTEM_PROMPT, all_problems, make_task
+from openrft.demo.task import GRADER, LABELS, make_task
 from openrft.validation import validate_file
 from tests.support import LiveService, wait_until
 
 
-def options(row: dict) -> dict[str, int]:
-    lines = row["messages"][0]["content"].splitlines()[1:]
-    return {line[0]: int(line[3:]) for line in lines}
-
-
-def test_task_is_deterministic_disjoint_and_correct(tmp_path: Path) -> None:
+def test_task_is_deterministic_disjoint_and_user_shaped(tmp_path: Path) -> None:
     task = make_task(seed=3)
     assert task == make_task(seed=3) and task != make_task(seed=4)
-    assert (len(task.train), len(task.validation), len(task.test)) == (100, 16, 30)
-    questions = [
-        r["messages"][0]["content"].splitlines()[0] for r in task.train + task.validation + task.test
-    ]
-    assert len(set(questions)) == len(questions)  # no held-out problem is ever trained on
-    for row in task.train + task.validation + task.test:
-        opts = options(row)
-        assert list(opts) == list(LABELS) and len(set(opts.values())) == 4
-        assert opts[row["answer"]] == int(row["value"])
-        left, op, right = row["messages"][0]["content"].split("?")[0].removeprefix("What is ").split()
-        expected = {"+": int(left) + int(right), "-": int(left) - int(right)}.get(op, int(left) * int(right))
-        assert int(row["value"]) == expected
-    for split in (task.train, task.validation, task.test):  # the right letter is spread evenly
-        counts = Counter(r["answer"] for r in split)
-        assert max(counts.values()) - min(counts.values()) <= 1
+    assert (len(task.train), len(task.validation), len(task.test)) == (100, 16, 40)
+    messages = [r["messages"][-1]["content"] for r in task.train + task.validation + task.test]
+    assert len(set(messages)) == len(messages)  # no held-out message is ever trained on
+    counts = Counter(r["label"] for r in task.train + task.validation + task.test)
+    assert set(counts) == set(LABELS) and max(counts.values()) - min(counts.values()) <= 1  # balanced overall
+    assert all({r["label"] for r in split} == set(LABELS) for split in (task.train, task.test))
+    # The shape users bring: messages plus the answer in a field of the task's naming, nothing else.
+    assert all(set(r) == {"messages", "label"} for r in task.train)
     paths = task.write(tmp_path)
     for name in ("train", "validation", "test"):
         report = validate_file(paths[name], "reinforcement")
         assert report.ok, report.summary()
-    with pytest.raises(ValueError, match="distinct problems"):
-        make_task(n_train=len(all_problems()))
 
 
-def test_task_rows_are_multiple_choice_to_the_trainer() -> None:
-    from trainer.data import answer_field, parse_choices
-
-    row = make_task().train[0]
-    choices = parse_choices(row["messages"][0]["content"])
-    assert choices is not None and choices.labels == list(LABELS)
-    assert answer_field(row, choices.labels) == "answer"  # so augmentation can shuffle and relabel
-
-
-def test_job_options_are_accepted_by_the_service(client: OpenRFT, tmp_path: Path) -> None:
+def test_job_options_name_no_reference_and_are_accepted(client: OpenRFT, tmp_path: Path) -> None:
     paths = make_task(8, 2, 1).write(tmp_path)
     opts = DemoOptions(n_validation=2, rl_steps=8, max_minutes=20)  # evaluations every 4 RL steps
     config = job_options(opts)
+    assert not {"reference", "response_template", "system_prompt"} & set(config["openrft"])
     job = client.fine_tuning.jobs.create(
         model="tiny-test",
         training_file=client.files.create(paths["train"]).id,
@@ -72,33 +50,26 @@ def test_job_options_are_accepted_by_the_service(client: OpenRFT, tmp_path: Path
         openrft=config["openrft"],
     )
     client.fine_tuning.jobs.cancel(job.id)
-    assert (
-        job.openrft and job.openrft["system_prompt"] == SYSTEM_PROMPT and job.openrft["rl"]["max_steps"] == 8
-    )
+    assert job.openrft and job.openrft["rl"]["max_steps"] == 8
     assert job.method["reinforcement"]["hyperparameters"]["eval_interval"] == 4
-    assert job.openrft["response_template"] == RESPONSE_TEMPLATE
     assert job.openrft["max_minutes"] == 20 and job.openrft["eval"]["at_start"] is False
     assert "max_minutes" not in job_options(DemoOptions())["openrft"]  # no budget unless asked
-    assert job.method["reinforcement"]["grader"]["type"] == "multiple_choice"
+    assert job.method["reinforcement"]["grader"]["type"] == "python"
 
 
 def test_replies_are_graded_by_the_jobs_grader(client: OpenRFT) -> None:
     row = make_task().test[0]
-    right, wrong = row["answer"], next(label for label in LABELS if label != row["answer"])
-    replies = [
-        f"{row['value']} is the sum, so\nAnswer: {right}",
-        f"The correct answer is ({right}).",
-        f"Answer: {wrong}",
-        "I am not sure.",
-    ]
+    right, wrong = row["label"], next(label for label in LABELS if label != row["label"])
+    replies = [right, f"{right.capitalize()}.", wrong, f"The category is {right}."]
     graded = grade(client, GRADER, [row] * 4, replies)
-    assert [g.reward for g in graded] == [1.0, 1.0, 0.0, 0.0]
-    assert [g.parsed for g in graded] == [True, True, True, False]
+    assert [g.reward for g in graded] == [1.0, 1.0, 0.0, 0.0]  # the grader wants the bare category
     score = Score(model="m", graded=graded, seconds=1.0)
-    assert (score.correct, score.answered, score.accuracy) == (2, 3, 0.5)
+    assert (score.correct, score.accuracy) == (2, 0.5)
+    lo, hi = score.interval
+    assert lo < 0.5 < hi and hi - lo > 0.5  # 4 replies say little
     assert Score(model="m", graded=[], seconds=0).accuracy == 0.0
     assert Graded("x", 1.0, True) == graded[0].__class__("x", 1.0, True)
-    assert prompt(row, SYSTEM_PROMPT) == [{"role": "system", "content": SYSTEM_PROMPT}, *row["messages"]]
+    assert prompt(row, None) == row["messages"]
 
 
 def _processes_of(home: Path) -> list[int]:
@@ -147,7 +118,7 @@ def test_demo_end_to_end_on_the_tiny_model(live: LiveService, tmp_path: Path) ->
     assert result.before.model == "tiny-test" and result.after.model == result.job.fine_tuned_model
     assert len(result.before.graded) == len(result.after.graded) == 4
     assert (tmp_path / "task" / "test.jsonl").read_text().count("\n") == 4
-    for line in ("Created RFT job", "Held-out accuracy", "What happened", "openrft chat"):
+    for line in ("Created RFT job", "Held-out accuracy", "95% interval", "What happened", "openrft chat"):
         assert line in text
     assert f"{result.after.correct}/4" in text and f"{result.before.correct}/4" in text
     # jobs.follow printed every event once, oldest first, and its bar reached the last step

@@ -30,6 +30,9 @@ def test_group_spread_counts_flat_groups() -> None:
 def test_error_share_counts_a_sample_once() -> None:
     assert error_share({"a": 3, "b": 9}, 8) == 1.0
     assert error_share({"a": 1}, 10) == 0.1 and error_share({}, 10) == 0.0 and error_share({"a": 1}, 0) == 0.0
+    # A reply with no answer in it is the model's failure, which the reward already scores 0.
+    assert error_share({"sample_parse_error": 10}, 10) == 0.0
+    assert RLWatch().on_step(frac_flat=0.0, errors={"sample_parse_error": 8}, samples=8) == []
 
 
 def test_flat_groups_end_rl_after_three_steps_in_a_row() -> None:
