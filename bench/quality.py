@@ -391,6 +391,8 @@ def run_row(
             else None,
             synthesis=state["counters"].get("synthesis"),
             references=state["counters"].get("references"),
+            # The job's own duration estimate at its start, to set against train_minutes.
+            estimate_minutes=round(sum((state["counters"].get("estimate_s") or {}).values()) / 60, 2),
             rl_probe=(state["counters"].get("rl_probe") or {}).get("chosen"),
             augmentation=state["counters"].get("augmentation"),
             valid_curve=[

@@ -18,6 +18,8 @@ class Calibration:
     gen_tokens_per_s: float
     train_s_per_seq: float
     seconds: float
+    completion_tokens_mean: float | None = None
+    """Tokens the base model actually wrote per sequence before stopping (at most the calibration's budget)."""
 
 
 def calibrate(
@@ -57,7 +59,12 @@ def calibrate(
         for p, req in frozen:
             p.requires_grad_(req)
         model.train(was)
-    return Calibration(gen_tokens_per_s=tps, train_s_per_seq=dt / batch, seconds=time.perf_counter() - t0)
+    return Calibration(
+        gen_tokens_per_s=tps,
+        train_s_per_seq=dt / batch,
+        seconds=time.perf_counter() - t0,
+        completion_tokens_mean=stats.completion_tokens / batch,
+    )
 
 
 def estimate_seconds(
@@ -70,13 +77,21 @@ def estimate_seconds(
     prm_factor: float = 0.0,
     augmentation_questions: int = 0,
     augmentation_tokens: int = 0,
+    trained_tokens: float | None = None,
 ) -> dict[str, float]:
-    """Seconds per stage. Generation is priced at full length (an upper bound for early-stopping models) and at
-    the calibrated batch's throughput: on a CPU that is nearly flat in the batch size; on a GPU larger batches
-    run faster, so the estimate errs long."""
+    """Seconds per stage, generation priced at the calibrated batch's throughput (on a CPU nearly flat in the
+    batch size; on a GPU larger batches run faster, so the estimate errs long).
+
+    Lengths: the base model's replies (synthesis, the baseline evaluation; RL without SFT) are priced at full
+    length, a bound a batch usually reaches since one long reply holds the batch; after SFT, replies take the
+    length of the responses SFT trains on (``trained_tokens``: the reference responses' mean), which a task
+    with one-word answers makes ten times shorter than the budget."""
     L = plan.max_completion_length  # noqa: N806 - the usual symbol
     per_seq = L / cal.gen_tokens_per_s  # one full-length sequence's share of a batched generation
-    per_eval = per_seq * n_val * plan.eval_samples
+    # A batch runs until its longest reply ends: price trained replies at twice their mean, within the budget.
+    tuned = min(L, 2 * trained_tokens) if trained_tokens and plan.sft_enabled else L
+    per_tuned = tuned / cal.gen_tokens_per_s
+    per_eval = per_tuned * n_val * plan.eval_samples
     out = {
         "augmentation": augmentation_tokens / cal.gen_tokens_per_s * augmentation_questions,
         "synthesis": per_seq * synthesis_questions * plan.samples_per_question if plan.sft_enabled else 0.0,
@@ -88,10 +103,10 @@ def estimate_seconds(
         seqs = plan.rl_batch_size * plan.num_generations
         # Rollouts for every sequence; training over every sequence (a no-grad logprob pass is skipped by TRL
         # when num_iterations == 1); PRM adds verifier forward passes.
-        step = per_seq * seqs + seqs * cal.train_s_per_seq * (1.0 + prm_factor)
+        step = per_tuned * seqs + seqs * cal.train_s_per_seq * (1.0 + prm_factor)
         out["rl"] = plan.rl_max_steps * step
         n_evals = -(-plan.rl_max_steps // plan.eval_interval) + 1
-        out["eval"] = n_evals * per_eval if n_val else 0.0
+        out["eval"] = (n_evals * per_eval + per_seq * n_val * plan.eval_samples) if n_val else 0.0
     elif n_val and plan.sft_enabled:
-        out["eval"] = 2 * per_eval
+        out["eval"] = per_eval + per_seq * n_val * plan.eval_samples
     return out

@@ -506,6 +506,7 @@ class Pipeline:
             sft_examples=sft_examples,
             synthesis_questions=synthesis_questions,
             prm_factor=2.0 if self.ext.prm.type == "self" else 0.0,
+            trained_tokens=self._reference_tokens(),
             **self._augmentation_load(plan),
         )
         total = sum(parts.values())
@@ -517,6 +518,15 @@ class Pipeline:
         )
         self.reporter.estimate(seconds_left=total, step=self.state.global_step)
         self._mark_done("estimate")
+
+    def _reference_tokens(self) -> float | None:
+        """Mean length in tokens of the responses SFT will train on (the reference responses), or None."""
+        if self.spec.method == "supervised" or self.grader is None:
+            return None
+        texts = [t for t in self.references().values() if t]
+        if not texts:
+            return None
+        return sum(len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) / len(texts)
 
     def _augmentation_load(self, plan: RunPlan) -> dict[str, int]:
         """What question augmentation will ask of a teacher (paraphrases are sampled only for RL rows)."""

@@ -40,3 +40,19 @@ def test_augmentation_is_priced_when_it_samples_paraphrases() -> None:
         augmentation_tokens=256,
     )
     assert parts["augmentation"] == pytest.approx(256 / 64 * 100)
+
+
+def test_replies_after_sft_are_priced_at_the_trained_length() -> None:
+    """A task with one-word answers: the base model fills its budget, the trained one writes a few tokens."""
+    plan = _plan({"rl": {"max_steps": 4, "num_generations": 4}, "sft": {"samples_per_question": 1}})
+    full = estimate_seconds(plan, CAL, n_val=20, sft_examples=100, synthesis_questions=100)
+    short = estimate_seconds(plan, CAL, n_val=20, sft_examples=100, synthesis_questions=100, trained_tokens=4)
+    assert short["synthesis"] == full["synthesis"]  # sampled from the base model: full length
+    tuned = 8 / CAL.gen_tokens_per_s  # twice the mean: a batch waits for its longest reply
+    assert short["rl"] == pytest.approx(4 * (8 * tuned + 8 * 0.5))
+    assert short["eval"] < full["eval"] / 2
+    # Without SFT the RL replies are the base model's: trained_tokens changes nothing.
+    no_sft = _plan({"rl": {"max_steps": 4, "num_generations": 4}, "sft": {"enabled": False}})
+    assert estimate_seconds(
+        no_sft, CAL, n_val=20, sft_examples=0, synthesis_questions=0, trained_tokens=4
+    ) == (estimate_seconds(no_sft, CAL, n_val=20, sft_examples=0, synthesis_questions=0))
