@@ -164,15 +164,14 @@ def fill(template: str, *, reasoning: str | None, answer: str) -> str:
 
 def preferred_templates(instruction: str) -> list[str]:
     """The auto templates, the one the task's instruction asks for first (a trace should follow the prompt):
-    the paper's boxed answer, an "Answer:" line, else the bare answer first."""
-    order = list(AUTO_TEMPLATES)
-    low = instruction.lower()
+    the paper's boxed answer, an "Answer:" line, else the answer on its own line after any reasoning (for a row
+    without a reasoning: the bare answer), then the bare answer alone."""
+    boxed, line, after_reasoning, bare = AUTO_TEMPLATES
     if "\\boxed" in instruction:
-        return order
-    if "answer:" in low:
-        order.insert(0, order.pop(1))
-        return order
-    return [order[-1], *order[:-1]]
+        return [boxed, line, after_reasoning, bare]
+    if "answer:" in instruction.lower():
+        return [line, boxed, after_reasoning, bare]
+    return [after_reasoning, bare, line, boxed]
 
 
 @dataclass

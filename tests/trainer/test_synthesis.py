@@ -226,3 +226,19 @@ def test_endpoint_teacher_samples_over_http() -> None:
     assert out == [["re: a", "re: a"], ["re: b", "re: b"]]
     assert {b["model"] for b in bodies} == {"big"} and all(b["max_tokens"] == 32 for b in bodies)
     assert len(bodies) == 4
+
+
+def test_multiple_choice_rows_keep_their_option_check_before_the_letter() -> None:
+    """A 4-option row with the answer letter in item["answer"] and a python grader on the last line (the shape
+    of a user's RFT file): the response reasons over the options, then gives the letter."""
+    last_line = {
+        "type": "python",
+        "name": "p",
+        "source": "def grade(sample, item):\n"
+        "    return float(sample['output_text'].strip().splitlines()[-1] == item['answer'])\n",
+    }
+    row = Row(index=0, messages=[{"role": "user", "content": "2 x 3?\nA. 5\nB. 6"}], item={"answer": "B"})
+    with Grader(last_line) as g:
+        refs = reference_responses([row], g, grader_spec=g.spec, reference=None)
+    assert refs.responses == ["Checking each option against 6:\nA. 5 vs 6: no\nB. 6 vs 6: yes\n\nB"]
+    assert refs.by_source == {"item.answer": 1}
