@@ -16,22 +16,11 @@ from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.db.retry import is_transient
+from serving.errors import ServingError, openai_error_type
+from trainer.config import ConfigError
+from trainer.graders import GraderValidationError
 
 log = logging.getLogger("openrft.api")
-
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "invalid_request_error",
-    405: "invalid_request_error",
-    409: "conflict_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-    503: "service_unavailable_error",
-}
 
 
 class APIError(Exception):
@@ -50,9 +39,7 @@ class APIError(Exception):
         self.message = message
         self.param = param
         self.code = code
-        self.type = type or _TYPES.get(
-            status_code, "server_error" if status_code >= 500 else "invalid_request_error"
-        )
+        self.type = type or openai_error_type(status_code)
         self.headers = headers or {}
 
 
@@ -64,6 +51,24 @@ def not_found(kind: str, ident: str, *, param: str | None = None) -> APIError:
     return APIError(
         404, f"No such {kind}: '{ident}'.", param=param, code=f"{kind.replace(' ', '_')}_not_found"
     )
+
+
+def domain_error(exc: Exception, *, grader_at: str = "") -> APIError:
+    """The one mapping from domain errors (serving, the grader engine, job options) to OpenAI-shaped HTTP
+    errors. ``grader_at`` is where the grader sits in the request body, e.g. ``method.reinforcement.``."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, ServingError):  # already in OpenAI's shape
+        return APIError(
+            exc.status_code, exc.message, param=exc.param, code=exc.code, type=exc.type, headers=exc.headers
+        )
+    if isinstance(exc, GraderValidationError):
+        return bad_request(
+            f"Invalid grader: {exc.message}", param=grader_at + (exc.param or "grader"), code="invalid_grader"
+        )
+    if isinstance(exc, ConfigError):
+        return bad_request(str(exc.message), param=exc.param, code="invalid_hyperparameters")
+    raise TypeError(f"no HTTP error for {type(exc).__name__}") from exc
 
 
 def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -84,6 +89,10 @@ async def api_error_handler(_: Request, exc: Exception) -> JSONResponse:
     return _response(exc.status_code, error_body(exc.message, exc.type, exc.param, exc.code), exc.headers)
 
 
+async def domain_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    return await api_error_handler(_, domain_error(exc))
+
+
 async def http_error_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
@@ -94,7 +103,7 @@ async def http_error_handler(_: Request, exc: Exception) -> JSONResponse:
         message = "Method not allowed for this URL."
     return _response(
         status,
-        error_body(message, _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")),
+        error_body(message, openai_error_type(status)),
         dict(exc.headers or {}),
     )
 
@@ -169,6 +178,8 @@ async def database_error_handler(request: Request, exc: Exception) -> JSONRespon
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, api_error_handler)
+    for domain in (ServingError, GraderValidationError, ConfigError):
+        app.add_exception_handler(domain, domain_error_handler)
     app.add_exception_handler(DBAPIError, database_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

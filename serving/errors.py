@@ -81,8 +81,11 @@ _TYPES_BY_STATUS = {
     401: "authentication_error",
     403: "permission_error",
     404: "invalid_request_error",
+    405: "invalid_request_error",
     408: "timeout_error",
+    409: "conflict_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
     503: "service_unavailable_error",
@@ -91,4 +94,5 @@ _TYPES_BY_STATUS = {
 
 
 def openai_error_type(status: int) -> str:
+    """OpenAI's error ``type`` for an HTTP status: the one table, for the API's errors and the engines'."""
     return _TYPES_BY_STATUS.get(status, "server_error" if status >= 500 else "invalid_request_error")

@@ -12,11 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.completion_fields import complete_body, complete_stream
 from app.deps import PrincipalDep
-from app.errors import APIError
 from app.inference import ServingDep, model_lookup
 from app.ratelimit import RateLimited
 from app.schemas.common import ERROR_RESPONSES
-from serving.errors import ServingError
 from serving.proxy import ProxyStream
 from serving.service import ServingService
 
@@ -72,20 +70,12 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _serving_error(exc: ServingError) -> APIError:
-    return APIError(
-        exc.status_code, exc.message, param=exc.param, code=exc.code, type=exc.type, headers=exc.headers
-    )
-
-
 async def _proxy(kind: str, body: dict[str, Any], serving: ServingService, org_pk: int) -> Response:
-    try:
-        if kind == "chat":
-            result = await serving.chat_completions(body, lookup=model_lookup(org_pk))
-        else:
-            result = await serving.completions(body, lookup=model_lookup(org_pk))
-    except ServingError as exc:
-        raise _serving_error(exc) from exc
+    # A ServingError raised here is answered by the API's domain error handler (app.errors).
+    if kind == "chat":
+        result = await serving.chat_completions(body, lookup=model_lookup(org_pk))
+    else:
+        result = await serving.completions(body, lookup=model_lookup(org_pk))
     if isinstance(result, ProxyStream):
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))

@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import PrincipalDep, SettingsDep
-from app.errors import bad_request
 from app.grading import run_grader_isolated
 from app.ratelimit import RateLimited
 from app.schemas.common import ERROR_RESPONSES
 from app.schemas.jobs import GraderObject
-from trainer.graders import GraderValidationError, validate_grader
+from trainer.graders import validate_grader
 
+# An invalid grader raises GraderValidationError: app.errors answers it with a 400 naming the field.
 router = APIRouter(prefix="/fine_tuning/alpha/graders", tags=["graders"], responses=ERROR_RESPONSES)
 
 
@@ -46,18 +46,9 @@ class GraderValidateResponse(BaseModel):
     grader: dict[str, Any]
 
 
-def _validated(spec: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return validate_grader(spec)
-    except GraderValidationError as exc:
-        raise bad_request(
-            f"Invalid grader: {exc.message}", param=exc.param or "grader", code="invalid_grader"
-        ) from exc
-
-
 @router.post("/run", response_model=GraderRunResponse, dependencies=[Depends(RateLimited("graders"))])
 def run_grader_endpoint(body: GraderRunRequest, _: PrincipalDep, settings: SettingsDep) -> dict[str, Any]:
-    spec = _validated(body.grader)
+    spec = validate_grader(body.grader)
     item = body.item
     if item is None and body.reference_answer is not None:
         item = (
@@ -70,4 +61,4 @@ def run_grader_endpoint(body: GraderRunRequest, _: PrincipalDep, settings: Setti
 
 @router.post("/validate", response_model=GraderValidateResponse)
 def validate_grader_endpoint(body: GraderValidateRequest, _: PrincipalDep) -> GraderValidateResponse:
-    return GraderValidateResponse(grader=_validated(body.grader))
+    return GraderValidateResponse(grader=validate_grader(body.grader))

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from app import ids, jobstore
 from app.auth import Principal
 from app.db.models import File, Job
-from app.errors import APIError, bad_request, not_found
+from app.errors import APIError, bad_request, domain_error, not_found
 from app.item_fields import first_missing, item_variables, template_item_variables
 from app.queue import TRAIN_JOB, VALIDATE_JOB_FILES, enqueue, revoke
 from app.schemas.jobs import JobCreate
@@ -90,8 +90,7 @@ def create_job(
         try:
             inner["grader"] = validate_grader(inner["grader"])
         except GraderValidationError as exc:
-            param = "method.reinforcement." + exc.param if exc.param else "method.reinforcement.grader"
-            raise bad_request(f"Invalid grader: {exc.message}", param=param, code="invalid_grader") from exc
+            raise domain_error(exc, grader_at="method.reinforcement.") from exc
     if mtype == "reinforcement":
         references = [("method.reinforcement.grader", v) for v in item_variables(inner["grader"])]
         reference_template = (body.openrft or {}).get("reference")
@@ -105,7 +104,7 @@ def create_job(
             mtype, dict(inner.get("hyperparameters") or {}), dict(body.openrft or {}), base_model=body.model
         )
     except ConfigError as exc:
-        raise bad_request(str(exc.message), param=exc.param, code="invalid_hyperparameters") from exc
+        raise domain_error(exc) from exc
     inner["hyperparameters"] = resolved["hyperparameters"]
 
     job = Job(

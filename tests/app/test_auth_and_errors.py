@@ -85,3 +85,42 @@ def test_unhandled_exception_is_an_openai_500_with_request_id(app_settings):
     err = assert_error(resp, 500)
     assert err["type"] == "server_error"
     assert "kaboom" not in err["message"]  # internals don't leak
+
+
+def test_domain_errors_map_to_openai_errors_in_one_place():
+    from app.errors import APIError, domain_error
+    from serving.errors import ModelLoadingError
+    from trainer.config import ConfigError
+    from trainer.graders import GraderValidationError
+
+    loading = domain_error(ModelLoadingError("m", "engine starting", retry_after=3))
+    assert (loading.status_code, loading.type, loading.code) == (
+        503,
+        "service_unavailable_error",
+        "model_loading",
+    )
+    assert loading.headers == {"Retry-After": "3"}
+    grader = domain_error(GraderValidationError("grader.operation", "bad"), grader_at="method.reinforcement.")
+    assert (grader.status_code, grader.param, grader.code) == (
+        400,
+        "method.reinforcement.grader.operation",
+        "invalid_grader",
+    )
+    config = domain_error(ConfigError("too big", param="hyperparameters.n_epochs"))
+    assert (config.param, config.code) == ("hyperparameters.n_epochs", "invalid_hyperparameters")
+    same = APIError(409, "x")
+    assert domain_error(same) is same and same.type == "conflict_error"
+
+
+def test_a_serving_error_from_a_route_is_the_handler_s(client, auth):
+    """The chat route does not catch ServingError: the API's handler answers it in OpenAI's shape."""
+    resp = client.post(
+        "/v1/chat/completions",
+        headers=auth,
+        json={"model": "ft:nope", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert_error(resp, 404, param="model", code="model_not_found")
+    resp = client.post(
+        "/v1/fine_tuning/alpha/graders/validate", headers=auth, json={"grader": {"type": "nope"}}
+    )
+    assert_error(resp, 400, code="invalid_grader")
