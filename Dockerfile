@@ -13,6 +13,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap word
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /srv/openrft
 COPY pyproject.toml README.md ./
+COPY core core
 COPY app app
 COPY workers workers
 COPY trainer trainer

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import ids
-from app.db.base import utcnow
-from app.db.models import ApiKey, Organization
+from core import ids
+from core.db.base import utcnow
+from core.db.models import ApiKey, Organization
 
 KEY_PREFIX = "sk-openrft-"
 # The service's own credential, for model graders calling this service (see app.bootstrap): its own

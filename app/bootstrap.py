@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session
 from tenacity import retry, stop_after_delay, wait_exponential
 
 from app import auth
-from app.db import migrate
-from app.db.models import ApiKey, Organization
-from app.db.session import get_engine, session_scope
-from app.settings import Settings
-from app.storage import LocalStorage
+from core.db import migrate
+from core.db.models import ApiKey, Organization
+from core.db.session import get_engine, session_scope
+from core.settings import Settings
+from core.storage import LocalStorage
 
 log = logging.getLogger("openrft.bootstrap")
 

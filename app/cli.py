@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from app.settings import get_settings
+from core.settings import get_settings
 
 
 def _worker_cmd(queues: str, name: str, *, concurrency: int, beat: bool, prefork_fresh: bool) -> list[str]:
@@ -148,7 +148,7 @@ def migrate() -> int:
 def keys_create(org: str, name: str | None) -> int:
     from app import auth
     from app.bootstrap import prepare
-    from app.db.session import session_scope
+    from core.db.session import session_scope
 
     prepare(get_settings(), generate_key=False)
     key = auth.generate_key()
@@ -161,7 +161,7 @@ def keys_create(org: str, name: str | None) -> int:
 def keys_revoke(key: str) -> int:
     from app import auth
     from app.bootstrap import prepare
-    from app.db.session import session_scope
+    from core.db.session import session_scope
 
     prepare(get_settings(), generate_key=False)
     with session_scope() as s:

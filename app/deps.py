@@ -10,10 +10,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.auth import Principal, find_key, principal_for
-from app.db.session import get_sessionmaker
 from app.errors import APIError
-from app.settings import Settings, get_settings
-from app.storage import Storage, get_storage
+from core.db.session import get_sessionmaker
+from core.settings import Settings, get_settings
+from core.storage import Storage, get_storage
 
 
 def get_session() -> Iterator[Session]:

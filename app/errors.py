@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.db.retry import is_transient
+from core.db.retry import is_transient
 from serving.errors import ServingError, openai_error_type
 from trainer.config import ConfigError
 from trainer.graders import GraderValidationError

@@ -11,30 +11,11 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from app.settings import Settings
+from core.settings import Settings, grader_settings
 
 _pool: ProcessPoolExecutor | None = None
 _lock = threading.Lock()
 RUN_TIMEOUT_SECONDS = 300
-
-
-def grader_settings(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for ``trainer.graders.GraderSettings``.
-
-    Model graders default to this service itself (its public URL) with its internal key; a configured
-    OPENRFT_GRADER_BASE_URL gets OPENRFT_GRADER_API_KEY only, so no key of ours is sent elsewhere."""
-    if settings.grader_base_url:
-        base_url, api_key = settings.grader_base_url, settings.grader_api_key
-    else:
-        base_url = settings.public_base_url
-        api_key = settings.grader_api_key or settings.internal_api_key() or settings.bootstrap_api_key
-    return {
-        "base_url": base_url,
-        "api_key": api_key,
-        "models": settings.grader_models,
-        # User code must never see the service's data: the database, uploads, models, other jobs.
-        "hidden_paths": [str(settings.home)],
-    }
 
 
 def _run(

@@ -9,9 +9,9 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 from sqlalchemy import select
 
-from app.db.models import FineTunedModel
-from app.db.session import get_sessionmaker
-from app.settings import BUILTIN_BASE_MODELS, Settings, get_settings
+from core.db.models import FineTunedModel
+from core.db.session import get_sessionmaker
+from core.settings import BUILTIN_BASE_MODELS, Settings, get_settings
 from serving.gpus import parse_devices
 from serving.registry import FineTunedRecord
 from serving.service import ServingConfig, ServingService

@@ -17,7 +17,7 @@ from app.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from app.openapi_schema import install as install_openapi
 from app.ratelimit import RateLimitHeadersMiddleware
 from app.routes import docs, health
-from app.settings import get_settings
+from core.settings import get_settings
 
 
 @asynccontextmanager

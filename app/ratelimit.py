@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.deps import PrincipalDep
 from app.errors import APIError
-from app.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 log = logging.getLogger("openrft.ratelimit")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from app.db import models as db
 from app.schemas import files as fs
 from app.schemas import jobs as js
+from core.db import models as db
 
 
 def ts(value: datetime | None) -> int | None:

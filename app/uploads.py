@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from app.errors import APIError
-from app.storage import ObjectWriter, Storage, StorageError
+from core.storage import ObjectWriter, Storage, StorageError
 
 _MAX_FIELD_BYTES = 64 * 1024
 

@@ -7,9 +7,9 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from app.db import models  # noqa: F401  (registers the tables on the metadata)
-from app.db.base import Base
-from app.settings import get_settings
+from core.db import models  # noqa: F401  (registers the tables on the metadata)
+from core.db.base import Base
+from core.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

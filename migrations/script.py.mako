@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 ${imports if imports else ""}
 
-import app.db.base
+import core.db.base
 
 revision: str = ${repr(up_revision)}
 down_revision: str | None = ${repr(down_revision)}

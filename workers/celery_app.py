@@ -10,8 +10,8 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_init, worker_process_init
 
-from app.queue import REAP_JOBS, celery_config
-from app.settings import get_settings
+from core.queue import REAP_JOBS, celery_config
+from core.settings import get_settings
 
 celery_app = Celery(
     "openrft",
@@ -52,7 +52,7 @@ def _take_training_device(**_: Any) -> None:
 @worker_process_init.connect
 def _fresh_db_pool(**_: Any) -> None:
     # Connections must not be shared across fork: each pool child builds its own engine.
-    from app.db.session import get_engine, get_sessionmaker
+    from core.db.session import get_engine, get_sessionmaker
 
     get_sessionmaker.cache_clear()
     get_engine.cache_clear()

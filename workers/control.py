@@ -14,11 +14,11 @@ from typing import Any, Literal
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from app import jobstore
-from app.db.base import utcnow
-from app.db.models import Checkpoint, Job, JobEvent
-from app.db.retry import retry_db
-from app.db.session import session_scope
+from core import jobstore
+from core.db.base import utcnow
+from core.db.models import Checkpoint, Job, JobEvent
+from core.db.retry import retry_db
+from core.db.session import session_scope
 from trainer.interface import StopRequest
 
 log = logging.getLogger("openrft.worker")

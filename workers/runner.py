@@ -22,15 +22,14 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from app import ids, jobstore
-from app.db.base import utcnow
-from app.db.models import File, Job, JobEvent, Organization
-from app.db.retry import is_transient, retry_db
-from app.db.session import session_scope
-from app.grading import grader_settings
-from app.queue import TRAIN_JOB, enqueue
-from app.settings import Settings, get_settings
-from app.storage import StorageError, get_storage
+from core import ids, jobstore
+from core.db.base import utcnow
+from core.db.models import File, Job, JobEvent, Organization
+from core.db.retry import is_transient, retry_db
+from core.db.session import session_scope
+from core.queue import TRAIN_JOB, enqueue
+from core.settings import Settings, get_settings, grader_settings
+from core.storage import StorageError, get_storage
 from trainer.interface import JobResult, JobSpec, TrainerError
 from workers.control import DbControl, DbEventSink
 

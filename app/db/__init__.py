@@ -1,0 +1,1 @@
+"""Moved to :mod:`core.db`; ``app.db.session`` stays for bench/, which imports it."""

@@ -10,17 +10,17 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from app import ids
-from app.db.base import utcnow
-from app.db.models import File
 from app.deps import PrincipalDep, SessionDep, SettingsDep, StorageDep
 from app.errors import APIError, not_found
 from app.pagination import page_body, paginate
 from app.schemas.common import ERROR_RESPONSES, ListResponse
 from app.schemas.files import UPLOAD_PURPOSES, FileDeleted, FileObject
 from app.serializers import file_object
-from app.storage import StorageError
 from app.uploads import receive_upload
+from core import ids
+from core.db.base import utcnow
+from core.db.models import File
+from core.storage import StorageError
 
 router = APIRouter(prefix="/files", tags=["files"], responses=ERROR_RESPONSES)
 

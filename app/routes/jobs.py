@@ -9,7 +9,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import select
 
-from app.db.models import Checkpoint, Job, JobEvent
 from app.deps import PrincipalDep, SessionDep, SettingsDep, StorageDep
 from app.errors import bad_request
 from app.pagination import page_body, paginate
@@ -21,6 +20,7 @@ from app.schemas.jobs import JobCreate
 from app.schemas.jobs import JobEvent as JobEventOut
 from app.serializers import checkpoint_object, event_object, job_object
 from app.services import jobs as service
+from core.db.models import Checkpoint, Job, JobEvent
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"], responses=ERROR_RESPONSES)
 

@@ -6,13 +6,13 @@ import anyio.from_thread
 from fastapi import APIRouter, Request
 from sqlalchemy import select
 
-from app.db.models import FineTunedModel
 from app.deps import PrincipalDep, SessionDep, SettingsDep
 from app.errors import APIError, not_found
 from app.schemas.common import ERROR_RESPONSES, ErrorResponse, ListResponse
 from app.schemas.models import Model, ModelDeleted
 from app.serializers import ts
-from app.settings import Settings
+from core.db.models import FineTunedModel
+from core.settings import Settings
 
 router = APIRouter(prefix="/models", tags=["models"], responses=ERROR_RESPONSES)
 

@@ -13,15 +13,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import ids, jobstore
 from app.auth import Principal
-from app.db.models import File, Job
 from app.errors import APIError, bad_request, domain_error, not_found
 from app.item_fields import first_missing, item_variables, template_item_variables
-from app.queue import TRAIN_JOB, VALIDATE_JOB_FILES, enqueue, revoke
 from app.schemas.jobs import JobCreate
-from app.settings import Settings
-from app.storage import Storage
+from core import ids, jobstore
+from core.db.models import File, Job
+from core.queue import TRAIN_JOB, VALIDATE_JOB_FILES, enqueue, revoke
+from core.settings import Settings
+from core.storage import Storage
 from trainer.config import ConfigError, resolve_config
 from trainer.graders import GraderValidationError, validate_grader
 from trainer.graders.templates import Variable

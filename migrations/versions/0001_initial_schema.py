@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import app.db.base
+import core.db.base
 
 revision: str = '0001'
 down_revision: str | None = None
@@ -25,7 +25,7 @@ def upgrade() -> None:
     sa.Column('pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('name', sa.String(length=64), nullable=False),
-    sa.Column('created_at', app.db.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', core.db.base.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_organizations')),
     sa.UniqueConstraint('id', name=op.f('uq_organizations_id')),
     sa.UniqueConstraint('name', name=op.f('uq_organizations_name'))
@@ -37,8 +37,8 @@ def upgrade() -> None:
     sa.Column('prefix', sa.String(length=32), nullable=False),
     sa.Column('key_hash', sa.String(length=64), nullable=False),
     sa.Column('name', sa.String(length=128), nullable=True),
-    sa.Column('created_at', app.db.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('revoked_at', app.db.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', core.db.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', core.db.base.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['org_pk'], ['organizations.pk'], name=op.f('fk_api_keys_org_pk_organizations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_api_keys')),
     sa.UniqueConstraint('id', name=op.f('uq_api_keys_id')),
@@ -58,8 +58,8 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('status_details', sa.Text(), nullable=True),
     sa.Column('storage_key', sa.String(length=256), nullable=False),
-    sa.Column('created_at', app.db.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('expires_at', app.db.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', core.db.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', core.db.base.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['org_pk'], ['organizations.pk'], name=op.f('fk_files_org_pk_organizations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_files')),
     sa.UniqueConstraint('id', name=op.f('uq_files_id'))
@@ -79,10 +79,10 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=32), nullable=False),
     sa.Column('error', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
     sa.Column('fine_tuned_model', sa.String(length=512), nullable=True),
-    sa.Column('created_at', app.db.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('started_at', app.db.base.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('finished_at', app.db.base.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('estimated_finish', app.db.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', core.db.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', core.db.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', core.db.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('estimated_finish', core.db.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('trained_tokens', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('method', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('resolved_config', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
@@ -94,7 +94,7 @@ def upgrade() -> None:
     sa.Column('pause_requested', sa.Boolean(), nullable=False),
     sa.Column('attempt', sa.Integer(), nullable=False),
     sa.Column('worker', sa.String(length=256), nullable=True),
-    sa.Column('heartbeat_at', app.db.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('heartbeat_at', core.db.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('snapshot_path', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['org_pk'], ['organizations.pk'], name=op.f('fk_jobs_org_pk_organizations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_jobs')),
@@ -112,7 +112,7 @@ def upgrade() -> None:
     sa.Column('fine_tuned_model_checkpoint', sa.String(length=512), nullable=False),
     sa.Column('metrics', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('path', sa.Text(), nullable=False),
-    sa.Column('created_at', app.db.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', core.db.base.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['job_pk'], ['jobs.pk'], name=op.f('fk_checkpoints_job_pk_jobs'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_checkpoints')),
     sa.UniqueConstraint('id', name=op.f('uq_checkpoints_id')),
@@ -131,7 +131,7 @@ def upgrade() -> None:
     sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('step_number', sa.Integer(), nullable=True),
     sa.Column('path', sa.Text(), nullable=False),
-    sa.Column('created_at', app.db.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', core.db.base.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['job_pk'], ['jobs.pk'], name=op.f('fk_fine_tuned_models_job_pk_jobs'), ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['org_pk'], ['organizations.pk'], name=op.f('fk_fine_tuned_models_org_pk_organizations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_fine_tuned_models')),
@@ -145,7 +145,7 @@ def upgrade() -> None:
     sa.Column('pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('job_pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('created_at', app.db.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', core.db.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('level', sa.String(length=8), nullable=False),
     sa.Column('type', sa.String(length=16), nullable=False),
     sa.Column('message', sa.Text(), nullable=False),

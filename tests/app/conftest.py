@@ -17,7 +17,7 @@ def app_settings(test_home: Path, tiny_model_dir: Path):  # type: ignore[no-unty
 
     os.environ["OPENRFT_BASE_MODELS"] = json.dumps({"tiny-test": str(tiny_model_dir)})
     from app.bootstrap import prepare
-    from app.settings import get_settings
+    from core.settings import get_settings
 
     get_settings.cache_clear()
     settings = get_settings()
@@ -35,7 +35,7 @@ def client(app_settings) -> Iterator[TestClient]:  # type: ignore[no-untyped-def
 
 def make_key(org: str | None = None) -> str:
     from app import auth
-    from app.db.session import session_scope
+    from core.db.session import session_scope
 
     key = auth.generate_key()
     with session_scope() as s:

@@ -12,7 +12,7 @@ def test_missing_malformed_unknown_keys(client):
 
 def test_revoked_key_is_refused(client, app_settings):
     from app import auth
-    from app.db.session import session_scope
+    from core.db.session import session_scope
 
     key = make_key()
     assert client.get("/v1/files", headers={"Authorization": f"Bearer {key}"}).status_code == 200
@@ -26,8 +26,8 @@ def test_revoked_key_is_refused(client, app_settings):
 def test_keys_are_stored_hashed(app_settings):
     from sqlalchemy import select
 
-    from app.db.models import ApiKey
-    from app.db.session import session_scope
+    from core.db.models import ApiKey
+    from core.db.session import session_scope
 
     key = make_key()
     with session_scope() as s:

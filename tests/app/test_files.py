@@ -33,8 +33,8 @@ def test_upload_retrieve_content_delete(client, auth):
 def test_checksum_is_stored(client, auth, app_settings):
     from sqlalchemy import select
 
-    from app.db.models import File
-    from app.db.session import session_scope
+    from core.db.models import File
+    from core.db.session import session_scope
 
     content = b'{"messages": [{"role": "user", "content": "hi"}]}\n'
     file_id = upload(client, auth, content).json()["id"]

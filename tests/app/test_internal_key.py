@@ -10,7 +10,7 @@ from app.cli import local_url
 def test_the_internal_key_is_registered_once_and_kept(app_settings):
     from app import auth
     from app.bootstrap import ensure_internal_key
-    from app.db.session import session_scope
+    from core.db.session import session_scope
 
     with session_scope() as s:
         first = ensure_internal_key(s, app_settings)
@@ -24,7 +24,7 @@ def test_the_internal_key_is_registered_once_and_kept(app_settings):
 
 
 def test_grader_settings_default_to_this_service_and_never_send_our_key_elsewhere(app_settings):
-    from app.grading import grader_settings
+    from core.settings import grader_settings
 
     internal = app_settings.internal_api_key()
     assert internal

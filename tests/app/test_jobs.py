@@ -27,8 +27,8 @@ def _rft_body(train: str, valid: str | None = None, **extra: Any) -> dict[str, A
 def _set_status(job_id: str, status: str, **values: Any) -> None:
     from sqlalchemy import update
 
-    from app.db.models import Job
-    from app.db.session import session_scope
+    from core.db.models import Job
+    from core.db.session import session_scope
 
     with session_scope() as s:
         s.execute(update(Job).where(Job.id == job_id).values(status=status, **values))
@@ -257,8 +257,8 @@ def test_state_changes(client, auth, app_settings, monkeypatch):
     assert client.post(f"{base}/pause", headers=auth).json()["status"] == "running"
     from sqlalchemy import select
 
-    from app.db.models import Job
-    from app.db.session import session_scope
+    from core.db.models import Job
+    from core.db.session import session_scope
 
     with session_scope() as s:
         assert s.scalar(select(Job.pause_requested).where(Job.id == job_id)) is True
@@ -280,9 +280,9 @@ def test_pause_of_a_running_job_returns_it_paused(client, auth, app_settings, mo
 
     from sqlalchemy import select
 
-    from app import jobstore
-    from app.db.models import Job
-    from app.db.session import session_scope
+    from core import jobstore
+    from core.db.models import Job
+    from core.db.session import session_scope
 
     monkeypatch.setattr(app_settings, "pause_wait_seconds", 30)
     train, _ = _files(client, auth)
@@ -313,9 +313,9 @@ def test_pause_of_a_running_job_returns_it_paused(client, auth, app_settings, mo
 def test_events_newest_first_and_paginated(client, auth):
     from sqlalchemy import select
 
-    from app import jobstore
-    from app.db.models import Job
-    from app.db.session import session_scope
+    from core import jobstore
+    from core.db.models import Job
+    from core.db.session import session_scope
 
     train, _ = _files(client, auth)
     job_id = client.post("/v1/fine_tuning/jobs", headers=auth, json=_rft_body(train)).json()["id"]
@@ -342,9 +342,9 @@ def test_events_newest_first_and_paginated(client, auth):
 def test_checkpoints_listed_and_registered_as_models(client, auth):
     from sqlalchemy import select
 
-    from app import jobstore
-    from app.db.models import Job
-    from app.db.session import session_scope
+    from core import jobstore
+    from core.db.models import Job
+    from core.db.session import session_scope
 
     train, _ = _files(client, auth)
     job_id = client.post("/v1/fine_tuning/jobs", headers=auth, json=_rft_body(train, suffix="s")).json()["id"]

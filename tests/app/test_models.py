@@ -13,8 +13,8 @@ def test_lists_base_models(client, auth):
 
 
 def test_fine_tuned_models_scoped_and_deletable(client, auth):
-    from app.db.models import FineTunedModel
-    from app.db.session import session_scope
+    from core.db.models import FineTunedModel
+    from core.db.session import session_scope
 
     other = {"Authorization": f"Bearer {make_key()}"}
     org_pk = None

@@ -35,7 +35,7 @@ class Seeded:
     db_url: str
 
     def session(self) -> Session:
-        from app.db.session import make_engine
+        from core.db.session import make_engine
 
         return Session(make_engine(self.db_url))
 
@@ -106,9 +106,9 @@ def create_job(base_url: str, key: str) -> str:
 
 def seed_training(session: Session, job_id: str) -> str:
     """The events and checkpoints of a finished run, written the way the worker writes them."""
-    from app import jobstore
-    from app.db.base import utcnow
-    from app.db.models import Job
+    from core import jobstore
+    from core.db.base import utcnow
+    from core.db.models import Job
 
     job = session.query(Job).filter_by(id=job_id).one()
     job.status = "running"

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from app import jobstore
-from app.db.models import Job
+from core import jobstore
+from core.db.models import Job
 from tests.dashboard.conftest import TRAIN, VALID, Seeded, metrics_event
 
 pytestmark = pytest.mark.slow

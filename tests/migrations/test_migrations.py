@@ -26,8 +26,8 @@ def _no_drift(url: str) -> list[object]:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from app.db import models  # noqa: F401
-    from app.db.base import Base
+    from core.db import models  # noqa: F401
+    from core.db.base import Base
 
     engine = create_engine(url)
     try:
@@ -39,8 +39,8 @@ def _no_drift(url: str) -> list[object]:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_upgrade_downgrade_upgrade(backend: str, request: pytest.FixtureRequest) -> None:
-    from app.db.base import Base
-    from app.db.migrate import downgrade, upgrade
+    from core.db.base import Base
+    from core.db.migrate import downgrade, upgrade
 
     url = request.getfixturevalue(f"{backend}_url")
     upgrade(url)

@@ -37,7 +37,7 @@ def _call(client: Any, method: str, path: str, headers: dict[str, str], body: An
 @pytest.fixture(scope="module")
 def revoked_key(app_settings) -> str:
     from app import auth
-    from app.db.session import session_scope
+    from core.db.session import session_scope
 
     key = make_key()
     with session_scope() as s:
@@ -72,9 +72,9 @@ def victim(client, app_settings) -> dict[str, str]:
     """An organization with one of everything: a file, a job with events, a checkpoint, a model."""
     from sqlalchemy import select
 
-    from app import jobstore
-    from app.db.models import Job
-    from app.db.session import session_scope
+    from core import jobstore
+    from core.db.models import Job
+    from core.db.session import session_scope
 
     key = make_key()
     auth = {"Authorization": f"Bearer {key}"}
@@ -209,8 +209,8 @@ def test_keys_are_stored_as_digests_and_compared_in_constant_time(app_settings, 
     from sqlalchemy import select
 
     import app.auth as auth_module
-    from app.db.models import ApiKey
-    from app.db.session import session_scope
+    from core.db.models import ApiKey
+    from core.db.session import session_scope
 
     key = make_key()
     with session_scope() as s:

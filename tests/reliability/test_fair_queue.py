@@ -25,8 +25,8 @@ def _queued(new_job) -> str:
 def test_over_the_cap_a_job_waits_queued_and_is_sent_when_a_slot_frees(new_job, cap_one, app_settings):
     from sqlalchemy import update
 
-    from app.db.models import Job
-    from app.db.session import session_scope
+    from core.db.models import Job
+    from core.db.session import session_scope
     from workers.runner import claim, dispatch_waiting, run_training
 
     first, second, third = _queued(new_job), _queued(new_job), _queued(new_job)

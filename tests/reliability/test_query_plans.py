@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def seeded() -> Iterator[tuple[Any, dict[str, int]]]:
-    from app import ids
-    from app.db import migrate
+    from core import ids
+    from core.db import migrate
 
     url, drop = create_database("openrft_plans")
     sa_url = url.replace("postgresql://", "postgresql+psycopg://")
@@ -102,8 +102,8 @@ def _plans(engine: Any, run: Any) -> list[str]:
 
 @pytest.mark.parametrize("org", ["old-small", "new-big"])
 def test_job_and_event_lists_use_the_tenant_indexes(seeded, org):
-    from app.db.models import Job, JobEvent
     from app.pagination import paginate
+    from core.db.models import Job, JobEvent
 
     engine, orgs = seeded
     org_pk, job_pk = orgs[org], orgs[f"{org}-job"]
@@ -122,8 +122,8 @@ def test_job_and_event_lists_use_the_tenant_indexes(seeded, org):
 
 
 def test_pages_hold_only_the_tenants_rows(seeded):
-    from app.db.models import Job
     from app.pagination import paginate
+    from core.db.models import Job
 
     engine, orgs = seeded
     with Session(engine) as s:

@@ -104,7 +104,7 @@ def _racer(env: dict[str, str], rounds: list[str], barrier: Any, results: Any, n
     import os
 
     os.environ.update(env)
-    from app.settings import get_settings
+    from core.settings import get_settings
     from workers.runner import claim
 
     settings = get_settings()
@@ -143,8 +143,8 @@ def _queued_jobs_nobody_was_sent(service: Service, n: int) -> list[str]:
 
     from sqlalchemy.orm import Session
 
-    from app import ids
-    from app.db.models import Job, Organization
+    from core import ids
+    from core.db.models import Job, Organization
 
     engine = create_engine(service.env["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://"))
     try:

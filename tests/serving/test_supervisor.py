@@ -300,7 +300,7 @@ def test_cpu_models_hold_no_gpu_place(tmp_path: Path) -> None:
 
 def test_the_app_serves_its_built_in_model_on_the_cpu_engine() -> None:
     from app.inference import build_serving
-    from app.settings import BUILTIN_BASE_MODELS, Settings
+    from core.settings import BUILTIN_BASE_MODELS, Settings
 
     service = build_serving(Settings(OPENRFT_SERVING_BACKEND="vllm", OPENRFT_SERVING_GPUS="1,2"))
     config = service.supervisor.config

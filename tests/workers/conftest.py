@@ -36,8 +36,8 @@ def new_job(client, key):  # noqa: F811
 def job_row(job_id: str) -> Any:
     from sqlalchemy import select
 
-    from app.db.models import Job
-    from app.db.session import session_scope
+    from core.db.models import Job
+    from core.db.session import session_scope
 
     with session_scope() as s:
         job = s.scalars(select(Job).where(Job.id == job_id)).one()
@@ -48,8 +48,8 @@ def job_row(job_id: str) -> Any:
 def events(job_id: str) -> list[str]:
     from sqlalchemy import select
 
-    from app.db.models import Job, JobEvent
-    from app.db.session import session_scope
+    from core.db.models import Job, JobEvent
+    from core.db.session import session_scope
 
     with session_scope() as s:
         pk = s.scalar(select(Job.pk).where(Job.id == job_id))

@@ -203,9 +203,9 @@ def test_reaper_requeues_a_job_whose_worker_vanished(new_job, app_settings, monk
 
     from sqlalchemy import update
 
-    from app.db.base import utcnow
-    from app.db.models import Job
-    from app.db.session import session_scope
+    from core.db.base import utcnow
+    from core.db.models import Job
+    from core.db.session import session_scope
     from workers.runner import claim
     from workers.tasks.reap_jobs_task import MAX_ATTEMPTS, reap_jobs
 
@@ -238,9 +238,9 @@ def test_a_stale_lease_can_be_taken_over_and_the_old_worker_writes_nothing(
 
     from sqlalchemy import update
 
-    from app.db.base import utcnow
-    from app.db.models import Job
-    from app.db.session import session_scope
+    from core.db.base import utcnow
+    from core.db.models import Job
+    from core.db.session import session_scope
     from workers.runner import claim, run_training
 
     job_id = new_job()

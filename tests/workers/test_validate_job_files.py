@@ -19,7 +19,7 @@ def test_valid_files_move_the_job_to_queued(new_job):
 def test_a_job_cancelled_during_validation_gets_no_validated_events(new_job, monkeypatch):
     """The cancel lands while the files are read: the move to queued finds the job no longer validating, and
     the "file validated" events go with it (they used to be written after "Job cancelled by the user.")."""
-    from app import jobstore
+    from core import jobstore
     from workers.tasks.validate_job_files_task import validate_job_files
 
     job_id = new_job()
@@ -103,7 +103,7 @@ def test_deleted_upload_does_not_break_a_validated_job(new_job, client, key):
     validate_job_files(job_id)
     train = job_row(job_id).training_file
     client.delete(f"/v1/files/{train}", headers={"Authorization": f"Bearer {key}"})
-    from app.settings import get_settings
+    from core.settings import get_settings
     from workers.runner import data_path
 
     assert data_path(get_settings(), job_id, "training").read_text().count("\n") == 4

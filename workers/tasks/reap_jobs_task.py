@@ -11,13 +11,13 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 
-from app import jobstore
-from app.db.base import utcnow
-from app.db.models import Job
-from app.db.retry import is_transient
-from app.db.session import session_scope
-from app.queue import REAP_JOBS, TRAIN_JOB, VALIDATE_JOB_FILES, broker_was_reset, enqueue
-from app.settings import get_settings
+from core import jobstore
+from core.db.base import utcnow
+from core.db.models import Job
+from core.db.retry import is_transient
+from core.db.session import session_scope
+from core.queue import REAP_JOBS, TRAIN_JOB, VALIDATE_JOB_FILES, broker_was_reset, enqueue
+from core.settings import get_settings
 from workers.celery_app import celery_app
 from workers.runner import dispatch_waiting
 

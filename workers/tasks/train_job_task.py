@@ -7,8 +7,8 @@ import random
 from celery import Task
 from sqlalchemy.exc import DBAPIError
 
-from app.db.retry import is_transient
-from app.queue import TRAIN_JOB
+from core.db.retry import is_transient
+from core.queue import TRAIN_JOB
 from workers.celery_app import celery_app
 from workers.runner import run_training
 

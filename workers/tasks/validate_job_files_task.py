@@ -9,12 +9,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from app import jobstore
-from app.db.models import Job
-from app.db.retry import is_transient
-from app.db.session import session_scope
-from app.queue import TRAIN_JOB, VALIDATE_JOB_FILES, enqueue
-from app.settings import get_settings
+from core import jobstore
+from core.db.models import Job
+from core.db.retry import is_transient
+from core.db.session import session_scope
+from core.queue import TRAIN_JOB, VALIDATE_JOB_FILES, enqueue
+from core.settings import get_settings
 from openrft.validation import validate_file
 from workers.celery_app import celery_app
 from workers.runner import copy_inputs, data_path, storage_problem

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.db.base import PK, Base, JSONType, UTCDateTime, utcnow
+from core.db.base import PK, Base, JSONType, UTCDateTime, utcnow
 
 
 class Organization(Base):

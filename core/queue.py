@@ -10,7 +10,7 @@ from typing import Any
 from celery import Celery
 from tenacity import retry, stop_after_attempt, wait_exponential
 
-from app.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 log = logging.getLogger("openrft.queue")
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from app.settings import Settings
+from core.settings import Settings
 from tests.support import REPO
 
 STRONG_KEY = "sk-openrft-" + "0123456789abcdefghijklmnopqrstuvwxyzABCD"

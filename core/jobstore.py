@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from app import ids
-from app.db.base import utcnow
-from app.db.models import Checkpoint, FineTunedModel, Job, JobEvent
+from core import ids
+from core.db.base import utcnow
+from core.db.models import Checkpoint, FineTunedModel, Job, JobEvent
 
 ACTIVE = ("validating_files", "queued", "running", "paused")
 TERMINAL = ("succeeded", "failed", "cancelled")

@@ -6,9 +6,9 @@ from __future__ import annotations
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from app import ids, jobstore
-from app.db.base import Base
-from app.db.models import Job, JobEvent, Organization
+from core import ids, jobstore
+from core.db.base import Base
+from core.db.models import Job, JobEvent, Organization
 
 
 def test_nul_characters_are_stored_as_replacement_characters(postgres_url: str) -> None:

@@ -126,6 +126,6 @@ class LocalStorage:
 
 
 def get_storage() -> Storage:
-    from app.settings import get_settings
+    from core.settings import get_settings
 
     return LocalStorage(get_settings().files_dir)
