@@ -17,6 +17,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_import_rules.py  # the import table of docs/DESIGN.md
 
 test: setup services lint
 	$(BIN)/pytest

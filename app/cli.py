@@ -1,10 +1,12 @@
-"""Server-side commands of the ``openrft`` CLI: serve (the embedded default), worker, keys, migrate.
+"""The server's entry point: serve (the embedded default), worker, keys, migrate.
 
-The light client package dispatches here only for these commands, so the client stays free of server
-dependencies."""
+``openrft serve`` and the other server commands of the ``openrft`` CLI run ``python -m app.cli`` in their
+place (installed as ``openrft-server`` too), so the light client package imports nothing of the server. The
+arguments are defined once, in :func:`openrft.cli.add_server_commands`."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -14,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from core.settings import get_settings
+from openrft.cli import add_server_commands, run_command
 
 
 def _worker_cmd(queues: str, name: str, *, concurrency: int, beat: bool, prefork_fresh: bool) -> list[str]:
@@ -175,3 +178,25 @@ def keys_revoke(key: str) -> int:
 
 def default_key_file() -> Path:
     return get_settings().home / "api_key"
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        return serve(args.host, args.port, with_workers=not args.no_worker)
+    if args.command == "worker":
+        return worker(args.queues, args.concurrency, args.beat, args.name, gpus=args.gpus)
+    if args.command == "migrate":
+        return migrate()
+    if args.keys_cmd == "create":
+        return keys_create(args.org, args.name)
+    return keys_revoke(args.key)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="openrft", description="OpenRFT: the service's own commands")
+    add_server_commands(parser.add_subparsers(dest="command", required=True))
+    return run_command(parser.parse_args(argv), _dispatch)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,13 +1,14 @@
 """The ``openrft`` command.
 
-Server commands (serve, worker, migrate, keys) run the service itself and import its packages lazily, only
-when called, so the client SDK stays light. Client commands (files, jobs, graders, models, chat, demo) talk to a
+Server commands (serve, worker, migrate, keys) are parsed here (one definition, one help page) and run by the
+server's own entry point, :mod:`app.cli`, in this process's place: the client SDK imports nothing of the server. Client commands (files, jobs, graders, models, chat, demo) talk to a
 running service over HTTP; they live in :mod:`openrft.commands`.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -15,17 +16,20 @@ from collections.abc import Callable, Sequence
 HOME_HELP = "where everything is stored (default: $OPENRFT_HOME or ~/.openrft)"
 
 
-def _server(name: str) -> Callable[..., int]:
-    try:
-        import app.cli as server_cli
-    except ImportError as exc:  # the client-only install has no server packages
+def _run_server(args: argparse.Namespace) -> int:
+    """Server commands run the server's own entry point (``python -m app.cli``, or ``openrft-server``) in
+    this process's place, with the same arguments: this package imports nothing of the server."""
+    if importlib.util.find_spec("app") is None:  # the client-only install has no server packages
         raise SystemExit(
-            f"openrft: '{name}' needs the server install (pip install 'openrft[server,train]'): {exc}"
-        ) from exc
-    return getattr(server_cli, name)
+            f"openrft: '{args.command}' needs the server install (pip install 'openrft[server,train]')"
+        )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "app.cli", *args.argv])
+    return 1  # not reached: execv replaces the process
 
 
-def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="start the embedded service (API + workers)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument(
@@ -37,7 +41,7 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
     p.add_argument("--home", help=HOME_HELP)
     p.add_argument("--no-worker", action="store_true", help="API only; run workers with 'openrft worker'")
-    p.set_defaults(func=lambda a: _server("serve")(a.host, a.port, with_workers=not a.no_worker))
+    p.set_defaults(func=_run_server)
 
     p = sub.add_parser("worker", help="run a Celery worker")
     p.add_argument("--queues", "-Q", default="default,gpu", help="comma-separated: default, gpu")
@@ -50,22 +54,22 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         help="training GPUs, one per --concurrency slot: auto (all visible), none, or a list like 0,1",
     )
     p.add_argument("--home", help=HOME_HELP)
-    p.set_defaults(func=lambda a: _server("worker")(a.queues, a.concurrency, a.beat, a.name, gpus=a.gpus))
+    p.set_defaults(func=_run_server)
 
     p = sub.add_parser("migrate", help="upgrade the database to the latest schema")
     p.add_argument("--home", help=HOME_HELP)
-    p.set_defaults(func=lambda a: _server("migrate")())
+    p.set_defaults(func=_run_server)
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_cmd", required=True)
     p = keys.add_parser("create", help="create an API key (and the organization if needed); prints the key")
     p.add_argument("--org", required=True, help="organization the key acts for (created if new)")
     p.add_argument("--name", help="a label for the key")
     p.add_argument("--home", help=HOME_HELP)
-    p.set_defaults(func=lambda a: _server("keys_create")(a.org, a.name))
+    p.set_defaults(func=_run_server)
     p = keys.add_parser("revoke", help="revoke an API key")
     p.add_argument("key", help="the key to revoke")
     p.add_argument("--home", help=HOME_HELP)
-    p.set_defaults(func=lambda a: _server("keys_revoke")(a.key))
+    p.set_defaults(func=_run_server)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="openrft", description="OpenRFT: self-hosted reinforcement fine-tuning"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_server_commands(sub)
+    add_server_commands(sub)
     add_client_commands(sub)
     return parser
 
@@ -96,12 +100,13 @@ def _error_line(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(args: argparse.Namespace, func: Callable[[argparse.Namespace], int | None]) -> int:
+    """Run one parsed command the way the CLI reports: mistakes are one line on stderr and exit status 1.
+    The server's entry point (app.cli) runs its commands through this too."""
     if getattr(args, "home", None):
         os.environ["OPENRFT_HOME"] = args.home
     try:
-        return int(args.func(args) or 0)
+        return int(func(args) or 0)
     except KeyboardInterrupt:
         return 130
     except SystemExit:
@@ -109,6 +114,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # user-facing: one readable line, no traceback
         print(f"openrft: error: {_error_line(exc)}", file=sys.stderr)
         return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv  # what a server command hands on to the server's entry point
+    return run_command(args, args.func)
 
 
 if __name__ == "__main__":
