@@ -10,7 +10,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.auth import Principal, find_key, principal_for
-from app.errors import APIError
+from app.errors import APIError, not_found
+from core.db.models import File, FineTunedModel, Job
+from core.db.scoped import Owned, owned
 from core.db.session import get_sessionmaker
 from core.settings import Settings, get_settings
 from core.storage import Storage, get_storage
@@ -74,3 +76,16 @@ def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+_KINDS: dict[type, str] = {File: "file", Job: "job", FineTunedModel: "model"}
+
+
+def owned_or_404(
+    session: Session, model: type[Owned], ident: str, org_pk: int, *, param: str | None = None
+) -> Owned:
+    """:func:`core.db.scoped.owned`, or OpenAI's 404 for an unknown id (another tenant's included)."""
+    row = owned(session, model, ident, org_pk)
+    if row is None:
+        raise not_found(_KINDS[model], ident, param=param)
+    return row

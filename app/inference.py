@@ -7,9 +7,9 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
-from sqlalchemy import select
 
 from core.db.models import FineTunedModel
+from core.db.scoped import owned
 from core.db.session import get_sessionmaker
 from core.settings import BUILTIN_BASE_MODELS, Settings, get_settings
 from serving.gpus import parse_devices
@@ -66,9 +66,7 @@ def model_lookup(org_pk: int) -> Callable[[str], FineTunedRecord | None]:
 
     def lookup(model_id: str) -> FineTunedRecord | None:
         with get_sessionmaker()() as session:
-            row = session.scalar(
-                select(FineTunedModel).where(FineTunedModel.id == model_id, FineTunedModel.org_pk == org_pk)
-            )
+            row = owned(session, FineTunedModel, model_id, org_pk)
             if row is None:
                 return None
             return FineTunedRecord(id=row.id, base_model=row.base_model, adapter_path=row.path)

@@ -26,6 +26,7 @@ from core import ids, jobstore
 from core.db.base import utcnow
 from core.db.models import File, Job, JobEvent, Organization
 from core.db.retry import is_transient, retry_db
+from core.db.scoped import owned
 from core.db.session import session_scope
 from core.queue import TRAIN_JOB, enqueue
 from core.settings import Settings, get_settings, grader_settings
@@ -408,7 +409,7 @@ def copy_inputs(job: Job, settings: Settings) -> None:
         for which, file_id in (("training", job.training_file), ("validation", job.validation_file)):
             if not file_id:
                 continue
-            row = s.scalar(select(File).where(File.id == file_id, File.org_pk == job.org_pk))
+            row = owned(s, File, file_id, job.org_pk)
             if row is None:
                 raise FileNotFoundError(file_id)
             storage.copy_to(row.storage_key, data_path(settings, job.id, which))

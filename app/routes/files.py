@@ -10,8 +10,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from app.deps import PrincipalDep, SessionDep, SettingsDep, StorageDep
-from app.errors import APIError, not_found
+from app.deps import PrincipalDep, SessionDep, SettingsDep, StorageDep, owned_or_404
+from app.errors import APIError
 from app.pagination import page_body, paginate
 from app.schemas.common import ERROR_RESPONSES, ListResponse
 from app.schemas.files import UPLOAD_PURPOSES, FileDeleted, FileObject
@@ -43,13 +43,6 @@ _UPLOAD_BODY = {
         },
     }
 }
-
-
-def get_file_row(session: SessionDep, org_pk: int, file_id: str, param: str | None = None) -> File:
-    row = session.scalar(select(File).where(File.id == file_id, File.org_pk == org_pk))
-    if row is None:
-        raise not_found("file", file_id, param=param)
-    return row
 
 
 @router.post("", response_model=FileObject, openapi_extra=_UPLOAD_BODY)
@@ -118,14 +111,14 @@ def list_files(
 
 @router.get("/{file_id}", response_model=FileObject)
 def retrieve_file(file_id: str, principal: PrincipalDep, session: SessionDep) -> FileObject:
-    return file_object(get_file_row(session, principal.org_pk, file_id))
+    return file_object(owned_or_404(session, File, file_id, principal.org_pk))
 
 
 @router.delete("/{file_id}", response_model=FileDeleted)
 def delete_file(
     file_id: str, principal: PrincipalDep, session: SessionDep, storage: StorageDep
 ) -> FileDeleted:
-    row = get_file_row(session, principal.org_pk, file_id)
+    row = owned_or_404(session, File, file_id, principal.org_pk)
     session.delete(row)
     session.commit()
     # Jobs copy their data into their own working directory, so deleting an upload never breaks a job.
@@ -143,7 +136,7 @@ def delete_file(
 def retrieve_file_content(
     file_id: str, principal: PrincipalDep, session: SessionDep, storage: StorageDep
 ) -> StreamingResponse:
-    row = get_file_row(session, principal.org_pk, file_id)
+    row = owned_or_404(session, File, file_id, principal.org_pk)
     try:
         handle = storage.open(row.storage_key)
     except StorageError as exc:

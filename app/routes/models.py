@@ -6,8 +6,8 @@ import anyio.from_thread
 from fastapi import APIRouter, Request
 from sqlalchemy import select
 
-from app.deps import PrincipalDep, SessionDep, SettingsDep
-from app.errors import APIError, not_found
+from app.deps import PrincipalDep, SessionDep, SettingsDep, owned_or_404
+from app.errors import APIError
 from app.schemas.common import ERROR_RESPONSES, ErrorResponse, ListResponse
 from app.schemas.models import Model, ModelDeleted
 from app.serializers import ts
@@ -49,11 +49,7 @@ def list_models(principal: PrincipalDep, session: SessionDep, settings: Settings
 def retrieve_model(model: str, principal: PrincipalDep, session: SessionDep, settings: SettingsDep) -> Model:
     if model in settings.all_base_models:
         return next(m for m in _base_models(settings) if m.id == model)
-    row = session.scalar(
-        select(FineTunedModel).where(FineTunedModel.id == model, FineTunedModel.org_pk == principal.org_pk)
-    )
-    if row is None:
-        raise not_found("model", model, param="model")
+    row = owned_or_404(session, FineTunedModel, model, principal.org_pk, param="model")
     return _ft_model(row)
 
 
@@ -75,11 +71,7 @@ def delete_model(
             param="model",
             code="model_not_deletable",
         )
-    row = session.scalar(
-        select(FineTunedModel).where(FineTunedModel.id == model, FineTunedModel.org_pk == principal.org_pk)
-    )
-    if row is None:
-        raise not_found("model", model, param="model")
+    row = owned_or_404(session, FineTunedModel, model, principal.org_pk, param="model")
     session.delete(row)
     session.commit()
     serving = getattr(request.app.state, "serving", None)

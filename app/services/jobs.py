@@ -10,11 +10,11 @@ import random
 import time
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth import Principal
-from app.errors import APIError, bad_request, domain_error, not_found
+from app.deps import owned_or_404
+from app.errors import APIError, bad_request, domain_error
 from app.item_fields import first_missing, item_variables, template_item_variables
 from app.schemas.jobs import JobCreate
 from core import ids, jobstore
@@ -30,10 +30,7 @@ log = logging.getLogger("openrft.jobs")
 
 
 def _file_for_job(session: Session, principal: Principal, file_id: str, param: str) -> File:
-    row = session.scalar(select(File).where(File.id == file_id, File.org_pk == principal.org_pk))
-    if row is None:
-        # Another tenant's id answers exactly like an unknown one: ids don't leak.
-        raise not_found("file", file_id, param=param)
+    row = owned_or_404(session, File, file_id, principal.org_pk, param=param)
     if row.purpose != "fine-tune":
         raise bad_request(
             f"File {file_id} has purpose {row.purpose!r}; fine-tuning needs files uploaded with purpose 'fine-tune'.",
@@ -172,10 +169,7 @@ def _enqueue(session: Session, job: Job, task: str) -> None:
 
 
 def get_job(session: Session, principal: Principal, job_id: str) -> Job:
-    job = session.scalar(select(Job).where(Job.id == job_id, Job.org_pk == principal.org_pk))
-    if job is None:
-        raise not_found("job", job_id, param="fine_tuning_job_id")
-    return job
+    return owned_or_404(session, Job, job_id, principal.org_pk, param="fine_tuning_job_id")
 
 
 def _invalid_state(job: Job, action: str) -> APIError:
