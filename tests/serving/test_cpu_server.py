@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,8 @@ import httpx
 import openai
 import pytest
 
-from serving.cpu_server import EngineServer, create_app
+from serving.cpu_server.router import create_app
+from serving.cpu_server.serving import EngineServer
 from serving.engine.engine import RequestDone, SequenceDelta
 from tests.serving.helpers import ThreadedServer
 
@@ -234,3 +235,40 @@ def test_reasoning_goes_to_reasoning_content(tiny_model_dir: Path) -> None:
         reasoning = "".join((d.model_extra or {}).get("reasoning_content") or "" for d in deltas_out)
         assert (reasoning, content) == ("12 + 7 = 19", "The answer is 19.")
         assert not any("<think>" in (d.content or "") for d in deltas_out)
+
+
+@dataclass
+class FailingEngine(ScriptedEngine):
+    """Writes one delta, then fails the request the way an engine can once the stream has started."""
+
+    error: Exception = field(default_factory=lambda: RuntimeError("boom"))
+
+    async def generate(
+        self, prompt_ids: list[int], params: Any, lora: str | None = None
+    ) -> AsyncIterator[Any]:
+        yield SequenceDelta(0, "partial", [1], None)
+        raise self.error
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_both_streams_end_an_error_the_same_way(tiny_model_dir: Path, path: str) -> None:
+    """Chat and text completions share one SSE path: an EngineHTTPError mid-stream keeps its status in the
+    error event (the completion stream used to report every error as a 500), and [DONE] still follows."""
+    from transformers import AutoTokenizer
+
+    from serving.cpu_server.protocol import EngineHTTPError
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    body: dict[str, Any] = {"model": "tiny", "stream": True}
+    body |= {"messages": MESSAGES} if "chat" in path else {"prompt": "12 + 7 ="}
+    for error, status, kind in (
+        (EngineHTTPError(400, "too long"), 400, "BadRequestError"),
+        (RuntimeError("boom"), 500, "InternalServerError"),
+    ):
+        engine = FailingEngine(tokenizer, [], error=error)
+        app = create_app(EngineServer(engine, served_model_name="tiny", model_root="x"))  # type: ignore[arg-type]
+        with ThreadedServer(app) as srv:
+            events = httpx.post(srv.url + path, json=body, timeout=30).text.split("\n\n")
+        frames = [e.removeprefix("data: ") for e in events if e]
+        assert frames[-1] == "[DONE]" and "partial" in "".join(frames[:-2])
+        assert f'"type":"{kind}","code":{status}' in frames[-2]

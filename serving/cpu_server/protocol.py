@@ -1,4 +1,5 @@
-"""Request models of the OpenAI-compatible engine endpoints (the subset the CPU engine serves).
+"""The CPU engine's wire format: request models of the OpenAI-compatible endpoints (the subset it serves),
+vLLM's error shape and the SSE framing.
 
 Extra fields are accepted and ignored, as vLLM and OpenAI do, so SDK additions never break a call. Options
 the engine cannot honour (tools, logprobs, structured output) are refused with a 400 instead of ignored.
@@ -6,8 +7,10 @@ the engine cannot honour (tools, logprobs, structured output) are refused with a
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -113,3 +116,70 @@ class UnloadLoraAdapterRequest(BaseModel):
 
 
 FinishReason = Literal["stop", "length"]
+
+
+class EngineHTTPError(Exception):
+    def __init__(self, status: int, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+
+
+ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 500: "InternalServerError"}
+
+
+def error_response(status: int, message: str, param: str | None = None) -> JSONResponse:
+    body = {
+        "error": {
+            "message": message,
+            "type": ERROR_TYPES.get(status, "Error"),
+            "param": param,
+            "code": status,
+        }
+    }
+    return JSONResponse(body, status_code=status)
+
+
+def dumps(obj: Any) -> str:
+    # Compact like vLLM's pydantic output; the API's proxy relies on '"model":"…"' having no spaces.
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def sse(obj: Any) -> str:
+    return f"data: {dumps(obj)}\n\n"
+
+
+def sse_error(exc: Exception) -> str:
+    """An error after the stream started (its status is sent already): one event in vLLM's shape."""
+    if isinstance(exc, EngineHTTPError):
+        return sse(
+            {"error": {"message": exc.message, "type": ERROR_TYPES.get(exc.status), "code": exc.status}}
+        )
+    return sse({"error": {"message": str(exc), "type": "InternalServerError", "code": 500}})
+
+
+def usage_of(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def message_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict) and part.get("type") in ("text", "input_text"):
+                parts.append(str(part.get("text", "")))
+            elif isinstance(part, str):
+                parts.append(part)
+            else:
+                raise EngineHTTPError(400, "Only text content parts are supported.", param="messages")
+        return "".join(parts)
+    raise EngineHTTPError(400, "Message content must be a string or a list of text parts.", param="messages")
