@@ -11,6 +11,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from serving.gpus import Placement
 
 BackendSetting = Literal["auto", "cpu", "vllm"]
+CPU = "cpu"
+"""The backend every registry has: it needs no GPU, and ``cpu_models`` always run on it."""
 
 
 @dataclass(frozen=True)
@@ -131,10 +134,11 @@ def vllm_importable() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def choose_backend(setting: BackendSetting) -> Literal["cpu", "vllm"]:
-    """``auto`` means vLLM when it is installed and a CUDA device is visible, else the CPU engine."""
+def choose_backend(setting: str, available: Collection[str] = (CPU, "vllm")) -> str:
+    """The name of the registered backend that ``setting`` picks: ``auto`` means vLLM when it is registered,
+    installed and a CUDA device is visible, else the CPU engine."""
     if setting == "auto":
-        return "vllm" if vllm_importable() and cuda_available() else "cpu"
-    if setting not in ("cpu", "vllm"):
-        raise ValueError(f"serving backend must be auto, cpu or vllm, not {setting!r}")
+        return "vllm" if "vllm" in available and vllm_importable() and cuda_available() else CPU
+    if setting not in available:
+        raise ValueError(f"serving backend must be auto, {' or '.join(available)}, not {setting!r}")
     return setting

@@ -11,12 +11,12 @@ Every failure is a :class:`~serving.errors.ServingError` carrying its HTTP statu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serving.backends import BackendSetting, CpuBackend
+from serving.backends import CPU, CpuBackend, EngineBackend
 from serving.errors import EngineUnavailableError, ServingError, UpstreamError
 from serving.proxy import EngineProxy, ProxyResponse, ProxyStream
 from serving.registry import ModelLookup, ModelRegistry, engine_lora_name, merged_engine_name
@@ -28,7 +28,8 @@ from serving.vllm_backend import VllmBackend
 class ServingConfig:
     base_models: Mapping[str, str]
     """Public base model name -> source (local dir, HF id, gguf:<package>/<file>)."""
-    backend: BackendSetting = "auto"
+    backend: str = "auto"
+    """auto, or the name of a registered backend (cpu, vllm)."""
     cache_dir: Path | None = None
     """Where converted base models are cached (share it with the trainer)."""
     log_dir: Path | None = None
@@ -53,6 +54,28 @@ class ServingConfig:
     engine_env: dict[str, str] = field(default_factory=dict)
 
 
+# The engine backends by the name OPENRFT_SERVING_BACKEND gives, each built from the config: adding a backend
+# is one entry here (and its name in the setting's choices).
+BACKENDS: dict[str, Callable[[ServingConfig], EngineBackend]] = {
+    CPU: lambda config: CpuBackend(
+        max_loras=config.max_loras,
+        max_lora_rank=config.max_lora_rank,
+        max_batch_size=config.max_batch_size,
+        threads=config.cpu_threads,
+        cache_dir=config.cache_dir,
+    ),
+    "vllm": lambda config: VllmBackend(
+        max_loras=config.max_loras,
+        max_lora_rank=config.max_lora_rank,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        reasoning_parser=config.vllm_reasoning_parser,
+        cache_dir=config.cache_dir,
+        extra_args=config.vllm_extra_args,
+        env=dict(config.engine_env),
+    ),
+}
+
+
 class ServingService:
     def __init__(self, registry: ModelRegistry, supervisor: ServingSupervisor, proxy: EngineProxy) -> None:
         self.registry = registry
@@ -62,22 +85,6 @@ class ServingService:
 
     @classmethod
     def from_config(cls, config: ServingConfig, lookup: ModelLookup | None = None) -> ServingService:
-        cpu = CpuBackend(
-            max_loras=config.max_loras,
-            max_lora_rank=config.max_lora_rank,
-            max_batch_size=config.max_batch_size,
-            threads=config.cpu_threads,
-            cache_dir=config.cache_dir,
-        )
-        vllm = VllmBackend(
-            max_loras=config.max_loras,
-            max_lora_rank=config.max_lora_rank,
-            gpu_memory_utilization=config.gpu_memory_utilization,
-            reasoning_parser=config.vllm_reasoning_parser,
-            cache_dir=config.cache_dir,
-            extra_args=config.vllm_extra_args,
-            env=dict(config.engine_env),
-        )
         supervisor = ServingSupervisor(
             SupervisorConfig(
                 backend=config.backend,
@@ -90,8 +97,7 @@ class ServingService:
                 engines_per_gpu=config.engines_per_gpu,
                 cpu_models=frozenset(config.cpu_models),
             ),
-            cpu_backend=cpu,
-            vllm_backend=vllm,
+            backends={name: make(config) for name, make in BACKENDS.items()},
         )
         return cls(ModelRegistry(config.base_models, lookup), supervisor, EngineProxy())
 

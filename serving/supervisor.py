@@ -21,13 +21,14 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 
-from serving.backends import BackendSetting, CpuBackend, EngineBackend, choose_backend
+from serving.backends import CPU, CpuBackend, EngineBackend, choose_backend
 from serving.engine_client import EngineClient
 from serving.errors import EngineUnavailableError, ModelLoadingError
 from serving.gpus import GpuPlanner, Placement, visible_devices
@@ -45,7 +46,8 @@ class EngineState(enum.StrEnum):
 
 @dataclass
 class SupervisorConfig:
-    backend: BackendSetting = "auto"
+    backend: str = "auto"
+    """auto, or the name of a registered backend (cpu, vllm)."""
     host: str = "127.0.0.1"
     log_dir: Path | None = None
     wait_for_ready: float = 10.0
@@ -125,13 +127,21 @@ class ServingSupervisor:
         self,
         config: SupervisorConfig | None = None,
         *,
+        backends: Mapping[str, EngineBackend] | None = None,
         cpu_backend: EngineBackend | None = None,
         vllm_backend: EngineBackend | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self.config = config or SupervisorConfig()
-        self._cpu = cpu_backend or CpuBackend()
-        self._vllm = vllm_backend or VllmBackend()
+        # The engine backends by name (config.backend picks one); cpu_backend and vllm_backend fill those two
+        # names, for callers that replace only one of them.
+        self._backends: dict[str, EngineBackend] = dict(
+            backends or {CPU: CpuBackend(), "vllm": VllmBackend()}
+        )
+        for name, given in ((CPU, cpu_backend), ("vllm", vllm_backend)):
+            if given is not None:
+                self._backends[name] = given
+        self._backends.setdefault(CPU, CpuBackend())
         self._backend: EngineBackend | None = None
         self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(30.0), trust_env=False)
         self._own_http = http is None
@@ -146,8 +156,8 @@ class ServingSupervisor:
         backend = self._backend
         if backend is None:
             # Probing CUDA runs a child process: keep it off the event loop.
-            kind = await asyncio.to_thread(choose_backend, self.config.backend)
-            backend = self._backend = self._vllm if kind == "vllm" else self._cpu
+            kind = await asyncio.to_thread(choose_backend, self.config.backend, tuple(self._backends))
+            backend = self._backend = self._backends[kind]
             log.info("serving backend: %s (setting %s)", kind, self.config.backend)
         return backend
 
@@ -182,7 +192,7 @@ class ServingSupervisor:
         self._ensure_monitor()
         engine = self._engines.get(base_model)
         if engine is None:
-            backend = self._cpu if base_model in self.config.cpu_models else await self.backend()
+            backend = self._backends[CPU] if base_model in self.config.cpu_models else await self.backend()
             planner = await self.planner() if backend.uses_gpu else None
             if base_model in self._engines:  # another request created it while we probed the backend
                 engine = self._engines[base_model]

@@ -307,3 +307,29 @@ def test_the_app_serves_its_built_in_model_on_the_cpu_engine() -> None:
     assert config.cpu_models == frozenset(BUILTIN_BASE_MODELS) and config.gpus == ["1", "2"]
     none = build_serving(Settings(OPENRFT_SERVING_CPU_MODELS=""))
     assert none.supervisor.config.cpu_models == frozenset()
+
+
+def test_backends_are_a_registry_by_name(tmp_path: Path) -> None:
+    """A third backend is one more name: the setting picks it, cpu_models still run on the CPU one."""
+    from serving.backends import choose_backend
+    from serving.service import BACKENDS
+
+    assert set(BACKENDS) == {"cpu", "vllm"}
+    assert choose_backend("tpu", ("cpu", "vllm", "tpu")) == "tpu"
+    assert choose_backend("auto", ("cpu",)) == "cpu"  # no vLLM registered: auto never probes for it
+    with pytest.raises(ValueError, match="must be auto, cpu or tpu, not 'vllm'"):
+        choose_backend("vllm", ("cpu", "tpu"))
+
+    async def main() -> None:
+        supervisor = ServingSupervisor(
+            SupervisorConfig(backend="tpu", log_dir=tmp_path, cpu_models=frozenset({"small"})),
+            backends={"cpu": FakeBackend(name="cpu"), "tpu": FakeBackend(name="tpu")},
+        )
+        try:
+            big = await supervisor.engine_for("big", "src", wait=20)
+            small = await supervisor.engine_for("small", "src", wait=20)
+            assert (big.backend.name, small.backend.name) == ("tpu", "cpu")
+        finally:
+            await supervisor.close()
+
+    asyncio.run(main())
