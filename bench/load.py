@@ -167,8 +167,8 @@ def seed(n_jobs: int, n_events: int, clients: int) -> dict[str, Any]:
 
     from app import auth, ids
     from app.bootstrap import prepare
-    from app.db.session import get_engine, session_scope
-    from app.settings import get_settings
+    from core.db.session import get_engine, session_scope
+    from core.settings import get_settings
 
     prepare(get_settings(), generate_key=False)
     orgs: dict[str, Any] = {}
@@ -414,8 +414,8 @@ def capture_plans(orgs: dict[str, Any]) -> list[dict[str, Any]]:
     from fastapi.testclient import TestClient
     from sqlalchemy import event
 
-    from app.db.session import get_engine
     from app.main import create_app
+    from core.db.session import get_engine
 
     engine = get_engine()
     captured: list[tuple[str, Any]] = []

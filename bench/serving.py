@@ -235,7 +235,7 @@ def front_door(
     )
     from app.bootstrap import prepare
     from app.main import create_app
-    from app.settings import get_settings
+    from core.settings import get_settings
 
     get_settings.cache_clear()
     prepare(get_settings(), generate_key=False)

@@ -1,1 +1,0 @@
-"""Moved to :mod:`core.db`; ``app.db.session`` stays for bench/, which imports it."""
