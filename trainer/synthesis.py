@@ -48,11 +48,20 @@ def rejection_sample(
     results: dict[str, Synthesized],
     per_round: int = 1,
     on_round: Any = None,
+    min_first_round: int = 20,
 ) -> dict[str, Synthesized]:
-    """Sample until each question has one graded-correct trace or ``budget`` tries; updates ``results``."""
+    """Sample until each question has one graded-correct trace or ``budget`` tries; updates ``results``.
+
+    A first round in which not one of at least ``min_first_round`` questions was solved ends the sampling: the
+    teacher does not produce what the grader accepts (a reply format it does not know yet), and the remaining
+    tries would cost as much for as little."""
     for r in rows:
         results.setdefault(r.uid, Synthesized(uid=r.uid))
     while True:
+        tried = [results[r.uid] for r in rows]
+        first_round_done = len(tried) >= min_first_round and min(t.tries for t in tried) >= 1
+        if first_round_done and not any(t.response for t in tried):
+            return results
         todo = [
             i for i, r in enumerate(rows) if results[r.uid].response is None and results[r.uid].tries < budget
         ]
@@ -96,14 +105,16 @@ def synthesize_traces(p: Pipeline) -> list[dict[str, Any]]:
         solved = sum(r.response is not None for r in res.values())
         tries = sum(r.tries for r in res.values())
         done_round = max(r.tries for r in res.values())
-        p.sink.message(
+        head = (
             f"Synthesis round {done_round}/{plan.samples_per_question}: {solved}/{len(res)} questions have a "
-            f"graded-correct trace ({solved / max(1, tries):.0%} of the {tries} tries so far); the next round "
-            "samples only the unsolved ones."
-            if done_round < plan.samples_per_question and solved < len(res)
-            else f"Synthesis round {done_round}/{plan.samples_per_question}: {solved}/{len(res)} questions have a "
-            f"graded-correct trace ({solved / max(1, tries):.0%} of {tries} tries)."
+            f"graded-correct trace ({solved / max(1, tries):.0%} of {tries} tries)"
         )
+        if done_round >= plan.samples_per_question or solved == len(res):
+            p.sink.message(head + ".")
+        elif solved == 0 and len(res) >= 20:
+            p.sink.message(head + ": no try was correct, so no further round is sampled.", level="warn")
+        else:
+            p.sink.message(head + "; the next round samples only the unsolved ones.")
 
     if "synthesis" not in p.state.done:
         budget = plan.samples_per_question

@@ -242,3 +242,21 @@ def test_multiple_choice_rows_keep_their_option_check_before_the_letter() -> Non
         refs = reference_responses([row], g, grader_spec=g.spec, reference=None)
     assert refs.responses == ["Checking each option against 6:\nA. 5 vs 6: no\nB. 6 vs 6: yes\n\nB"]
     assert refs.by_source == {"item.answer": 1}
+
+
+def test_a_first_round_without_one_correct_trace_ends_sampling() -> None:
+    data = rows(20)
+    teacher = ScriptedTeacher({i: [] for i in range(20)})  # "no idea" to everything
+    results: dict[str, Synthesized] = {}
+    with Grader(LIKE) as g:
+        rejection_sample(
+            data,
+            [r.messages for r in data],
+            teacher,
+            g,
+            budget=4,
+            temperature=1.0,
+            max_new_tokens=16,
+            results=results,
+        )
+    assert len(teacher.asked) == 20 and all(r.tries == 1 for r in results.values())  # one round, not four
