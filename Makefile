@@ -31,7 +31,7 @@ bench-graders: setup
 	$(BIN)/python -m bench.graders
 bench-serving: setup
 	$(BIN)/python -m bench.serving
-QUALITY_BUDGET ?= session
+QUALITY_BUDGET ?= user
 bench-quality: setup
 	$(BIN)/python -m bench.quality --budget $(QUALITY_BUDGET)
 bench-overhead: setup

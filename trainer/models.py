@@ -138,17 +138,19 @@ def load_tokenizer(model_dir: str) -> PreTrainedTokenizerBase:
 
 
 def load_model(model_dir: str, **kwargs: Any) -> PreTrainedModel:
-    import torch
+    """The base model in the job device's precision, on that device (see :mod:`trainer.device`)."""
     from transformers import AutoModelForCausalLM
 
-    dtype = kwargs.pop("dtype", None)
-    if dtype is None:
-        dtype = (
-            torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-        )
+    from trainer.device import detect
+
+    device = detect()
+    dtype = kwargs.pop("dtype", None) or device.torch_dtype()
     try:
-        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, **kwargs)
     except (OSError, ValueError) as e:
         raise TrainerError(
             f"Cannot load base model from {model_dir}: {e}", code="invalid_model", param="model"
         ) from e
+    if device.kind == "cuda":  # in place: the same module, its parameters moved
+        model.to(device.name)  # type: ignore[arg-type]
+    return model

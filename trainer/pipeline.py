@@ -683,6 +683,7 @@ class Pipeline:
             seed=self.spec.seed,
             use_cpu=self.use_cpu,
             vllm=vllm,
+            model_config=model.config,
         )
         from trainer.watch import RLWatch
 

@@ -195,15 +195,27 @@ def grpo_args(
     seed: int,
     use_cpu: bool,
     vllm: dict[str, Any] | None = None,
+    model_config: Any = None,
+    prompt_tokens: int = 512,
 ) -> Any:
-    """GRPOConfig for one RL stage; ``batch_size`` counts prompts (each gets ``num_generations`` rollouts)."""
+    """GRPOConfig for one RL stage; ``batch_size`` counts prompts (each gets ``num_generations`` rollouts).
+
+    On a GPU the batch's sequences are split into micro-batches that fit (``trainer.device``); TRL then
+    generates the whole batch once per optimizer step (its steps_per_generation defaults to the accumulation)."""
     from trl import GRPOConfig
 
+    from trainer.device import Device, detect, micro_batches
+
+    device = detect() if not use_cpu else Device("cpu")
+    total = batch_size * num_generations
+    micro, accum = micro_batches(
+        total, tokens=prompt_tokens + max_completion_length, config=model_config, device=device
+    )
     return GRPOConfig(
         output_dir=output_dir,
-        per_device_train_batch_size=batch_size * num_generations,
+        per_device_train_batch_size=micro,
         num_generations=num_generations,
-        gradient_accumulation_steps=1,
+        gradient_accumulation_steps=accum,
         learning_rate=learning_rate,
         lr_scheduler_type="constant_with_warmup",
         warmup_steps=0,
@@ -218,7 +230,8 @@ def grpo_args(
         save_strategy="no",
         report_to=[],
         use_cpu=use_cpu,
-        bf16=not use_cpu,
+        bf16=device.bf16,
+        fp16=device.fp16,
         activation_checkpointing=not use_cpu,
         disable_tqdm=True,
         shuffle_dataset=True,

@@ -54,11 +54,15 @@ def make_sft_trainer(
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    from trainer.device import detect, micro_batches
+
+    device = detect()
+    micro, accum = micro_batches(batch_size, tokens=max_length, config=model.config, device=device)
     args = SFTConfig(
         output_dir=output_dir,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=batch_size,
-        gradient_accumulation_steps=1,
+        per_device_train_batch_size=micro,
+        per_device_eval_batch_size=micro,
+        gradient_accumulation_steps=accum,
         num_train_epochs=epochs,
         learning_rate=learning_rate,
         lr_scheduler_type="linear",
@@ -72,8 +76,10 @@ def make_sft_trainer(
         eval_strategy="no",
         report_to=[],
         use_cpu=use_cpu,
-        bf16=not use_cpu,
-        activation_checkpointing=False,
+        bf16=device.bf16,
+        fp16=device.fp16,
+        # On a GPU a 2048-token batch of a large model does not fit without it; on the CPU it only costs time.
+        activation_checkpointing=device.kind == "cuda",
         disable_tqdm=True,
         dataset_num_proc=None,
     )
