@@ -716,6 +716,8 @@ class Pipeline:
         self.model = self.trainer.model
         self.trainer = None
         self.store.clear_trainer()
+        if cb.stop_now:  # ended early: the plan shrinks to the steps that ran
+            self.reporter.total_steps = self.state.total_steps = self.state.global_step
         self._mark_done("rl")
 
     def _make_prm(self) -> Any:

@@ -304,9 +304,10 @@ def test_flat_rl_ends_early_and_keeps_the_best(
     rl = sink.steps("rl")
     assert [d["step"] for d in rl] == [1, 2, 3] and all(d["frac_reward_zero_std"] == 1.0 for d in rl)
     assert any(lvl == "warn" and m.startswith("RL ended early") for lvl, m in sink.of("message"))
-    assert 3 in [
-        s for s, _, _ in sink.of("checkpoint_saved")
-    ]  # the early end is checkpointed like a last step
+    saved = [s for s, _, _ in sink.of("checkpoint_saved")]
+    assert 3 in saved  # the early end is checkpointed like a last step
+    state = json.loads((tmp_path / "work" / "state" / "state.json").read_text())
+    assert state["total_steps"] == 3  # the plan shrank to the steps that ran
 
 
 def test_a_grader_that_always_fails_fails_the_job_early(
