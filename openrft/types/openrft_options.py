@@ -81,6 +81,9 @@ class RLOptions(TypedDict, total=False):
     vllm_mode: Literal["colocate", "server"]
     vllm_server_base_url: str | None
     vllm_gpu_memory_utilization: float
+    probe_prompts: int
+    early_stop: bool
+    patience: int
 
 
 class PRMOptions(TypedDict, total=False):
@@ -101,6 +104,7 @@ class EvalOptions(TypedDict, total=False):
     max_samples: int | None
     pass_threshold: float
     at_start: bool
+    holdout: Auto | int
 
 
 class OpenRFTOptions(TypedDict, total=False):
