@@ -56,7 +56,7 @@ def rows(lines: Iterator[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
             return
         try:
             row = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # a nesting bomb too: validation reports it
             continue
         # An invalid row is file validation's to report, with its line number and reason.
         if isinstance(row, dict) and check_row(row, "reinforcement") is None:

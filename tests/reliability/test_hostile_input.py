@@ -242,7 +242,7 @@ def test_every_kind_of_bad_row_before_a_bomb(new_job):
         json.dumps({"messages": ["not an object"]}),
         json.dumps({"messages": [{"role": "user"}]}),
         json.dumps({**good, "tools": {"a": 1}}),
-        json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}),
+        json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "system", "content": "a"}]}),
         "{" + '"a":' * 3,
         json.dumps(good) + "\r",
     ]
