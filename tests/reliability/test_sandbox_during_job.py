@@ -1,5 +1,5 @@
 """A python grader that attacks the sandbox while a real RL job runs through the live service: the job still
-finishes, the API and the workers stay up, and nothing secret (the service's keys, its environment, its
+finishes (or, when it fails on every sample, fails cleanly on its errors), the API and the workers stay up, and nothing secret (the service's keys, its environment, its
 files) reaches anything the tenant can read (events, the job, the results file). The attacks one by one
 are tested in tests/trainer/graders/test_sandbox.py; this is the same hostility inside a running job."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -53,10 +54,12 @@ ATTACKER = textwrap.dedent(
             _try(lambda: bytearray(16 << 30))
         elif fatal == 1:
             _try(lambda: [os.fork() for _ in range(1000)])
-        elif fatal == 2:
+        elif fatal == 2 and item["mode"] == "loud":
             os._exit(3)  # the warm sandbox process dies mid-batch
         if reached or wrote:
             return 666.0
+        if item["mode"] == "quiet":  # attacks, then grades: the job must run to its end
+            return 0.0
         # try to smuggle whatever was found out through the error message
         raise RuntimeError("exfiltrate: " + " | ".join(found))
     """
@@ -87,8 +90,41 @@ def test_a_grader_attacking_the_sandbox_cannot_stop_the_job_or_leak(service: Ser
         "ports": [service.port, 5432, int(service.env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])],
     }
     client = sdk(service.base_url, service.api_key)
-    train = upload_rows(client, [{**r, **targets} for r in arithmetic_rows(4)], "attack.jsonl")
-    valid = upload_rows(client, [{**r, **targets} for r in arithmetic_rows(1, seed=1)], "valid.jsonl")
+
+    def attack(mode: str) -> Any:
+        rows = [{**r, **targets, "mode": mode} for r in arithmetic_rows(4)]
+        return run_attacked_job(client, rows, [{**rows[0]}])
+
+    # A grader that attacks on every sample and then grades: the job runs to its end.
+    done, events = attack("quiet")
+    assert done.status == "succeeded", (done.error, [e.message for e in events][:20])
+    # no attack got through: a grade of 666 would show in the rewards
+    metrics = [e.data for e in events if e.type == "metrics"]
+    assert metrics and all((m.get("train_mean_reward") or 0) < LEAKED for m in metrics), metrics
+    visible = json.dumps([e.model_dump() for e in events]) + json.dumps(done.model_dump())
+    visible += "".join(client.files.content(f).text for f in done.result_files)  # metrics and rollouts
+    assert len(done.result_files) == 2
+
+    # One that also kills its sandbox and smuggles what it found out through its error on every sample: the
+    # job fails early and cleanly on the grader's errors (a reward that measures nothing), and the error says so.
+    failed, loud_events = attack("loud")
+    assert failed.status == "failed" and failed.error is not None and failed.error.code == "grader_error"
+    assert "The grader failed on" in failed.error.message
+    visible += json.dumps([e.model_dump() for e in loud_events]) + json.dumps(failed.model_dump())
+
+    # nothing secret in anything the tenant can read
+    for secret in secrets:
+        assert secret not in visible, f"{secret!r} leaked to the tenant"
+    assert secret_file.read_text() == "operator-file-secret-42"  # and nothing was overwritten
+
+    # the service is still whole
+    assert service.healthy()
+    assert all(p.poll() is None for p in service.named.values()), "a service process died"
+
+
+def run_attacked_job(client: Any, rows: list[dict[str, Any]], valid_rows: list[dict[str, Any]]) -> Any:
+    train = upload_rows(client, rows, "attack.jsonl")
+    valid = upload_rows(client, valid_rows, "valid.jsonl")
     job = client.fine_tuning.jobs.create(
         model="tiny-test",
         training_file=train,
@@ -109,22 +145,4 @@ def test_a_grader_attacking_the_sandbox_cannot_stop_the_job_or_leak(service: Ser
         },
     )
     done = wait_status(client, job.id, TERMINAL, 400)
-    events = all_events(client, job.id)
-    assert done.status == "succeeded", (done.error, [e.message for e in events][:20])
-
-    # no attack got through: a grade of 666 would show in the rewards
-    metrics = [e.data for e in events if e.type == "metrics"]
-    assert metrics and all((m.get("train_mean_reward") or 0) < LEAKED for m in metrics), metrics
-    assert any(g["count"] for m in metrics for g in m.get("errors", {}).get("graders", [])), metrics
-
-    # nothing secret in anything the tenant can read
-    visible = json.dumps([e.model_dump() for e in events]) + json.dumps(done.model_dump())
-    visible += "".join(client.files.content(f).text for f in done.result_files)  # metrics and rollouts
-    assert len(done.result_files) == 2
-    for secret in secrets:
-        assert secret not in visible, f"{secret!r} leaked to the tenant"
-    assert secret_file.read_text() == "operator-file-secret-42"  # and nothing was overwritten
-
-    # the service is still whole
-    assert service.healthy()
-    assert all(p.poll() is None for p in service.named.values()), "a service process died"
+    return done, all_events(client, job.id)
