@@ -409,12 +409,20 @@ class Pipeline:
                 "after SFT is kept. Harder training questions (or a grader with partial credit) give RL a signal."
             )
         else:
+            have_refs = any((self._refs or {}).values())
             why = (
                 "every rollout of every probed prompt scored the same, so GRPO would get no gradient; the model "
-                "after SFT is kept. Check that the grader accepts a correct reply (POST "
-                "/v1/fine_tuning/alpha/graders/run), give reference answers (openrft.reference) so SFT teaches "
-                "the task first, allow longer answers (reasoning_effort) if replies are cut short, or use a grader "
-                "with partial credit."
+                + ("after SFT " if self._plan().sft_enabled else "")
+                + "is kept. "
+                + (
+                    "SFT on the reference answers did not make any rollout right: the task may be beyond this "
+                    "model, or it needs worked solutions in the rows (an explanation field) rather than bare "
+                    "answers; a grader with partial credit also gives RL a signal."
+                    if have_refs
+                    else "Check that the grader accepts a correct reply (POST /v1/fine_tuning/alpha/graders/run), "
+                    "give reference answers (openrft.reference) so SFT teaches the task first, allow longer answers "
+                    "(reasoning_effort) if replies are cut short, or use a grader with partial credit."
+                )
             )
         self.sink.message(f"RL skipped: {why}", level="warn")
 
@@ -868,6 +876,7 @@ class Pipeline:
             self.sink.message(
                 f"Final model: checkpoint of step {best.step} ({self._describe(best.metrics)})."
             )
+            self._compare_with_base(best.metrics)
         elif self.model is not None:
             atomic_dir(final, lambda tmp: self.model.save_pretrained(str(tmp)))
         else:
@@ -888,6 +897,22 @@ class Pipeline:
             trained_tokens=tokens,
             checkpoints=list(self.ckpts.kept),
         )
+
+    def _compare_with_base(self, metrics: dict[str, Any]) -> None:
+        """Say so when the fine-tuned model is no better than the base model on validation (step 0)."""
+        base = next((r for r in self.reporter.rows if r.get("stage") == "baseline"), None)
+        tuned = metrics.get("full_valid_mean_reward")
+        if base is None or base.get("full_valid_mean_reward") in (None, "") or tuned is None:
+            return
+        before = float(base["full_valid_mean_reward"])
+        if float(tuned) < before:
+            self.sink.message(
+                f"The fine-tuned model scores below the base model on validation (mean reward {float(tuned):.3f} "
+                f"against {before:.3f} before training): training did not teach this task at this budget. The base "
+                "model stays available; worked solutions in the rows (an explanation field), more rows, or a larger "
+                "base model are the levers.",
+                level="warn",
+            )
 
     def _merge(self, adapter_dir: Path) -> Path:
         from peft import PeftModel

@@ -7,6 +7,7 @@ import json
 import shutil
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import pytest
@@ -324,3 +325,17 @@ def test_a_grader_that_always_fails_fails_the_job_early(
         run_job(spec, sink, ScriptedControl(), tmp_path / "work")
     assert err.value.code == "grader_error" and "The grader failed on 100%" in err.value.message
     assert not sink.steps("sft") and not sink.steps("rl")  # found at the baseline evaluation, before training
+
+
+def test_a_model_worse_than_the_base_is_called_out() -> None:
+    from trainer.pipeline import Pipeline
+
+    p = Pipeline.__new__(Pipeline)  # only the reporting parts are used
+    p.sink = RecordingSink()
+    p.reporter = SimpleNamespace(rows=[{"step": 0, "stage": "baseline", "full_valid_mean_reward": 0.09}])  # type: ignore[assignment]
+    p._compare_with_base({"full_valid_mean_reward": 0.025})
+    ((level, text),) = p.sink.of("message")
+    assert level == "warn" and "below the base model" in text and "0.025 against 0.090" in text
+    p.sink = RecordingSink()
+    p._compare_with_base({"full_valid_mean_reward": 0.5})
+    assert p.sink.of("message") == []
