@@ -165,6 +165,8 @@ def test_evaluate_job_on_a_held_out_file(
             "icl_k": 1,
             "rl": {"enabled": False},
             "sft": {"n_epochs": 3, "samples_per_question": 0, "learning_rate": 0.05},
+            # Long responses to train on, so the trained greedy output visibly differs from the base model's.
+            "response_template": "The answer is {answer}, as the sum shows.",
         },
     )
     res = run_job(spec, RecordingSink(), ScriptedControl(), tmp_path / "w")

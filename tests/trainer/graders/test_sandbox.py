@@ -261,7 +261,7 @@ def test_service_files_are_hidden(engine: GraderEngine, data_dirs: dict[str, Pat
         shared / "token.txt",
         home / "openrft.db",
         Path(__file__),
-        Path(__file__).parents[3] / "app" / "settings.py",
+        Path(__file__).parents[3] / "core" / "settings.py",
     ]
     for path in hidden:
         assert path.exists()
