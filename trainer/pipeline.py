@@ -317,8 +317,16 @@ class Pipeline:
             if self._probe_rl(rl_rows):
                 self._train_rl(rl_rows, offset=self.state.stage_offsets["rl"])
             else:
-                self.reporter.total_steps = self.state.total_steps = self.state.stage_offsets["rl"]
+                self._shrink_plan(self.state.stage_offsets["rl"], "RL skipped")
                 self._mark_done("rl")
+
+    def _shrink_plan(self, total: int, why: str) -> None:
+        """The job's step count shrinks to what ran; a metrics event carries it to progress bars."""
+        self.reporter.total_steps = self.state.total_steps = total
+        self.sink.metrics(
+            f"{why}: the job ends at step {total}.",
+            {"step": self.state.global_step, "total_steps": total, "stage": "plan"},
+        )
 
     def _probe_rl(self, rows: list[Row]) -> bool:
         """Before RL, measure on a few training prompts whether GRPO would get any gradient (groups whose
@@ -725,7 +733,7 @@ class Pipeline:
         self.trainer = None
         self.store.clear_trainer()
         if cb.stop_now:  # ended early: the plan shrinks to the steps that ran
-            self.reporter.total_steps = self.state.total_steps = self.state.global_step
+            self._shrink_plan(self.state.global_step, "RL ended early")
         self._mark_done("rl")
 
     def _make_prm(self) -> Any:
