@@ -62,7 +62,10 @@ def _rl_job(client: Any, steps: int) -> Any:
 
 
 def _metrics_steps(client: Any, job_id: str) -> list[int]:
-    return [e.data["step"] for e in all_events(client, job_id) if e.type == "metrics"]
+    # step events (the RL probe's report is a metrics event too, without a step count)
+    return [
+        e.data["step"] for e in all_events(client, job_id) if e.type == "metrics" and "total_steps" in e.data
+    ]
 
 
 def test_worker_killed_mid_rl_job_is_resumed_by_another_without_repeating_steps(service: Service):
