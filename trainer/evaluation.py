@@ -26,6 +26,8 @@ class EvalResult:
     grader_errors: dict[str, int] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)
     per_question: list[float] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    """Every sample's grade, question by question (``samples`` consecutive grades per question)."""
 
 
 def evaluate(
@@ -73,4 +75,5 @@ def evaluate(
         grader_errors=grades.errors,
         examples=[{"completion": c, "score": s} for c, s in list(zip(flat, scores, strict=True))[:3]],
         per_question=per_q,
+        scores=scores,
     )

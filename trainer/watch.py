@@ -108,22 +108,21 @@ def probe_spread(
     stopper: Stopper | None = None,
 ) -> Spread:
     """Sample a group per prompt as RL would and measure how many groups could give a gradient."""
-    from trainer.generation import generate
+    from trainer.evaluation import evaluate
 
-    outs = generate(
+    res = evaluate(
         model,
         tokenizer,
         prompts,
-        max_new_tokens=max_new_tokens,
+        items,
+        grader,
+        samples=num_generations,
         temperature=temperature,
-        num_samples=num_generations,
-        batch_size=16,
+        max_new_tokens=max_new_tokens,
         stopper=stopper,
     )
-    flat = [c for cs in outs for c in cs]
-    grades = grader.grade(flat, [it for it, cs in zip(items, outs, strict=True) for _ in cs])
-    spread = group_spread(grades.scores, num_generations, grader.correct)
-    spread.grader_errors = dict(grades.errors)
+    spread = group_spread(res.scores, num_generations, grader.correct)
+    spread.grader_errors = dict(res.grader_errors)
     return spread
 
 
