@@ -131,5 +131,8 @@ def test_same_prompt_in_sft_rl_and_eval(
         assert p[0] == {"role": "system", "content": "Answer with the number."}
         assert [m["role"] for m in p[1:]] == ["user", "assistant", "user", "assistant", "user"]
         assert p[-1]["content"] not in (p[1]["content"], p[3]["content"])  # never its own question
-    assert all(e == seen["eval"][0] for e in seen["eval"]) and len(seen["eval"]) >= 2
+    # The RL probe samples training prompts exactly as RL sees them; every evaluation, the validation prompts.
+    probes = [e for e in seen["eval"] if all(p in seen["rl"] for p in e)]
+    evals = [e for e in seen["eval"] if e not in probes]
+    assert 1 <= len(probes) <= 2 and all(e == evals[0] for e in evals) and len(evals) >= 2  # a retry: 2
     assert any("Few-shot ICL: 2 nearest" in m for m in sink.messages())
