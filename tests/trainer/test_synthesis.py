@@ -50,6 +50,22 @@ class ScriptedTeacher:
         return out
 
 
+def sample_all(data: list[Row], teacher: ScriptedTeacher, results: dict[str, Synthesized], **kw: Any) -> None:
+    """Rejection sampling of ``data`` with the LIKE grader, a budget of 4 tries and the questions as prompts."""
+    with Grader(LIKE) as g:
+        rejection_sample(
+            data,
+            [r.messages for r in data],
+            teacher,
+            g,
+            budget=4,
+            temperature=1.0,
+            max_new_tokens=16,
+            results=results,
+            **kw,
+        )
+
+
 def test_option_and_own_reasoning() -> None:
     mc = Row(
         index=0, messages=[{"role": "user", "content": "What is 2 x 3?\nA. 5\nB. 6"}], item={"answer": "B"}
@@ -147,19 +163,7 @@ def test_rejection_sampling_keeps_only_graded_correct_traces() -> None:
     )
     results: dict[str, Synthesized] = {}
     rounds: list[int] = []
-    with Grader(LIKE) as g:
-        rejection_sample(
-            data,
-            [r.messages for r in data],
-            teacher,
-            g,
-            budget=4,
-            temperature=1.0,
-            max_new_tokens=16,
-            results=results,
-            per_round=1,
-            on_round=lambda res: rounds.append(len(res)),
-        )
+    sample_all(data, teacher, results, per_round=1, on_round=lambda res: rounds.append(len(res)))
     assert (
         results["0"].response == "It is 10" and results["0"].tries == 2 and results["0"].source == "sampled"
     )
@@ -177,17 +181,7 @@ def test_rejection_sampling_resumes_from_saved_results() -> None:
         "1": Synthesized(uid="1", tries=3),
     }
     teacher = ScriptedTeacher({0: [], 1: ["11"]})
-    with Grader(LIKE) as g:
-        rejection_sample(
-            data,
-            [r.messages for r in data],
-            teacher,
-            g,
-            budget=4,
-            temperature=1.0,
-            max_new_tokens=8,
-            results=done,
-        )
+    sample_all(data, teacher, done)
     assert teacher.asked == [(1, 1)]  # only the one try left in the budget
     assert done["1"].response == "11" and done["1"].tries == 4
 
@@ -248,15 +242,5 @@ def test_a_first_round_without_one_correct_trace_ends_sampling() -> None:
     data = rows(20)
     teacher = ScriptedTeacher({i: [] for i in range(20)})  # "no idea" to everything
     results: dict[str, Synthesized] = {}
-    with Grader(LIKE) as g:
-        rejection_sample(
-            data,
-            [r.messages for r in data],
-            teacher,
-            g,
-            budget=4,
-            temperature=1.0,
-            max_new_tokens=16,
-            results=results,
-        )
+    sample_all(data, teacher, results)
     assert len(teacher.asked) == 20 and all(r.tries == 1 for r in results.values())  # one round, not four
