@@ -436,18 +436,18 @@ class Pipeline:
 
     def _check_grader_errors(self, errors: dict[str, int] | None, samples: int, where: str) -> None:
         """Grader errors on a few samples are noise; on most, the reward measures nothing: fail early."""
-        from trainer.watch import error_share, grader_failures
+        from trainer.watch import ERROR_FAIL, ERROR_WARN, error_share, grader_failures
 
         share = error_share(errors, samples)
         kinds = ", ".join(f"{k}: {v}" for k, v in grader_failures(errors).items())
-        if share > 0.5 and samples >= 4:
+        if share > ERROR_FAIL and samples >= 4:
             raise TrainerError(
                 f"The grader failed on {share:.0%} of the {samples} samples of {where} ({kinds}): the reward would "
                 "measure nothing. Check the grader with POST /v1/fine_tuning/alpha/graders/run on a training row "
                 "(for model graders: the grader model's endpoint and key) and start the job again.",
                 code="grader_error",
             )
-        if share > 0.1:
+        if share > ERROR_WARN:
             self.sink.message(
                 f"The grader failed on {share:.0%} of the {samples} samples of {where} ({kinds}); those score 0.",
                 level="warn",

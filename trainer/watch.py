@@ -30,6 +30,8 @@ def wilson_interval(successes: float, n: int) -> tuple[float, float]:
     return (float(ci.low), float(ci.high))
 
 
+# Grader failures above these shares of the samples warn, then fail the job (RL steps, the probe, evaluations).
+ERROR_WARN, ERROR_FAIL = 0.1, 0.5
 # Errors that describe the model's reply, not the grader: a reply with no answer in it rightly scores 0.
 SAMPLE_ERRORS = frozenset({"sample_parse_error", "truncated_observation_error"})
 
@@ -144,8 +146,8 @@ class RLWatch:
     """Consecutive steps with every group flat before RL ends."""
     eval_patience: int = 2
     """Consecutive RL evaluations without a new best validation reward before RL ends."""
-    error_warn: float = 0.1
-    error_fail: float = 0.5
+    error_warn: float = ERROR_WARN
+    error_fail: float = ERROR_FAIL
     error_window: int = 3
     """Steps over which the grader-error share is measured before failing."""
     flat_run: int = 0
