@@ -8,18 +8,17 @@ and the answer is parsed leniently: the whole content as JSON, else the last JSO
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from typing import Any
 
 import httpx
 
+from trainer.chat_client import AsyncChatClient, ChatError
 from trainer.graders.errors import GradingError
 from trainer.graders.settings import GraderSettings
 from trainer.graders.templates import Template
 
-_RETRY_STATUS = {408, 409, 429}
 _MAX_CONTENT = 200_000
 
 
@@ -125,56 +124,30 @@ def endpoint_for(model: str, settings: GraderSettings) -> tuple[str, str | None,
     return settings.base_url, settings.api_key, model
 
 
-def _retry_after(resp: httpx.Response, attempt: int) -> float:
-    for header, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        try:
-            return min(float(resp.headers[header]) * scale, 30.0)
-        except (KeyError, ValueError):
-            continue
-    return 0.5 * 2**attempt
-
-
 async def chat_completion(
     client: httpx.AsyncClient, spec: dict[str, Any], body: dict[str, Any], settings: GraderSettings
 ) -> dict[str, Any]:
-    """POST with retries on 408/409/429/5xx and network errors; returns the decoded response."""
+    """POST through the shared retrying chat client (over the engine's connection pool); returns the decoded
+    response. Failures after the retries are ``model_grader_server_error``."""
     base_url, api_key, model = endpoint_for(spec["model"], settings)
-    body = {**body, "model": model}
-    url = base_url.rstrip("/") + "/chat/completions"
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    last = ""
-    for attempt in range(settings.model_retries + 1):
-        try:
-            resp = await client.post(url, json=body, headers=headers, timeout=settings.model_timeout_s)
-        except httpx.HTTPError as exc:
-            last = f"{type(exc).__name__}: {exc}"
-            if attempt < settings.model_retries:
-                await asyncio.sleep(0.5 * 2**attempt)
-            continue
-        if resp.status_code == 400 and "response_format" in body:
-            # Servers without structured outputs reject the field: ask again with the prompt only.
-            body = {k: v for k, v in body.items() if k != "response_format"}
-            last = f"HTTP 400: {resp.text[:500]}"
-            continue
-        if resp.status_code in _RETRY_STATUS or resp.status_code >= 500:
-            last = f"HTTP {resp.status_code}: {resp.text[:500]}"
-            if attempt < settings.model_retries:
-                await asyncio.sleep(_retry_after(resp, attempt))
-            continue
-        if resp.status_code >= 400:
-            raise GradingError(
-                "model_grader_server_error", f"HTTP {resp.status_code} from {url}: {resp.text[:500]}"
-            )
-        try:
-            data = resp.json()
-        except ValueError:
-            raise GradingError("model_grader_server_error", f"non-JSON response from {url}") from None
-        if not isinstance(data, dict):
-            raise GradingError("model_grader_server_error", f"unexpected response from {url}")
-        return data
-    raise GradingError(
-        "model_grader_server_error", f"{url} failed after {settings.model_retries + 1} tries: {last}"
+    chat = AsyncChatClient(
+        base_url,
+        api_key=api_key,
+        timeout=settings.model_timeout_s,
+        retries=settings.model_retries,
+        http=client,
     )
+    body = {**body, "model": model}
+    try:
+        try:
+            return await chat.create(body)
+        except ChatError as exc:
+            if exc.status != 400 or "response_format" not in body:
+                raise
+        # Servers without structured outputs reject the field: ask again with the prompt only.
+        return await chat.create({k: v for k, v in body.items() if k != "response_format"})
+    except ChatError as exc:
+        raise GradingError("model_grader_server_error", str(exc)) from None
 
 
 def usage_of(data: dict[str, Any]) -> dict[str, int]:

@@ -1,0 +1,232 @@
+"""One retrying client for OpenAI-compatible ``/chat/completions``, used by every remote model the trainer
+calls: teachers (paraphrases, reasoning traces), the process reward judge and the model graders.
+
+Connection errors, timeouts and HTTP 408/409/429/5xx are retried with exponential back-off, or after the
+server's ``Retry-After`` when it sends one; any other status fails at once (a bad key or a bad request does
+not get better by asking again). Every failure is one :class:`ChatError` with the status and the upstream
+error message, which each caller maps to its own error (a teacher error, a grader error key, a PRM count).
+``ChatClient`` serves threads, ``AsyncChatClient`` an event loop (it can share the caller's connection pool);
+both take an ``httpx`` transport for tests and an injectable ``sleep``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import tenacity
+
+RETRY_STATUS = frozenset({408, 409, 429})
+"""Besides every 5xx: the statuses worth asking again (what OpenAI's SDK retries)."""
+MAX_WAIT_S = 30.0
+"""The longest wait between tries, whether from back-off or from a server's Retry-After."""
+_RETRY_TRANSPORT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError)
+
+
+class ChatError(Exception):
+    """A chat request that failed for good: ``status`` is the HTTP status (None when no response came
+    back), ``message`` the upstream's error message (or the network error), ``attempts`` the tries made."""
+
+    def __init__(
+        self,
+        url: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.message = message
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.attempts = 1
+
+    def __str__(self) -> str:
+        where = f"HTTP {self.status} from {self.url}" if self.status is not None else self.url
+        tries = f" (after {self.attempts} tries)" if self.attempts > 1 else ""
+        return f"{where}: {self.message}{tries}"
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds the server asks to wait: ``retry-after-ms`` (OpenAI's), else ``retry-after`` in seconds
+    or as an HTTP date; None when it says nothing usable."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) * scale)
+        except ValueError:
+            pass
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            continue
+        return max(0.0, when.timestamp() - time.time())
+    return None
+
+
+def upstream_message(resp: httpx.Response) -> str:
+    """The error message of a failed response: OpenAI's ``{"error": {"message"}}``, FastAPI's
+    ``{"detail"}``, else the start of the body."""
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error")
+        for found in (err.get("message") if isinstance(err, dict) else err, data.get("detail")):
+            if found:
+                return str(found)[:500]
+    return resp.text[:500] or resp.reason_phrase
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, ChatError) and exc.retryable
+
+
+class _Endpoint:
+    """What the sync and async clients share: the URL, the headers and the retry policy."""
+
+    def __init__(
+        self, base_url: str, *, api_key: str | None, timeout: float, retries: int, backoff_s: float
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff_s = backoff_s
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, ChatError) and exc.retry_after is not None:
+            return min(exc.retry_after, MAX_WAIT_S)
+        return min(self.backoff_s * 2 ** (state.attempt_number - 1), MAX_WAIT_S)
+
+    def _policy(self) -> dict[str, Any]:
+        return {
+            "stop": tenacity.stop_after_attempt(self.retries + 1),
+            "wait": self._wait,
+            "retry": tenacity.retry_if_exception(_retryable),
+            "reraise": True,
+        }
+
+    def _failed(self, exc: httpx.HTTPError) -> ChatError:
+        return ChatError(
+            self.url, f"{type(exc).__name__}: {exc}", retryable=isinstance(exc, _RETRY_TRANSPORT)
+        )
+
+    def _result(self, resp: httpx.Response) -> dict[str, Any]:
+        status = resp.status_code
+        if status >= 400:
+            raise ChatError(
+                self.url,
+                upstream_message(resp),
+                status=status,
+                retryable=status in RETRY_STATUS or status >= 500,
+                retry_after=retry_after(resp.headers),
+            )
+        try:
+            data = resp.json()
+        except ValueError:
+            raise ChatError(
+                self.url, f"the response is not JSON: {resp.text[:200]!r}", status=status
+            ) from None
+        if not isinstance(data, dict):
+            raise ChatError(
+                self.url, f"the response is not a JSON object: {resp.text[:200]!r}", status=status
+            )
+        return data
+
+
+class ChatClient(_Endpoint):
+    """Blocking client, safe to share between threads; use it as a context manager (or ``close()`` it)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        retries: int = 2,
+        backoff_s: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(base_url, api_key=api_key, timeout=timeout, retries=retries, backoff_s=backoff_s)
+        self._http = httpx.Client(transport=transport)
+        self._sleep = sleep
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` and return the decoded completion; raises :class:`ChatError`."""
+        retrying = tenacity.Retrying(sleep=self._sleep, **self._policy())
+        try:
+            return retrying(self._once, body)
+        except ChatError as exc:
+            exc.attempts = retrying.statistics.get("attempt_number", 1)
+            raise
+
+    def _once(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resp = self._http.post(self.url, json=body, headers=self.headers, timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise self._failed(exc) from exc
+        return self._result(resp)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ChatClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncChatClient(_Endpoint):
+    """Client for an event loop. Given ``http``, requests go through that client's connection pool (which
+    its owner closes); otherwise it owns one (``aclose()`` it)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        retries: int = 2,
+        backoff_s: float = 0.5,
+        http: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        super().__init__(base_url, api_key=api_key, timeout=timeout, retries=retries, backoff_s=backoff_s)
+        self._owned = http is None
+        self._http = http if http is not None else httpx.AsyncClient(transport=transport)
+        self._sleep = sleep
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` and return the decoded completion; raises :class:`ChatError`."""
+        retrying = tenacity.AsyncRetrying(sleep=self._sleep, **self._policy())
+        try:
+            return await retrying(self._once, body)
+        except ChatError as exc:
+            exc.attempts = retrying.statistics.get("attempt_number", 1)
+            raise
+
+    async def _once(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resp = await self._http.post(self.url, json=body, headers=self.headers, timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise self._failed(exc) from exc
+        return self._result(resp)
+
+    async def aclose(self) -> None:
+        if self._owned:
+            await self._http.aclose()
