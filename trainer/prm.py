@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import re
 import statistics
+import threading
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from trainer.chat_client import ChatClient, ChatError
 from trainer.data import content_text
 
 if TYPE_CHECKING:
@@ -30,6 +34,9 @@ if TYPE_CHECKING:
 
 class ProcessReward(Protocol):
     errors: int
+    """Completions whose process score could not be computed (they score 0); the RL reward counts them
+    with the grader's errors, so the RL watch warns, then fails the job, as it does for grader failures."""
+    last_error: str | None
 
     def score(self, prompts: list[Any], completions: list[str]) -> list[float]:
         """One process score in [0, 1] per completion."""
@@ -82,6 +89,7 @@ class _PrefixScorer:
     cfg: PRMConfig
     batch_size: int = 16
     errors: int = 0
+    last_error: str | None = None
 
     def score(self, prompts: list[Any], completions: list[str]) -> list[float]:
         pairs: list[tuple[int, str, list[str]]] = []
@@ -185,13 +193,29 @@ _STEP_LINE = re.compile(r"step\s*(\d+)\s*[:=-]\s*([01](?:\.\d+)?|\.\d+)", re.I)
 
 
 class EndpointJudge:
-    """An OpenAI-compatible model rates every step of a completion in one request."""
+    """An OpenAI-compatible model rates every step of a completion in one request.
 
-    def __init__(self, cfg: PRMConfig, *, transport: Any = None, concurrency: int = 8) -> None:
+    Requests go through the retrying chat client; a completion whose request still fails, or whose reply has
+    no step scores, scores 0 and is counted in ``errors`` (with the message in ``last_error``).
+    """
+
+    def __init__(
+        self,
+        cfg: PRMConfig,
+        *,
+        transport: Any = None,
+        concurrency: int = 8,
+        timeout: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.cfg = cfg
         self.transport = transport
         self.concurrency = concurrency
+        self.timeout = timeout
+        self.sleep = sleep
         self.errors = 0
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
 
     def _messages(self, question: str, steps: list[str]) -> list[dict[str, str]]:
         body = "\n\n".join(f"Step {i + 1}: {s}" for i, s in enumerate(steps))
@@ -207,45 +231,51 @@ class EndpointJudge:
     def score(self, prompts: list[Any], completions: list[str]) -> list[float]:
         import concurrent.futures
 
-        import httpx
-
-        headers = {"Authorization": f"Bearer {self.cfg.api_key}"} if self.cfg.api_key else {}
         jobs = [
             (_question(p), split_steps(c, self.cfg.step_separator, self.cfg.max_steps))
             for p, c in zip(prompts, completions, strict=True)
         ]
         assert self.cfg.base_url and self.cfg.model
         with (
-            httpx.Client(
-                base_url=self.cfg.base_url, headers=headers, timeout=60, transport=self.transport
+            ChatClient(
+                self.cfg.base_url,
+                api_key=self.cfg.api_key,
+                timeout=self.timeout,
+                transport=self.transport,
+                sleep=self.sleep,
             ) as client,
             concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool,
         ):
             return list(pool.map(lambda j: self._one(client, *j), jobs))
 
-    def _one(self, client: Any, question: str, steps: list[str]) -> float:
+    def _failed(self, message: str) -> float:
+        with self._lock:
+            self.errors += 1
+            self.last_error = message
+        return 0.0
+
+    def _one(self, client: ChatClient, question: str, steps: list[str]) -> float:
         if not steps:
             return 0.0
         try:
-            r = client.post(
-                "/chat/completions",
-                json={
+            data = client.create(
+                {
                     "model": self.cfg.model,
                     "messages": self._messages(question, steps),
                     "temperature": 0,
                     "max_tokens": 16 * len(steps) + 16,
-                },
+                }
             )
-            r.raise_for_status()
-            text = r.json()["choices"][0]["message"]["content"] or ""
-        except Exception:
-            self.errors += 1
-            return 0.0
+        except ChatError as exc:
+            return self._failed(f"the process reward endpoint failed: {exc}")
+        choices = data.get("choices") or [{}]
+        text = str(((choices[0] or {}).get("message") or {}).get("content") or "")
         found = {int(k): min(1.0, max(0.0, float(v))) for k, v in _STEP_LINE.findall(text)}
         scores = [found[k] for k in range(1, len(steps) + 1) if k in found]
         if not scores:
-            self.errors += 1
-            return 0.0
+            return self._failed(
+                f"the process reward model's reply has no 'Step k: score' lines: {text[:200]!r}"
+            )
         return aggregate(scores, self.cfg.aggregate)
 
 

@@ -92,7 +92,11 @@ class Reporter:
             "errors": {
                 "graders": [
                     {"type": k, "count": v} for k, v in (rec.get("grader_error_counts") or {}).items()
-                ]
+                ],
+                # What the process reward model's last failure said (its count is among the graders').
+                **(
+                    {"process_reward": rec["process_reward_error"]} if rec.get("process_reward_error") else {}
+                ),
             },
             "learning_rate": rec.get("learning_rate"),
             "rollouts": rec.get("rollouts"),  # best and worst completion of one group: the live view

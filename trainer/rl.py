@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from trainer.lora import trainable_fingerprint
 from trainer.rollouts import group_samples
+from trainer.watch import PROCESS_REWARD_ERROR
 
 if TYPE_CHECKING:
     from trainer.grading import Grader
@@ -31,6 +32,8 @@ class StepStats:
     groups: int = 0
     zero_std_groups: int = 0
     grader_errors: dict[str, int] = field(default_factory=dict)
+    process_reward_error: str | None = None
+    """The last failure of the process reward model in this step (counted in ``grader_errors``)."""
     grading_s: float = 0.0
     sampling_s: float = 0.0
     prm_s: float = 0.0
@@ -49,6 +52,7 @@ class StepStats:
             "train_process_reward": mean(self.process) if self.process else None,
             "frac_reward_zero_std": self.zero_std_groups / self.groups if self.groups else None,
             "grader_error_counts": dict(self.grader_errors),
+            "process_reward_error": self.process_reward_error,
             "grading_s": self.grading_s + self.prm_s,
             "sampling_s": self.sampling_s,
             "completion_tokens_mean": mean(self.completion_tokens) if self.completion_tokens else None,
@@ -105,9 +109,15 @@ class GraderReward:
         rewards = list(outcome)
         process: list[float] | None = None
         if self.prm is not None:
-            t0 = time.perf_counter()
+            t0, failed = time.perf_counter(), self.prm.errors
             process = self.prm.score(prompts, texts)
             st.prm_s += time.perf_counter() - t0
+            failed = self.prm.errors - failed
+            if failed:  # counted like grader errors: the RL watch warns, then fails the job
+                st.grader_errors[PROCESS_REWARD_ERROR] = (
+                    st.grader_errors.get(PROCESS_REWARD_ERROR, 0) + failed
+                )
+                st.process_reward_error = self.prm.last_error
             rewards = [self.alpha * o + (1 - self.alpha) * p for o, p in zip(outcome, process, strict=True)]
             st.process.extend(process)
         st.outcome.extend(outcome)

@@ -4,9 +4,9 @@ OpenAI-compatible endpoint (a stronger model behind vLLM, a hosted API)."""
 from __future__ import annotations
 
 import concurrent.futures
-import time
 from typing import TYPE_CHECKING, Any, Protocol
 
+from trainer.chat_client import ChatClient, ChatError
 from trainer.generation import GenerationStats, Messages, generate
 from trainer.interface import TrainerError
 
@@ -64,38 +64,30 @@ class EndpointTeacher:
         self.stopper = stopper
         self.concurrency = concurrency
 
-    def _one(self, client: Any, messages: Messages, n: int, temperature: float, max_tokens: int) -> list[str]:
-        import httpx
-
+    def _one(
+        self, client: ChatClient, messages: Messages, n: int, temperature: float, max_tokens: int
+    ) -> list[str]:
         body = {"model": self.endpoint.model, "messages": messages, "n": n, "temperature": temperature}
         body["max_tokens"] = max_tokens
-        last: Exception | None = None
-        for attempt in range(3):
-            try:
-                r = client.post("/chat/completions", json=body)
-                if r.status_code in (429, 500, 502, 503, 504):
-                    raise httpx.HTTPStatusError(f"status {r.status_code}", request=r.request, response=r)
-                r.raise_for_status()
-                choices = r.json().get("choices", [])
-                return [str((c.get("message") or {}).get("content") or "") for c in choices][:n] or [""]
-            except (httpx.HTTPError, ValueError) as e:
-                last = e
-                time.sleep(0.5 * 2**attempt)
-        raise TrainerError(
-            f"Teacher endpoint {self.endpoint.base_url} failed: {last}", code="teacher_error", param="openrft"
-        )
+        try:
+            data = client.create(body)
+        except ChatError as e:
+            raise TrainerError(
+                f"Teacher endpoint {self.endpoint.base_url} failed: {e}",
+                code="teacher_error",
+                param="openrft",
+            ) from None
+        choices = data.get("choices") or []
+        return [str((c.get("message") or {}).get("content") or "") for c in choices][:n] or [""]
 
     def sample(
         self, conversations: list[Messages], *, n: int, temperature: float, max_new_tokens: int
     ) -> list[list[str]]:
-        import httpx
-
-        headers = {"Authorization": f"Bearer {self.endpoint.api_key}"} if self.endpoint.api_key else {}
         out: list[list[str]] = [[] for _ in conversations]
         with (
-            httpx.Client(
-                base_url=self.endpoint.base_url,
-                headers=headers,
+            ChatClient(
+                self.endpoint.base_url,
+                api_key=self.endpoint.api_key,
                 timeout=self.endpoint.timeout,
                 transport=self.transport,
             ) as client,

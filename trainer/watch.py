@@ -36,6 +36,26 @@ ERROR_WARN, ERROR_FAIL = 0.1, 0.5
 SAMPLE_ERRORS = frozenset({"sample_parse_error", "truncated_observation_error"})
 
 
+# RL counts the completions its process reward model could not score (see trainer.prm) under this key, beside
+# the grader's own error keys: the watch treats both kinds of failure alike.
+PROCESS_REWARD_ERROR = "process_reward_error"
+_CHECK_GRADER = "check the grader with POST /v1/fine_tuning/alpha/graders/run on a training row"
+_CHECK_PRM = "check openrft.prm (its base_url, model and api_key; errors.process_reward in the metrics events says what went wrong)"
+
+
+def _failing(errors: dict[str, int]) -> tuple[str, str]:
+    """Who failed (the grader, the process reward model or both) and what to do about it."""
+    prm = PROCESS_REWARD_ERROR in errors
+    grader = not prm or any(k != PROCESS_REWARD_ERROR for k in errors)
+    parts = [
+        (name, check)
+        for name, check, on in (("grader", _CHECK_GRADER, grader), ("process reward model", _CHECK_PRM, prm))
+        if on
+    ]
+    advice = "; ".join(check for _, check in parts) + " and start the job again."
+    return " and the ".join(name for name, _ in parts), advice[0].upper() + advice[1:]
+
+
 def grader_failures(errors: dict[str, int] | None) -> dict[str, int]:
     """The error counts that mean the grader itself failed (its code, its endpoint, a missing item field)."""
     return {k: v for k, v in (errors or {}).items() if v and k not in SAMPLE_ERRORS}
@@ -163,13 +183,13 @@ class RLWatch:
         bad, seen = sum(b for b, _ in self.recent), sum(n for _, n in self.recent)
         share = bad / seen if seen else 0.0
         kinds = ", ".join(f"{k}: {v}" for k, v in errors.items())
+        who, advice = _failing(errors)
         if len(self.recent) == self.error_window and share > self.error_fail:
             out.append(
                 Verdict(
                     "fail",
-                    f"The grader failed on {share:.0%} of the samples of the last {self.error_window} RL steps "
-                    f"({kinds or 'see the metrics events'}): the reward no longer measures the model. Check the "
-                    "grader with POST /v1/fine_tuning/alpha/graders/run on a training row and start the job again.",
+                    f"The {who} failed on {share:.0%} of the samples of the last {self.error_window} RL steps "
+                    f"({kinds or 'see the metrics events'}): the reward no longer measures the model. {advice}",
                     code="grader_error",
                 )
             )
@@ -179,7 +199,7 @@ class RLWatch:
             out.append(
                 Verdict(
                     "warn",
-                    f"The grader failed on {error_share(errors, samples):.0%} of this step's samples ({kinds}); "
+                    f"The {who} failed on {error_share(errors, samples):.0%} of this step's samples ({kinds}); "
                     f"those samples score 0. The job fails if this stays above {self.error_fail:.0%}.",
                 )
             )

@@ -139,3 +139,18 @@ def test_async_client_shares_the_policy() -> None:
     with pytest.raises(ChatError, match="no such route") as err:
         go()
     assert err.value.status == 404 and len(up.requests) == 1 and waits == []
+
+
+def test_teacher_failure_is_a_trainer_error_with_the_upstream_message() -> None:
+    from trainer.config import Endpoint
+    from trainer.interface import TrainerError
+    from trainer.teachers import EndpointTeacher
+
+    up = Upstream(httpx.Response(400, json={"error": {"message": "max_tokens is too large"}}))
+    teacher = EndpointTeacher(
+        Endpoint(base_url="http://teacher/v1", model="big"), stopper=None, transport=httpx.MockTransport(up)
+    )
+    with pytest.raises(TrainerError, match="max_tokens is too large") as err:
+        teacher.sample([[{"role": "user", "content": "q"}]], n=1, temperature=0.7, max_new_tokens=8)
+    assert err.value.code == "teacher_error" and "HTTP 400" in err.value.message
+    assert len(up.requests) == 1  # a request the server rejects is not sent again

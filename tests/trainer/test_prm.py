@@ -81,12 +81,55 @@ def test_endpoint_judge_parses_step_scores() -> None:
     assert scores == pytest.approx([0.75, (1.0 + 0.5 + 0.5) / 3])
     assert all(b["model"] == "judge" for b in seen) and judge.errors == 0
 
-    bad = EndpointJudge(cfg, transport=httpx.MockTransport(lambda r: httpx.Response(500)))
+    waits: list[float] = []
+    bad = EndpointJudge(cfg, transport=httpx.MockTransport(lambda r: httpx.Response(500)), sleep=waits.append)
     assert bad.score(PROMPTS[:1], COMPLETIONS[:1]) == [0.0] and bad.errors == 1
+    assert waits == [0.5, 1.0] and "HTTP 500" in (bad.last_error or "")  # retried, then counted
+    prose = httpx.MockTransport(
+        lambda r: httpx.Response(200, json={"choices": [{"message": {"content": "Looks fine."}}]})
+    )
+    vague = EndpointJudge(cfg, transport=prose)
+    assert vague.score(PROMPTS[:1], COMPLETIONS[:1]) == [0.0] and vague.errors == 1
+    assert "no 'Step k: score' lines" in (vague.last_error or "")
+
+
+def test_endpoint_judge_failures_reach_the_rl_watch() -> None:
+    """A judge that keeps failing is not silent: its failures are counted with the grader's errors of the
+    step, its message is in the step metrics, and the RL watch warns, then fails the job."""
+    from trainer.watch import PROCESS_REWARD_ERROR, RLWatch
+
+    rejected = httpx.Response(401, json={"error": {"message": "Incorrect API key provided"}})
+    cfg = PRMConfig(type="endpoint", base_url="http://judge/v1", model="judge", api_key="sk-bad")
+    judge = EndpointJudge(cfg, transport=httpx.MockTransport(lambda r: rejected), sleep=lambda s: None)
+    spec = {"type": "string_check", "name": "g", "input": "{{ sample.output_text }}", "reference": "4"}
+    spec["operation"] = "eq"
+    box, watch, verdicts = StatsBox(), RLWatch(), []
+    with Grader(spec) as g:
+        reward = GraderReward(g, box, num_generations=2, prm=judge, alpha=0.7)
+        for _ in range(3):
+            out = reward(
+                prompts=PROMPTS,
+                completions=[[{"role": "assistant", "content": c}] for c in COMPLETIONS],
+                item_json=["{}"] * 2,
+            )
+            assert out == [0.0, 0.0]  # the process score of a failed request is 0
+            stats = box.pop()
+            s = stats.summary()
+            assert s["grader_error_counts"] == {PROCESS_REWARD_ERROR: 2}
+            assert (
+                "HTTP 401" in s["process_reward_error"] and "Incorrect API key" in s["process_reward_error"]
+            )
+            verdicts += watch.on_step(
+                frac_flat=1.0, errors=s["grader_error_counts"], samples=len(stats.outcome)
+            )
+    assert [v.action for v in verdicts] == ["warn", "fail"]
+    assert "process reward model failed" in verdicts[1].message and "openrft.prm" in verdicts[1].message
+    assert judge.errors == 6
 
 
 class FixedPRM:
     errors = 0
+    last_error = None
 
     def __init__(self, value: float) -> None:
         self.value = value
