@@ -21,8 +21,8 @@ from trainer.data import Choices, Row, answer_field, parse_choices, question, wi
 from trainer.teachers import make_teacher
 
 if TYPE_CHECKING:
-    from trainer.pipeline import Pipeline
     from trainer.prompts import Messages
+    from trainer.stages.context import RunContext
 
 SEP = "<sep>"
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -125,21 +125,25 @@ def augment_row(
     return out
 
 
-def augment_rows(p: Pipeline) -> list[Row]:
+def augment_rows(ctx: RunContext) -> list[Row]:
     """Augmented rows for RL (computed once per job, then reloaded from the run state)."""
-    path = p.store.artifact("augmented.jsonl")
-    if "augment" in p.state.done and path.is_file():
+    path = ctx.store.artifact("augmented.jsonl")
+    if "augment" in ctx.state.done and path.is_file():
         return [_row_from_json(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
-    cfg = p.ext.augmentation
-    rows = p.train_rows
+    cfg = ctx.options.augmentation
+    rows = ctx.train_rows
     stems = []
     for r in rows:
         ch = parse_choices(question(r))
         stems.append(ch.stem if ch else question(r))
     variants: list[list[str]] = [[] for _ in rows]
     if cfg.paraphrase:
-        teacher = make_teacher(cfg.teacher, model=p.base_model, tokenizer=p.tokenizer, stopper=p.stopper)
-        p.sink.message(f"Augmentation: asking {teacher.name} for {cfg.n_variants} paraphrases per question.")
+        teacher = make_teacher(
+            cfg.teacher, model=ctx.base_model, tokenizer=ctx.tokenizer, stopper=ctx.stopper
+        )
+        ctx.sink.message(
+            f"Augmentation: asking {teacher.name} for {cfg.n_variants} paraphrases per question."
+        )
         replies = teacher.sample(
             [paraphrase_prompt(s, cfg.n_variants) for s in stems],
             n=1,
@@ -156,19 +160,19 @@ def augment_rows(p: Pipeline) -> list[Row]:
             vs,
             n_variants=cfg.n_variants,
             shuffle=cfg.shuffle_options,
-            seed=p.spec.seed,
+            seed=ctx.spec.seed,
             first_index=len(rows) + len(out),
         )
     atomic_write_text(path, "".join(json.dumps(_row_to_json(r)) + "\n" for r in out))
     kept = sum(len(v) for v in variants)
     counts = {"paraphrases_kept": kept, "paraphrases_asked": len(rows) * cfg.n_variants * int(cfg.paraphrase)}
     counts["rows_added"] = len(out)
-    p.state.counters["augmentation"] = counts
-    p.sink.message(
+    ctx.state.counters["augmentation"] = counts
+    ctx.sink.message(
         f"Augmentation: {len(rows)} questions -> {len(rows) + len(out)} RL rows "
         f"({kept} paraphrases passed the meaning checks, options shuffled: {cfg.shuffle_options})."
     )
-    p._mark_done("augment")
+    ctx.mark_done("augment")
     return out
 
 

@@ -1,8 +1,8 @@
 """Job configuration: OpenAI hyperparameters, the OpenRFT extension object, validation and "auto" rules.
 
 Torch-free: the API imports :func:`resolve_config` at job creation to answer bad input with a 400 that names
-the field. The worker resolves the same objects again at run time, where the hardware and the dataset size are
-known (:func:`plan_run`).
+the field. The worker parses the same objects and resolves every "auto" once, at run time, where the hardware
+and the dataset size are known (:func:`plan_run`).
 
 The extension travels in the job body as a top-level ``"openrft": {...}`` object (the OpenAI SDK sends it with
 ``extra_body``). Every stage of the method is a switch, so the paper's ablation rows are plain configurations:
@@ -174,6 +174,10 @@ class RLConfig(_Strict):
     """GRPO with LoRA; reward = grader (+ alpha-weighted process reward)."""
 
     enabled: bool = Field(default=True, description="Run the RL stage.")
+    algorithm: str = Field(
+        default="grpo",
+        description="The RL algorithm, one module of trainer/algorithms each: grpo (TRL's GRPOTrainer).",
+    )
     num_generations: Auto | Annotated[int, Field(ge=2, le=64)] = Field(
         default="auto", description="Rollouts per prompt (the GRPO group size)."
     )
@@ -216,6 +220,15 @@ class RLConfig(_Strict):
         default=2,
         description="End RL when this many evaluations in a row do not beat the best checkpoint (0: never).",
     )
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, v: str) -> str:
+        from trainer.algorithms import names
+
+        if v not in names():
+            raise ValueError(f"unknown RL algorithm; available: {', '.join(names())}")
+        return v
 
 
 class PRMConfig(_Strict):
@@ -474,6 +487,8 @@ class RunPlan:
     eval_temperature: float
     lora_alpha: int
     rollout_engine: Literal["transformers", "vllm"]
+    rl_temperature: float = 1.0
+    """Rollout temperature (the RL probe may settle on another group size, not on another temperature yet)."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -555,6 +570,7 @@ def plan_run(
         eval_temperature=eval_temp,
         lora_alpha=int(_val(ext.lora_alpha, 2 * ext.lora_rank)),
         rollout_engine=engine,
+        rl_temperature=ext.rl.temperature,
     )
 
 
@@ -573,22 +589,18 @@ def resolve_config(
     openrft: dict[str, Any] | None,
     *,
     base_model: str | None = None,
-    hardware: Hardware | None = None,
-    n_train: int = 100,
 ) -> dict[str, Any]:
     """Validate a job's configuration at creation time (the API's 400 path).
 
-    Returns ``{"hyperparameters": ..., "openrft": ..., "resolved": ...}``: the OpenAI hyperparameters with every
-    field present ("auto" kept as given, for the job's echo), the full extension object with defaults, and a
-    resolved view of the auto rules for ``hardware`` (default: this machine) and ``n_train`` rows (the worker
-    re-resolves with the real row count and its own hardware).
+    Returns ``{"hyperparameters": ..., "openrft": ...}``: the OpenAI hyperparameters with every field present
+    ("auto" kept as given, for the job's echo) and the full extension object with defaults (secrets masked).
+    The "auto" rules are not resolved here: they depend on the worker's hardware and the real row count, so
+    the worker resolves them once (:func:`plan_run`) and reports the plan in the job's first event.
     """
     cfg = parse_config(method, hyperparameters, openrft)
     if base_model is not None and not base_model.strip():
         raise ConfigError("model must be a non-empty base model name.", param="model")
-    plan = plan_run(cfg, n_train=n_train, hardware=hardware or Hardware.detect())
     return {
         "hyperparameters": cfg.hyperparameters.model_dump(),
         "openrft": redact_secrets(cfg.openrft.model_dump()),
-        "resolved": plan.as_dict(),
     }

@@ -29,7 +29,7 @@ from trainer.data import content_text
 if TYPE_CHECKING:
     from trainer.config import PRMConfig
     from trainer.control import Stopper
-    from trainer.pipeline import Pipeline
+    from trainer.stages.context import RunContext
 
 
 class ProcessReward(Protocol):
@@ -279,17 +279,20 @@ class EndpointJudge:
         return aggregate(scores, self.cfg.aggregate)
 
 
-def make_process_reward(p: Pipeline) -> ProcessReward:
-    cfg = p.ext.prm
+def make_process_reward(ctx: RunContext) -> ProcessReward | None:
+    """The run's process reward (``openrft.prm``), or None without one."""
+    cfg = ctx.options.prm
+    if cfg.type == "none":
+        return None
     if cfg.type == "self":
-        return SelfVerifier(p._policy(), p.tokenizer, cfg, stopper=p.stopper)
+        return SelfVerifier(ctx.policy(), ctx.tokenizer, cfg, stopper=ctx.stopper)
     if cfg.type == "hf":
         assert cfg.path
         from trainer.models import resolve_model_dir
 
         return HFProcessRewardModel(
-            resolve_model_dir(cfg.path, cache_dir=p.spec.cache_dir),
+            resolve_model_dir(cfg.path, cache_dir=ctx.spec.cache_dir),
             cfg,
-            device="cpu" if p.use_cpu else "cuda",
+            device="cuda" if ctx.gpu else "cpu",
         )
     return EndpointJudge(cfg)

@@ -21,8 +21,8 @@ from trainer.teachers import make_teacher
 if TYPE_CHECKING:
     from trainer.data import Row
     from trainer.grading import Grader
-    from trainer.pipeline import Pipeline
     from trainer.prompts import Messages
+    from trainer.stages.context import RunContext
     from trainer.teachers import Teacher
 
 
@@ -86,13 +86,15 @@ def rejection_sample(
             on_round(results)
 
 
-def synthesize_traces(p: Pipeline) -> list[dict[str, Any]]:
+def synthesize_traces(ctx: RunContext) -> list[dict[str, Any]]:
     """The SFT examples of a reinforcement job (computing, or reloading, synthesis results)."""
-    plan = p._plan()
-    ext = p.ext
-    rows = p.train_rows
-    refs = p.references()
-    path = p.store.artifact("synthesis.json")
+    from trainer.stages.references import references
+
+    plan = ctx.plan
+    ext = ctx.options
+    rows = ctx.train_rows
+    refs = references(ctx)
+    path = ctx.store.artifact("synthesis.json")
     results: dict[str, Synthesized] = {}
     if path.is_file():
         results = {d["uid"]: Synthesized(**d) for d in json.loads(path.read_text())}
@@ -110,20 +112,20 @@ def synthesize_traces(p: Pipeline) -> list[dict[str, Any]]:
             f"graded-correct trace ({solved / max(1, tries):.0%} of {tries} tries)"
         )
         if done_round >= plan.samples_per_question or solved == len(res):
-            p.sink.message(head + ".")
+            ctx.sink.message(head + ".")
         elif solved == 0 and len(res) >= 20:
-            p.sink.message(head + ": no try was correct, so no further round is sampled.", level="warn")
+            ctx.sink.message(head + ": no try was correct, so no further round is sampled.", level="warn")
         else:
-            p.sink.message(head + "; the next round samples only the unsolved ones.")
+            ctx.sink.message(head + "; the next round samples only the unsolved ones.")
 
-    if "synthesis" not in p.state.done:
+    if "synthesis" not in ctx.state.done:
         budget = plan.samples_per_question
-        prompts = [p.prompt_for(r) for r in rows]
+        prompts = [ctx.prompt_for(r) for r in rows]
         if budget > 0:
             teacher = make_teacher(
-                ext.sft.teacher, model=p.base_model, tokenizer=p.tokenizer, stopper=p.stopper
+                ext.sft.teacher, model=ctx.base_model, tokenizer=ctx.tokenizer, stopper=ctx.stopper
             )
-            p.sink.message(
+            ctx.sink.message(
                 f"Synthesizing reasoning traces: up to {budget} tries per question from {teacher.name} "
                 f"(temperature {ext.sft.temperature}, max {plan.max_completion_length} new tokens)."
             )
@@ -132,14 +134,14 @@ def synthesize_traces(p: Pipeline) -> list[dict[str, Any]]:
                 rows,
                 prompts,
                 teacher,
-                p.grader,
+                ctx.need_grader(),
                 budget=budget,
                 temperature=ext.sft.temperature,
                 max_new_tokens=plan.max_completion_length,
                 results=results,
                 on_round=progress,
             )
-            p.state.counters["synthesis_s"] = time.perf_counter() - t0
+            ctx.state.counters["synthesis_s"] = time.perf_counter() - t0
         for r in rows:
             res = results.setdefault(r.uid, Synthesized(uid=r.uid))
             if res.response is None and ext.sft.fallback_to_reference and refs.get(r.uid):
@@ -150,27 +152,27 @@ def synthesize_traces(p: Pipeline) -> list[dict[str, Any]]:
             "fell_back": sum(r.source == "reference" for r in results.values()),
             "dropped": sum(r.source is None for r in results.values()),
         }
-        p.state.counters["synthesis"] = counts
-        p.sink.metrics(
+        ctx.state.counters["synthesis"] = counts
+        ctx.sink.metrics(
             f"Synthesis: {counts['sampled']}/{len(rows)} questions have a graded-correct sampled trace, "
             f"{counts['fell_back']} fell back to the reference answer, {counts['dropped']} left out of SFT.",
             {"step": 0, "stage": "synthesis", "synthesis": counts, "samples_per_question": budget},
         )
         if not counts["sampled"] and not counts["fell_back"]:
-            p.sink.message(
+            ctx.sink.message(
                 "SFT has nothing to learn from: no sampled trace was graded correct and no row has a reference "
                 "response the grader accepts (see the reference message above for what to set).",
                 level="warn",
             )
         elif budget and not counts["sampled"]:
-            p.sink.message(
+            ctx.sink.message(
                 f"No sampled trace was graded correct in {budget} tries per question: SFT learns from the reference "
                 "responses alone (raise openrft.sft.samples_per_question for traces in the model's own words).",
                 level="warn",
             )
-        p._mark_done("synthesis")
+        ctx.mark_done("synthesis")
     return [
-        trace_example(p.prompt_for(r), results[r.uid].response or "")
+        trace_example(ctx.prompt_for(r), results[r.uid].response or "")
         for r in rows
         if r.uid in results and results[r.uid].response
     ]

@@ -116,7 +116,7 @@ def create_job(
         method=method,
         # The echo of the options with their defaults (secrets masked); the raw object, which the worker
         # needs, stays in ``openrft``.
-        resolved_config={"openrft": resolved["openrft"], "plan": resolved["resolved"]},
+        resolved_config={"openrft": resolved["openrft"]},
         openrft=body.openrft,
         metadata_=body.metadata,
         integrations=body.integrations,

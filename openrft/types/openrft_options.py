@@ -71,6 +71,7 @@ class SFTOptions(TypedDict, total=False):
 
 class RLOptions(TypedDict, total=False):
     enabled: bool
+    algorithm: str
     num_generations: Auto | int
     max_steps: Auto | int
     learning_rate: Auto | float

@@ -7,7 +7,6 @@ import json
 import shutil
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Literal
 
 import pytest
@@ -328,14 +327,13 @@ def test_a_grader_that_always_fails_fails_the_job_early(
 
 
 def test_a_model_worse_than_the_base_is_called_out() -> None:
-    from trainer.pipeline import Pipeline
+    from trainer.stages.finish import compare_with_base
 
-    p = Pipeline.__new__(Pipeline)  # only the reporting parts are used
-    p.sink = RecordingSink()
-    p.reporter = SimpleNamespace(rows=[{"step": 0, "stage": "baseline", "full_valid_mean_reward": 0.09}])  # type: ignore[assignment]
-    p._compare_with_base({"full_valid_mean_reward": 0.025})
-    ((level, text),) = p.sink.of("message")
+    rows = [{"step": 0, "stage": "baseline", "full_valid_mean_reward": 0.09}]
+    sink = RecordingSink()
+    compare_with_base(sink, rows, {"full_valid_mean_reward": 0.025})
+    ((level, text),) = sink.of("message")
     assert level == "warn" and "below the base model" in text and "0.025 against 0.090" in text
-    p.sink = RecordingSink()
-    p._compare_with_base({"full_valid_mean_reward": 0.5})
-    assert p.sink.of("message") == []
+    sink = RecordingSink()
+    compare_with_base(sink, rows, {"full_valid_mean_reward": 0.5})
+    assert sink.of("message") == []

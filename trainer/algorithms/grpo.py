@@ -1,0 +1,89 @@
+"""GRPO (TRL's GRPOTrainer) with LoRA: reward = the job's grader (+ alpha x process reward), a group of
+``num_generations`` rollouts per prompt, rollouts by transformers or vLLM (colocated or a server)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trainer.data import Row
+    from trainer.stages.context import RunContext
+    from trainer.stages.steps import StageCallback
+
+
+class GRPO:
+    name = "grpo"
+
+    def build(self, ctx: RunContext, model: Any, rows: list[Row], callback: StageCallback) -> Any:
+        from datasets import Dataset
+
+        from trainer.prm import make_process_reward
+        from trainer.rl import (
+            GraderReward,
+            PolicyVersions,
+            StatsBox,
+            grpo_args,
+            make_grpo_trainer,
+            vllm_kwargs,
+        )
+
+        plan, opts = ctx.plan, ctx.options.rl
+        box, versions = StatsBox(), PolicyVersions()
+        prm = make_process_reward(ctx)
+        reward = GraderReward(
+            ctx.need_grader(),
+            box,
+            num_generations=plan.num_generations,
+            prm=prm,
+            alpha=ctx.options.prm.alpha if prm is not None else 1.0,
+        )
+        data = Dataset.from_list(
+            [{"prompt": ctx.prompt_for(r), "item_json": json.dumps(r.item), "uid": r.uid} for r in rows]
+        )
+        vllm = None
+        if plan.rollout_engine == "vllm":
+            vllm = vllm_kwargs(
+                mode=opts.vllm_mode,
+                server_base_url=opts.vllm_server_base_url,
+                gpu_memory_utilization=opts.vllm_gpu_memory_utilization,
+                max_model_length=None,
+            )
+        args = grpo_args(
+            output_dir=str(ctx.workdir / "hf" / "rl"),
+            batch_size=plan.rl_batch_size,
+            num_generations=plan.num_generations,
+            learning_rate=plan.rl_learning_rate,
+            max_steps=plan.rl_max_steps,
+            max_completion_length=plan.max_completion_length,
+            temperature=plan.rl_temperature,
+            beta=opts.beta,
+            loss_type=opts.loss_type,
+            seed=ctx.spec.seed,
+            use_cpu=not ctx.gpu,
+            vllm=vllm,
+            model_config=model.config,
+        )
+        callback.stats_box, callback.versions = box, versions
+        return make_grpo_trainer(
+            model=model,
+            reward_funcs=[reward],
+            args=args,
+            train_dataset=data,
+            processing_class=ctx.tokenizer,
+            callbacks=[callback],
+            stats_box=box,
+            policy_versions=versions,
+        )
+
+    def describe(self, ctx: RunContext) -> str:
+        plan = ctx.plan
+        prm = ctx.options.prm.type
+        return (
+            f"RL (GRPO): {plan.rl_max_steps} steps, {plan.rl_batch_size} prompts x {plan.num_generations} rollouts "
+            f"per step, max {plan.max_completion_length} new tokens, lr {plan.rl_learning_rate:g}, "
+            f"rollouts by {plan.rollout_engine}" + (f", process reward: {prm}" if prm != "none" else "")
+        )
+
+
+ALGORITHM = GRPO()

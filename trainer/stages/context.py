@@ -1,0 +1,183 @@
+"""The typed state one run's stages share: the job, its parsed options and resolved plan, the bookkeeping
+(events, results, checkpoints, resumable state), the data, and the models.
+
+A :class:`Books` exists from the start of a run (a resume reads the saved state into it before anything is
+loaded); :class:`RunContext` adds what :func:`trainer.stages.prepare.prepare` loads. Stages are functions of a
+``RunContext``; what they change on it is named here, not scattered over attributes of a pipeline object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trainer.checkpoints import CheckpointManager
+from trainer.config import OpenRFTConfig, ParsedConfig, RunPlan
+from trainer.control import Stopper
+from trainer.data import Row
+from trainer.interface import EventSink, JobSpec, TrainerError
+from trainer.prompts import Messages, build_prompt
+from trainer.reporting import Reporter
+from trainer.resume import RunState, StateStore
+from trainer.rollouts import RolloutLog
+
+if TYPE_CHECKING:
+    from trainer.grading import Grader
+    from trainer.icl import ExampleBank
+
+
+@dataclass
+class Books:
+    """Where a run reports and what survives it: built before anything is loaded."""
+
+    spec: JobSpec
+    cfg: ParsedConfig
+    sink: EventSink
+    stopper: Stopper
+    workdir: Path
+    store: StateStore
+    reporter: Reporter
+    rollouts: RolloutLog
+    ckpts: CheckpointManager
+    state: RunState
+
+    @property
+    def options(self) -> OpenRFTConfig:
+        """The job's ``openrft`` options, validated (switches and settings the plan does not resolve)."""
+        return self.cfg.openrft
+
+    def save_state(self) -> None:
+        self.state.csv_rows = self.reporter.rows
+        self.state.checkpoints = self.ckpts.to_state()
+        self.store.save(self.state)
+
+    def mark_done(self, stage: str) -> None:
+        if stage not in self.state.done:
+            self.state.done.append(stage)
+        self.state.trainer_step.pop(stage, None)
+        if self.state.stage == stage:
+            self.state.stage = None
+        self.save_state()
+
+    def set_total_steps(self, total: int) -> None:
+        self.reporter.total_steps = self.state.total_steps = total
+
+
+@dataclass
+class RunContext(Books):
+    """Everything a stage reads or changes. Set by ``prepare``; ``plan`` may be narrowed by the RL probe."""
+
+    plan: RunPlan = field(kw_only=True)
+    gpu: bool = field(kw_only=True)
+    model_dir: str = field(kw_only=True)
+    """The base model's local directory (converted from GGUF where needed)."""
+    tokenizer: Any = field(kw_only=True)
+    base_model: Any = field(kw_only=True)
+    """The frozen base weights (PEFT adapters attach to them)."""
+    grader: Grader | None = field(kw_only=True)
+    train_rows: list[Row] = field(kw_only=True)
+    val_rows: list[Row] = field(kw_only=True)
+    policy_model: Any = field(default=None, kw_only=True)
+    """The trainable PEFT model once a stage made one (kept across SFT -> RL in one process)."""
+    icl: ExampleBank | None = field(default=None, kw_only=True)
+    refs: dict[str, str | None] | None = field(default=None, kw_only=True)
+    """Graded-correct reference responses per row uid (see trainer.stages.references)."""
+    stage: str | None = field(default=None, kw_only=True)
+    hf_trainer: Any = field(default=None, kw_only=True)
+    """The HF trainer of the stage in progress: a pause saves its checkpoint."""
+    step_times: list[float] = field(default_factory=list, kw_only=True)
+
+    @property
+    def reinforcement(self) -> bool:
+        return self.spec.method == "reinforcement"
+
+    def need_grader(self) -> Grader:
+        if self.grader is None:
+            raise TrainerError(
+                "A reinforcement job needs a grader.", code="invalid_grader", param="method.grader"
+            )
+        return self.grader
+
+    def prompt_for(self, row: Row) -> Messages:
+        """The prompt of ``row`` exactly as every stage uses it (system prompt, few-shot examples)."""
+        examples = self.icl.examples_for(row) if self.icl is not None else None
+        return build_prompt(row, system_prompt=self.options.system_prompt, examples=examples)
+
+    def narrow_plan(self, **changes: Any) -> None:
+        self.plan = replace(self.plan, **changes)
+
+    def shrink_plan(self, total: int, why: str) -> None:
+        """The job's step count shrinks to what ran; a metrics event carries it to progress bars."""
+        self.set_total_steps(total)
+        self.sink.metrics(
+            f"{why}: the job ends at step {total}.",
+            {"step": self.state.global_step, "total_steps": total, "stage": "plan"},
+        )
+
+    def policy(self, adapter_dir: Path | None = None) -> Any:
+        """The trainable PEFT model: reuse the in-memory one, else attach (or load) the adapter."""
+        from trainer.lora import attach_adapter
+
+        if self.policy_model is not None and adapter_dir is None:
+            return self.policy_model
+        if self.policy_model is not None:  # replace: unload the previous adapter from the shared base
+            self.base_model = self.policy_model.unload()
+        opts = self.options
+        self.policy_model = attach_adapter(
+            self.base_model,
+            rank=opts.lora_rank,
+            alpha=self.plan.lora_alpha,
+            dropout=opts.lora_dropout,
+            adapter_dir=adapter_dir,
+        )
+        if self.gpu:
+            # Gradient checkpointing (on for GPUs) needs a grad-requiring input when only adapters train.
+            self.policy_model.enable_input_require_grads()
+        return self.policy_model
+
+    def policy_after_sft(self) -> Any:
+        """The policy RL starts from: in memory, else the SFT adapter a previous process saved, else fresh."""
+        adapter = self.store.artifacts / "sft_adapter"
+        return self.policy(adapter if self.policy_model is None and adapter.is_dir() else None)
+
+    def begin_stage(self, stage: str) -> str | None:
+        """Mark ``stage`` current; returns the HF checkpoint to resume it from, if one exists for it."""
+        self.stage = stage
+        resume = None
+        st = self.state
+        if st.stage == stage and stage in st.trainer_step and self.store.trainer_checkpoint():
+            resume = str(self.store.trainer_checkpoint())
+        else:
+            st.trainer_step.pop(stage, None)
+        st.stage = stage
+        self.save_state()
+        return resume
+
+    def train(self, trainer: Any, model: Any, resume: str | None) -> None:
+        """Run an HF trainer to its end (or an early stop), keeping its model as the policy."""
+        self.hf_trainer = trainer
+        with self.stopper.watch_forward(model):
+            trainer.train(resume_from_checkpoint=resume)
+        self.policy_model = trainer.model
+        self.hf_trainer = None
+        self.store.clear_trainer()
+
+    def check_grader_errors(self, errors: dict[str, int] | None, samples: int, where: str) -> None:
+        """Grader errors on a few samples are noise; on most, the reward measures nothing: fail early."""
+        from trainer.watch import ERROR_FAIL, ERROR_WARN, error_share, grader_failures
+
+        share = error_share(errors, samples)
+        kinds = ", ".join(f"{k}: {v}" for k, v in grader_failures(errors).items())
+        if share > ERROR_FAIL and samples >= 4:
+            raise TrainerError(
+                f"The grader failed on {share:.0%} of the {samples} samples of {where} ({kinds}): the reward would "
+                "measure nothing. Check the grader with POST /v1/fine_tuning/alpha/graders/run on a training row "
+                "(for model graders: the grader model's endpoint and key) and start the job again.",
+                code="grader_error",
+            )
+        if share > ERROR_WARN:
+            self.sink.message(
+                f"The grader failed on {share:.0%} of the {samples} samples of {where} ({kinds}); those score 0.",
+                level="warn",
+            )

@@ -1,0 +1,155 @@
+"""Before any stage: the rows, the checkpoint-selection split, the resolved plan, the models and the grader;
+then the few-shot example bank and the one-off duration estimate."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import fields
+from importlib.util import find_spec
+
+from trainer.config import Hardware, RunPlan, plan_run, redact_secrets
+from trainer.data import Row, hold_out, load_rows
+from trainer.stages.context import Books, RunContext
+
+
+def prepare(books: Books) -> RunContext:
+    """Load what the stages need; every ``auto`` option is resolved here, once, into ``ctx.plan``."""
+    import torch
+
+    spec, opts = books.spec, books.options
+    train_rows = load_rows(spec.training_file, method=spec.method, param="training_file")
+    val_rows: list[Row] = []
+    if spec.validation_file is not None:
+        val_rows = load_rows(spec.validation_file, method=spec.method, param="validation_file")
+        if opts.eval.max_samples:
+            val_rows = val_rows[: opts.eval.max_samples]
+    if spec.method == "reinforcement" and opts.rl.enabled:
+        train_rows, val_rows = _hold_out(books, train_rows, val_rows)
+    gpu = torch.cuda.is_available()
+    plan = plan_run(
+        books.cfg,
+        n_train=len(train_rows),
+        hardware=Hardware(gpu=gpu, cpu_count=os.cpu_count() or 1),
+        vllm_available=find_spec("vllm") is not None,
+    )
+    from trainer.models import load_model, load_tokenizer, resolve_model_dir
+
+    model_dir = resolve_model_dir(spec.model_source, cache_dir=spec.cache_dir)
+    tokenizer = load_tokenizer(model_dir)
+    torch.manual_seed(spec.seed)
+    base_model = load_model(model_dir)
+    grader = None
+    if spec.method == "reinforcement":
+        from trainer.grading import Grader
+
+        if spec.grader:
+            grader = Grader(spec.grader, spec.grader_settings, pass_threshold=opts.eval.pass_threshold)
+            grader.__enter__()
+    ctx = RunContext(
+        **{f.name: getattr(books, f.name) for f in fields(Books)},
+        plan=plan,
+        gpu=gpu,
+        model_dir=model_dir,
+        tokenizer=tokenizer,
+        base_model=base_model,
+        grader=grader,
+        train_rows=train_rows,
+        val_rows=val_rows,
+    )
+    if spec.method == "reinforcement":
+        ctx.need_grader()
+    if not books.state.resumes:
+        books.sink.message(
+            f"Training {spec.method} job on {spec.base_model} ({'GPU' if gpu else 'CPU'}): "
+            f"{len(train_rows)} training rows, {len(val_rows)} validation rows. "
+            f"Settings: {json.dumps(redact_secrets(plan.as_dict()))}"
+        )
+    return ctx
+
+
+def _hold_out(books: Books, train: list[Row], val: list[Row]) -> tuple[list[Row], list[Row]]:
+    """Move training rows to the checkpoint-selection set when the validation file is small (see
+    ``eval.holdout``): choosing between the SFT and RL checkpoints on 20 rows is mostly noise."""
+    want = books.options.eval.holdout
+    n_val, n_train = len(val), len(train)
+    k = int(want) if want != "auto" else (min(40 - n_val, n_train // 5) if n_val < 40 else 0)
+    train, held = hold_out(train, k, seed=books.spec.seed)
+    if held and not books.state.resumes:
+        books.sink.message(
+            f"Checkpoint choice: {len(held)} training rows are held out of training and join the "
+            f"{n_val} validation rows ({n_val + len(held)} in all; set openrft.eval.holdout to change)."
+        )
+    return train, val + held
+
+
+def setup_icl(ctx: RunContext) -> None:
+    """The few-shot example bank (``icl_k`` nearest worked examples in every prompt), built once."""
+    k = ctx.options.icl_k
+    if k <= 0 or ctx.icl is not None:
+        return
+    from trainer.icl import Embedder, ExampleBank
+    from trainer.stages.references import references
+
+    ctx.icl = ExampleBank(ctx.train_rows, references(ctx), k=k, embedder=Embedder())
+    ctx.icl.precompute(ctx.train_rows + ctx.val_rows)
+    ctx.sink.message(f"Few-shot ICL: {k} nearest of {len(ctx.icl.rows)} worked examples in every prompt.")
+
+
+def announce_estimate(ctx: RunContext, *, sft_examples: int, synthesis_questions: int) -> None:
+    """Once per job: time a calibration step and report the estimated duration."""
+    if "estimate" in ctx.state.done:
+        return
+    from trainer.estimate import calibrate, estimate_seconds
+
+    plan = ctx.plan
+    prompt = ctx.prompt_for(ctx.train_rows[0])
+    if not ctx.reinforcement:
+        prompt = prompt[:-1] if prompt and prompt[-1].get("role") == "assistant" else prompt
+    batch = plan.rl_batch_size * plan.num_generations if plan.rl_enabled else plan.sft_batch_size
+    cal = calibrate(
+        ctx.base_model,
+        ctx.tokenizer,
+        prompt,
+        batch=max(1, batch),
+        new_tokens=min(32, plan.max_completion_length),
+    )
+    parts = estimate_seconds(
+        plan,
+        cal,
+        n_val=len(ctx.val_rows),
+        sft_examples=sft_examples,
+        synthesis_questions=synthesis_questions,
+        prm_factor=2.0 if ctx.options.prm.type == "self" else 0.0,
+        trained_tokens=_reference_tokens(ctx),
+        **_augmentation_load(ctx, plan),
+    )
+    total = sum(parts.values())
+    ctx.state.counters["estimate_s"] = parts
+    shown = ", ".join(f"{k} {v / 60:.1f}" for k, v in parts.items() if v)
+    ctx.sink.message(
+        f"Estimated duration: {total / 60:.1f} min ({shown} min; calibration: {cal.gen_tokens_per_s:.0f} "
+        f"generated tokens/s, {cal.train_s_per_seq:.2f} s per trained sequence)."
+    )
+    ctx.reporter.estimate(seconds_left=total, step=ctx.state.global_step)
+    ctx.mark_done("estimate")
+
+
+def _reference_tokens(ctx: RunContext) -> float | None:
+    """Mean length in tokens of the responses SFT will train on (the reference responses), or None."""
+    if not ctx.reinforcement:
+        return None
+    from trainer.stages.references import references
+
+    texts = [t for t in references(ctx).values() if t]
+    if not texts:
+        return None
+    return sum(len(ctx.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) / len(texts)
+
+
+def _augmentation_load(ctx: RunContext, plan: RunPlan) -> dict[str, int]:
+    """What question augmentation will ask of a teacher (paraphrases are sampled only for RL rows)."""
+    aug = ctx.options.augmentation
+    if not ctx.reinforcement or not (aug.enabled and aug.paraphrase and plan.rl_enabled):
+        return {}
+    return {"augmentation_questions": len(ctx.train_rows), "augmentation_tokens": aug.max_new_tokens}

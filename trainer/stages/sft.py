@@ -1,0 +1,53 @@
+"""The SFT stage: LoRA SFT on conversations (supervised jobs) or on the synthesized reasoning traces (the
+reinforcement warm-up, whose adapter RL starts from)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainer.stages.context import RunContext
+from trainer.stages.steps import StageCallback
+
+
+def train_sft(
+    ctx: RunContext,
+    examples: list[dict[str, Any]],
+    eval_examples: list[dict[str, Any]] | None,
+    *,
+    offset: int,
+    eval_every: int | None,
+    rank_by_loss: bool,
+) -> None:
+    from trainer.sft import make_sft_trainer
+
+    plan = ctx.plan
+    if not examples:
+        ctx.sink.message("SFT skipped: no training examples.", level="warn")
+        ctx.mark_done("sft")
+        return
+    resume = ctx.begin_stage("sft")
+    model = ctx.policy()
+    cb = StageCallback(ctx, "sft", offset=offset, eval_every=eval_every, rank_by_loss=rank_by_loss)
+    trainer = make_sft_trainer(
+        model=model,
+        tokenizer=ctx.tokenizer,
+        examples=examples,
+        eval_examples=eval_examples,
+        output_dir=str(ctx.workdir / "hf" / "sft"),
+        batch_size=plan.sft_batch_size,
+        epochs=plan.sft_epochs,
+        learning_rate=plan.sft_learning_rate,
+        max_length=ctx.options.sft.max_length,
+        seed=ctx.spec.seed,
+        use_cpu=not ctx.gpu,
+        callbacks=[cb],
+    )
+    ctx.sink.message(
+        f"SFT: {len(examples)} examples, {plan.sft_epochs} epochs, batch {plan.sft_batch_size}, "
+        f"lr {plan.sft_learning_rate:g}"
+        + (f" (resuming at step {ctx.state.trainer_step['sft']})" if resume else "")
+    )
+    ctx.train(trainer, model, resume)
+    if ctx.reinforcement:
+        ctx.policy_model.save_pretrained(str(ctx.store.artifact("sft_adapter")))
+    ctx.mark_done("sft")
