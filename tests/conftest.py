@@ -31,7 +31,7 @@ def test_home() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Llama + tokenizer built locally (no downloads), shared by the whole session."""
-    from trainer.tiny import build_tiny_model
+    from tests.support.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 

@@ -32,7 +32,7 @@ def test_probe_sees_generate_and_the_simulated_gpu_is_undone(tmp_path: Path) -> 
     import torch
     from transformers import AutoModelForCausalLM
 
-    from trainer.tiny import build_tiny_model
+    from tests.support.tiny import build_tiny_model
 
     script = load_script()
     model = AutoModelForCausalLM.from_pretrained(build_tiny_model(tmp_path / "tiny"))

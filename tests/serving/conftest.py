@@ -15,7 +15,7 @@ def make_varied_tiny_model(out_dir: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from trainer.tiny import build_tiny_model
+    from tests.support.tiny import build_tiny_model
 
     build_tiny_model(out_dir)
     model = AutoModelForCausalLM.from_pretrained(out_dir)

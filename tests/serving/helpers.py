@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from serving.http_thread import ThreadedServer
+from tests.support.http_thread import ThreadedServer
 
 __all__ = ["Collected", "ThreadedServer", "collect", "greedy"]
 

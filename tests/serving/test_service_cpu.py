@@ -16,12 +16,12 @@ import openai
 import pytest
 
 from serving.backends import CpuBackend
-from serving.gateway import create_gateway_app
 from serving.proxy import EngineProxy
 from serving.registry import FineTunedRecord, ModelRegistry
 from serving.service import ServingService
 from serving.supervisor import EngineState, ServingSupervisor, SupervisorConfig
 from tests.serving.helpers import ThreadedServer
+from tests.support.gateway import create_gateway_app
 
 FT = "ft:tiny:org-1:demo:ftjob-abc"
 CKPT = FT + ":ckpt-step-2"

@@ -1,5 +1,7 @@
 """Helpers shared by tests: data files, free ports, waiting, and a live service (API + Celery workers)
-started as real subprocesses."""
+started as real subprocesses. The modules beside this one are test-only code that the benchmarks and
+scripts/gpu_check.py use too: ``tiny`` (a tiny model built locally), ``gateway`` (the chat route's shape over
+a ServingService) and ``http_thread`` (uvicorn in a thread)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see trainer.run_job: the 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from trainer.tiny import build_tiny_model
+    from tests.support.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny"))
 
