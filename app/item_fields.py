@@ -9,27 +9,21 @@ from collections.abc import Iterator
 from typing import Any
 
 from openrft.validation import check_row
+from trainer.graders import registry
 from trainer.graders.errors import GradingError
 from trainer.graders.templates import TemplateSyntaxError, Variable, parse_variable
 
 # Rows looked at per file: enough to catch a misspelt field, bounded for files of any size.
 MAX_ROWS = 200
 MAX_BYTES = 8 * 1024 * 1024
-# Fields of a grader that are not templates.
-_NOT_TEMPLATES = {"source", "calculate_output", "type", "name", "model", "url", "headers", "labels"}
 
 
-def item_variables(spec: Any, _key: str | None = None) -> Iterator[Variable]:
-    """Every ``item.*`` variable in the templates of a (validated) grader, nested graders included."""
-    if isinstance(spec, dict):
-        for key, value in spec.items():
-            if key not in _NOT_TEMPLATES:
-                yield from item_variables(value, key)
-    elif isinstance(spec, list):
-        for value in spec:
-            yield from item_variables(value, _key)
-    elif isinstance(spec, str) and "{{" in spec:
-        yield from template_item_variables(spec)
+def item_variables(spec: dict[str, Any]) -> Iterator[Variable]:
+    """Every ``item.*`` variable in the templates of a validated grader (each type names its templates),
+    sub-graders included."""
+    for node in registry.walk(spec):
+        for template in registry.of(node).templates(node):
+            yield from template_item_variables(template)
 
 
 def template_item_variables(template: str) -> Iterator[Variable]:

@@ -14,12 +14,12 @@ the row's own explanation field, or (multiple choice) each option checked agains
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from trainer.data import Row, parse_choices, question, render
+from trainer.graders import registry
 
 if TYPE_CHECKING:
     from trainer.grading import Grader
@@ -48,7 +48,6 @@ ANSWER_FIELDS = (
     "output",
     "gold",
 )
-_PY_ITEM_KEY = re.compile(r"""item\s*(?:\[\s*|\.get\(\s*)(['"])([^'"\\]+)\1""")
 
 
 @dataclass(frozen=True)
@@ -73,17 +72,6 @@ def _field_source(key: str) -> ReferenceSource:
     return ReferenceSource(f"item.{key}", answer)
 
 
-def _grader_nodes(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """The grader and every sub-grader of a ``multi``, depth first."""
-    out = [spec]
-    subs = spec.get("graders")
-    subs = list(subs.values()) if isinstance(subs, dict) else subs
-    for g in subs if isinstance(subs, list) else []:
-        if isinstance(g, dict):
-            out.extend(_grader_nodes(g))
-    return out
-
-
 def reference_sources(
     grader_spec: dict[str, Any] | None, rows: list[Row], override: str | None = None
 ) -> list[ReferenceSource]:
@@ -99,15 +87,13 @@ def reference_sources(
             sources.append(src)
 
     fields: list[str] = []
-    labels: list[str] = []
-    for node in _grader_nodes(grader_spec or {}):
-        ref = node.get("reference")
-        if isinstance(ref, str) and "item" in ref:
+    constants: list[tuple[str, str]] = []
+    for node in registry.walk(grader_spec) if grader_spec else []:
+        hints = registry.of(node).reference_hints(node)
+        for ref in hints.templates:
             add(_template_source(f"grader reference {ref!r}", ref))
-        if node.get("type") == "python" and isinstance(node.get("source"), str):
-            fields += [m.group(2) for m in _PY_ITEM_KEY.finditer(node["source"])]
-        if node.get("type") == "label_model" and isinstance(node.get("passing_labels"), list):
-            labels += [str(x) for x in node["passing_labels"]]
+        fields += hints.item_fields
+        constants += hints.constants
     present = {k for r in rows for k in r.item}
     lowered = {k.lower(): k for k in sorted(present)}
     for key in fields + [lowered[f.lower()] for f in ANSWER_FIELDS if f.lower() in lowered]:
@@ -115,8 +101,8 @@ def reference_sources(
             add(_field_source(key))
     if any(r.meta.get("assistant_reply") for r in rows):
         add(ReferenceSource("the trailing assistant message", lambda row: row.meta.get("assistant_reply")))
-    for label in labels:  # a judge's passing label is the same for every row: the least specific source
-        add(_constant_source(f"label_model passing label {label!r}", label))
+    for name, value in constants:  # e.g. a judge's passing label, the same for every row: the least specific
+        add(_constant_source(name, value))
     return sources
 
 

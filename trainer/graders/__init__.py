@@ -9,10 +9,14 @@ libraries: sentence-transformers, NLTK, sacrebleu and rouge-score are imported w
     with GraderEngine(spec, settings) as engine:
         result = engine.grade_batch(samples, items)     (BatchResult: scores, errors, timing, ...)
     passes(spec, score) -> bool                         ("graded correct", see pass_threshold)
+
+Each grader type is one module of ``trainer.graders.types`` (its fields, checks and engine node), looked up
+by name in ``trainer.graders.registry``.
 """
 
-from trainer.graders.engine import BatchResult, GraderEngine, Outcome, pass_threshold, passes, run_grader
+from trainer.graders.engine import BatchResult, GraderEngine, pass_threshold, passes, run_grader
 from trainer.graders.errors import ERROR_KEYS, GraderValidationError, GradingError
+from trainer.graders.node import Outcome
 from trainer.graders.settings import GraderSettings, ModelEndpoint
 from trainer.graders.templates import Sample
 from trainer.graders.validation import GRADER_TYPES, validate_grader

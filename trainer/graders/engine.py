@@ -15,33 +15,15 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-from trainer.graders.errors import DETAIL_KEYS, ERROR_KEYS, GradingError
-from trainer.graders.expression import FormulaEvalError, evaluate, parse_formula
+from trainer.graders import registry
+from trainer.graders.errors import DETAIL_KEYS, ERROR_KEYS
+from trainer.graders.node import Outcome, add_usage
 from trainer.graders.settings import GraderSettings
-from trainer.graders.templates import Sample, Template
+from trainer.graders.templates import Sample
 from trainer.graders.validation import validate_grader
-
-Scope = dict[str, Any]
-
-
-@dataclass
-class Outcome:
-    """One grader's result for one sample."""
-
-    score: float = 0.0
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    usage: dict[str, dict[str, int]] = field(default_factory=dict)
-    sampled_model: str | None = None
-    sub_scores: dict[str, float] = field(default_factory=dict)
-    """For multi graders: each sub-grader's score, by its key in ``graders``."""
-
-    @classmethod
-    def failed(cls, exc: GradingError) -> Outcome:
-        return cls(0.0, [(exc.key, exc.detail)])
 
 
 @dataclass
@@ -69,7 +51,8 @@ class BatchResult:
 
 
 class _Runtime:
-    """What grader nodes share: settings, the HTTP client, semaphores, thread pools, sandboxes."""
+    """What grader nodes share (``trainer.graders.node.Runtime``): settings, the HTTP clients, semaphores,
+    thread pools, sandboxes."""
 
     def __init__(self, settings: GraderSettings) -> None:
         self.settings = settings
@@ -103,287 +86,6 @@ class _Runtime:
 
 
 # --------------------------------------------------------------------------------------------------
-# Grader nodes
-# --------------------------------------------------------------------------------------------------
-
-
-class _Node:
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self.spec = spec
-        self.name: str = spec["name"]
-        self.type: str = spec["type"]
-
-    async def grade(self, scopes: list[Scope], rt: _Runtime, timing: dict[str, float]) -> list[Outcome]:
-        start = time.perf_counter()
-        try:
-            return await self._grade(scopes, rt, timing)
-        finally:
-            timing[self.name] = timing.get(self.name, 0.0) + time.perf_counter() - start
-
-    async def _grade(self, scopes: list[Scope], rt: _Runtime, timing: dict[str, float]) -> list[Outcome]:
-        raise NotImplementedError
-
-
-def _render_pairs(
-    scopes: list[Scope], a: Template, b: Template
-) -> tuple[list[tuple[int, str, str]], list[Outcome | None]]:
-    """Render two templates per sample; failed samples get their Outcome, the rest are returned to score."""
-    todo: list[tuple[int, str, str]] = []
-    out: list[Outcome | None] = [None] * len(scopes)
-    for i, scope in enumerate(scopes):
-        try:
-            todo.append((i, a.render(scope), b.render(scope)))
-        except GradingError as exc:
-            out[i] = Outcome.failed(exc)
-    return todo, out
-
-
-class _StringCheck(_Node):
-    def __init__(self, spec: dict[str, Any]) -> None:
-        super().__init__(spec)
-        self.input, self.reference = Template.parse(spec["input"]), Template.parse(spec["reference"])
-        self.op = spec["operation"]
-
-    def check(self, text: str, ref: str) -> bool:
-        if self.op == "eq":
-            return text == ref
-        if self.op == "ne":
-            return text != ref
-        if self.op == "like":
-            return ref in text
-        return ref.casefold() in text.casefold()
-
-    async def _grade(self, scopes: list[Scope], rt: _Runtime, timing: dict[str, float]) -> list[Outcome]:
-        todo, out = _render_pairs(scopes, self.input, self.reference)
-        for i, text, ref in todo:
-            out[i] = Outcome(1.0 if self.check(text, ref) else 0.0)
-        return [o or Outcome() for o in out]
-
-
-class _TextSimilarity(_Node):
-    def __init__(self, spec: dict[str, Any], settings: GraderSettings) -> None:
-        super().__init__(spec)
-        self.input, self.reference = Template.parse(spec["input"]), Template.parse(spec["reference"])
-        self.metric = spec["evaluation_metric"]
-        self.settings = settings
-
-    def _metric(self) -> Any:
-        from trainer.graders import similarity
-
-        wordnet = None
-        if self.metric == "meteor":
-            from trainer.graders.wordnet import NoSynonyms, WordNetUnavailable, load_wordnet
-
-            try:
-                wordnet = load_wordnet(self.settings.wordnet_dir)
-            except WordNetUnavailable as exc:
-                if not self.settings.meteor_without_wordnet:
-                    raise GradingError("other_error", str(exc)) from None
-                wordnet = NoSynonyms()
-        return similarity.metric_function(
-            self.metric, cosine_model_path=self.settings.cosine_model_path, wordnet=wordnet
-        )
-
-    def _score_all(self, inputs: list[str], refs: list[str]) -> list[float]:
-        return list(self._metric()(inputs, refs))
-
-    async def _grade(self, scopes: list[Scope], rt: _Runtime, timing: dict[str, float]) -> list[Outcome]:
-        todo, out = _render_pairs(scopes, self.input, self.reference)
-        if todo:
-            loop = asyncio.get_running_loop()
-            try:
-                scores = await loop.run_in_executor(
-                    rt.cpu_pool, self._score_all, [t[1] for t in todo], [t[2] for t in todo]
-                )
-            except GradingError as exc:
-                scores, failure = [], exc
-            except Exception as exc:  # a library failure must not fail the batch
-                scores, failure = (
-                    [],
-                    GradingError("other_error", f"{self.metric}: {type(exc).__name__}: {exc}"),
-                )
-            for k, (i, _, _) in enumerate(todo):
-                out[i] = Outcome(scores[k]) if scores else Outcome.failed(failure)
-        return [o or Outcome() for o in out]
-
-
-class _MultipleChoice(_Node):
-    def __init__(self, spec: dict[str, Any]) -> None:
-        super().__init__(spec)
-        self.input, self.reference = Template.parse(spec["input"]), Template.parse(spec["reference"])
-        self.labels: list[str] = spec["labels"]
-
-    async def _grade(self, scopes: list[Scope], rt: _Runtime, timing: dict[str, float]) -> list[Outcome]:
-        from trainer.graders.choice import extract_choice, normalize_reference
-
-        todo, out = _render_pairs(scopes, self.input, self.reference)
-        for i, text, ref in todo:
-            want = normalize_reference(ref, self.labels)
-            got = extract_choice(text, self.labels)
-            if want is None:
-                out[i] = Outcome(
-                    0.0, [("invalid_variable_error", f"reference {ref[:100]!r} names no option")]
-                )
-            elif got is None:
-                out[i] = Outcome(0.0, [("sample_parse_error", "no option letter found in the answer")])
-            else:
-                out[i] = Outcome(1.0 if got == want else 0.0)
-        return [o or Outcome() for o in out]
-
-
-class _ModelGrader(_Node):
-    def __init__(self, spec: dict[str, Any], settings: GraderSettings) -> None:
-        super().__init__(spec)
-        self.settings = settings
-
-    async def _one(self, scope: Scope, rt: _Runtime) -> Outcome:
-        from trainer.graders import model
-
-        try:
-            body = model.build_request(self.spec, scope, self.settings)
-            async with rt.model_sem:
-                data = await model.chat_completion(rt.client(), self.spec, body, self.settings)
-        except GradingError as exc:
-            return Outcome.failed(exc)
-        name = str(data.get("model") or self.spec["model"])
-        usage = {name: model.usage_of(data)}
-        try:
-            return Outcome(model.score_from(self.spec, data), usage=usage, sampled_model=name)
-        except GradingError as exc:
-            return Outcome(0.0, [(exc.key, exc.detail)], usage=usage, sampled_model=name)
-
-    async def _grade(self, scopes: list[Scope], rt: _Runtime, timing: dict[str, float]) -> list[Outcome]:
-        return list(await asyncio.gather(*(self._one(s, rt) for s in scopes)))
-
-
-class _Endpoint(_Node):
-    def __init__(self, spec: dict[str, Any], settings: GraderSettings) -> None:
-        super().__init__(spec)
-        self.settings = settings
-        self.pool = "endpoint:" + (urlsplit(spec["url"]).hostname or "")  # one connection pool per host name
-
-    async def _one(self, scope: Scope, rt: _Runtime) -> Outcome:
-        from trainer.graders.endpoint import call_endpoint
-
-        try:
-            async with rt.endpoint_sem:
-                payload = {"sample": scope["sample"], "item": scope.get("item")}
-                return Outcome(await call_endpoint(rt.client(self.pool), self.spec, payload, self.settings))
-        except GradingError as exc:
-            return Outcome.failed(exc)
-
-    async def _grade(self, scopes: list[Scope], rt: _Runtime, timing: dict[str, float]) -> list[Outcome]:
-        return list(await asyncio.gather(*(self._one(s, rt) for s in scopes)))
-
-
-class _Python(_Node):
-    def __init__(self, spec: dict[str, Any], settings: GraderSettings) -> None:
-        super().__init__(spec)
-        self.settings = settings
-        self._pool: Any = None
-        self._lock = threading.Lock()
-
-    def pool(self, rt: _Runtime) -> Any:
-        with self._lock:
-            if self._pool is None:
-                from trainer.graders.sandbox import SandboxPool
-
-                self._pool = SandboxPool(self.spec["source"], self.settings)
-                rt.closers.append(self._pool.close)
-            return self._pool
-
-    @staticmethod
-    def _drain(
-        pool: Any, scopes: list[Scope], out: list[Outcome], next_index: Any, lock: threading.Lock
-    ) -> None:
-        # One of `sandbox_workers` threads: take the next sample until none is left (no per-sample
-        # hand-off between the loop and the pool: the round trip to the jail is the only per-sample cost).
-        while True:
-            with lock:
-                i = next(next_index, None)
-            if i is None:
-                return
-            try:
-                out[i] = Outcome(pool.grade(scopes[i]["sample"], scopes[i].get("item")))
-            except GradingError as exc:
-                out[i] = Outcome.failed(exc)
-            except Exception as exc:  # a bug of ours must cost one sample, not the batch
-                out[i] = Outcome.failed(
-                    GradingError("python_grader_server_error", f"{type(exc).__name__}: {exc}")
-                )
-
-    async def _grade(self, scopes: list[Scope], rt: _Runtime, timing: dict[str, float]) -> list[Outcome]:
-        loop = asyncio.get_running_loop()
-        pool = self.pool(rt)
-        out = [Outcome() for _ in scopes]
-        indexes, lock = iter(range(len(scopes))), threading.Lock()
-        workers = min(self.settings.sandbox_workers, len(scopes))
-        await asyncio.gather(
-            *(
-                loop.run_in_executor(rt.sandbox_pool, self._drain, pool, scopes, out, indexes, lock)
-                for _ in range(workers)
-            )
-        )
-        return out
-
-
-class _Multi(_Node):
-    def __init__(self, spec: dict[str, Any], settings: GraderSettings) -> None:
-        super().__init__(spec)
-        self.children = {key: build_node(sub, settings) for key, sub in spec["graders"].items()}
-        self.formula = parse_formula(spec["calculate_output"])
-
-    async def _grade(self, scopes: list[Scope], rt: _Runtime, timing: dict[str, float]) -> list[Outcome]:
-        # Sub-graders are timed under their key in `graders` (what the formula uses; names may repeat).
-        child_timings: list[dict[str, float]] = [{} for _ in self.children]
-        results = await asyncio.gather(
-            *(c.grade(scopes, rt, t) for c, t in zip(self.children.values(), child_timings, strict=True))
-        )
-        for key, child_timing in zip(self.children, child_timings, strict=True):
-            timing[key] = timing.get(key, 0.0) + sum(child_timing.values())
-        by_key = dict(zip(self.children, results, strict=True))
-        out = []
-        for i in range(len(scopes)):
-            subs = {key: outcomes[i] for key, outcomes in by_key.items()}
-            combined = Outcome()
-            for sub in subs.values():
-                combined.errors += sub.errors
-                for model_name, counts in sub.usage.items():
-                    _add_usage(combined.usage, model_name, counts)
-                combined.sampled_model = combined.sampled_model or sub.sampled_model
-            try:
-                combined.score = evaluate(self.formula, {k: o.score for k, o in subs.items()})
-            except FormulaEvalError as exc:
-                combined.errors.append(("formula_parse_error", f"calculate_output: {exc}"))
-            combined.sub_scores = {k: o.score for k, o in subs.items()}
-            out.append(combined)
-        return out
-
-
-def _add_usage(total: dict[str, dict[str, int]], model_name: str, counts: dict[str, int]) -> None:
-    into = total.setdefault(model_name, {})
-    for key, value in counts.items():
-        into[key] = into.get(key, 0) + value
-
-
-def build_node(spec: dict[str, Any], settings: GraderSettings) -> _Node:
-    gtype = spec["type"]
-    if gtype == "string_check":
-        return _StringCheck(spec)
-    if gtype == "text_similarity":
-        return _TextSimilarity(spec, settings)
-    if gtype == "multiple_choice":
-        return _MultipleChoice(spec)
-    if gtype in ("score_model", "label_model"):
-        return _ModelGrader(spec, settings)
-    if gtype == "endpoint":
-        return _Endpoint(spec, settings)
-    if gtype == "python":
-        return _Python(spec, settings)
-    return _Multi(spec, settings)
-
-
-# --------------------------------------------------------------------------------------------------
 # The engine
 # --------------------------------------------------------------------------------------------------
 
@@ -407,7 +109,7 @@ class GraderEngine:
     def __init__(self, spec: dict[str, Any], settings: GraderSettings | None = None) -> None:
         self.settings = settings or GraderSettings()
         self.spec = validate_grader(spec)
-        self.root = build_node(self.spec, self.settings)
+        self.root = registry.build_node(self.spec, self.settings)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runtime: _Runtime | None = None
@@ -483,7 +185,7 @@ class GraderEngine:
                 if len(details) < limit:
                     details.append(f"sample {i}: {key}: {detail}"[:chars])
             for model_name, counts in o.usage.items():
-                _add_usage(usage, model_name, counts)
+                add_usage(usage, model_name, counts)
             for key, value in o.sub_scores.items():
                 sub_scores.setdefault(key, []).append(value)
         return BatchResult(
@@ -585,15 +287,14 @@ def run_grader(
 def pass_threshold(spec: dict[str, Any]) -> float:
     """The score a sample needs to count as graded correct (rejection sampling, pass rates).
 
-    ``pass_threshold`` when the spec sets one; otherwise the grader's maximum: ``range[1]`` for
+    ``pass_threshold`` when the spec sets one; otherwise the grader type's maximum: ``range[1]`` for
     score_model, 1.0 for everything else (string_check, label_model and multiple_choice are 1/0; a multi
     formula and a python grader are expected to give 1.0 to a fully correct answer).
     """
     if spec.get("pass_threshold") is not None:
         return float(spec["pass_threshold"])
-    if spec.get("type") == "score_model":
-        return float((spec.get("range") or [0.0, 1.0])[1])
-    return 1.0
+    kind = registry.get(spec.get("type"))
+    return kind.pass_threshold(spec) if kind is not None else 1.0
 
 
 def passes(spec: dict[str, Any], score: float) -> bool:
