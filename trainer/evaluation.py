@@ -77,3 +77,29 @@ def evaluate(
         per_question=per_q,
         scores=scores,
     )
+
+
+def combine(parts: list[EvalResult]) -> EvalResult:
+    """One result from the results of disjoint shards of the rows (one per rank of a multi-process run), as if
+    one process had evaluated them all: means weighted by samples, counts added, shards concatenated in order."""
+    n = sum(p.n_samples for p in parts)
+    errors: dict[str, int] = {}
+    for p in parts:
+        for k, v in p.grader_errors.items():
+            errors[k] = errors.get(k, 0) + v
+
+    def mean(attr: str) -> float:
+        return sum(getattr(p, attr) * p.n_samples for p in parts) / n if n else 0.0
+
+    return EvalResult(
+        mean_reward=mean("mean_reward"),
+        accuracy=mean("accuracy"),
+        n_questions=sum(p.n_questions for p in parts),
+        n_samples=n,
+        seconds=max((p.seconds for p in parts), default=0.0),
+        completion_tokens_mean=mean("completion_tokens_mean"),
+        grader_errors=errors,
+        examples=[e for p in parts for e in p.examples][:3],
+        per_question=[q for p in parts for q in p.per_question],
+        scores=[s for p in parts for s in p.scores],
+    )
