@@ -15,7 +15,7 @@ import asyncio
 import email.utils
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import httpx
 import tenacity
@@ -92,11 +92,29 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, ChatError) and exc.retryable
 
 
+class Options(TypedDict, total=False):
+    """The endpoint options both clients take (defaults in :class:`_Endpoint`)."""
+
+    api_key: str | None
+    timeout: float
+    """Seconds per try."""
+    retries: int
+    """Tries after the first; 0 sends once."""
+    backoff_s: float
+    """The first wait; each retry doubles it (up to MAX_WAIT_S)."""
+
+
 class _Endpoint:
     """What the sync and async clients share: the URL, the headers and the retry policy."""
 
     def __init__(
-        self, base_url: str, *, api_key: str | None, timeout: float, retries: int, backoff_s: float
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        retries: int = 2,
+        backoff_s: float = 0.5,
     ) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -153,14 +171,11 @@ class ChatClient(_Endpoint):
         self,
         base_url: str,
         *,
-        api_key: str | None = None,
-        timeout: float = 120.0,
-        retries: int = 2,
-        backoff_s: float = 0.5,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        **options: Unpack[Options],
     ) -> None:
-        super().__init__(base_url, api_key=api_key, timeout=timeout, retries=retries, backoff_s=backoff_s)
+        super().__init__(base_url, **options)
         self._http = httpx.Client(transport=transport)
         self._sleep = sleep
 
@@ -198,15 +213,12 @@ class AsyncChatClient(_Endpoint):
         self,
         base_url: str,
         *,
-        api_key: str | None = None,
-        timeout: float = 120.0,
-        retries: int = 2,
-        backoff_s: float = 0.5,
         http: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        **options: Unpack[Options],
     ) -> None:
-        super().__init__(base_url, api_key=api_key, timeout=timeout, retries=retries, backoff_s=backoff_s)
+        super().__init__(base_url, **options)
         self._owned = http is None
         self._http = http if http is not None else httpx.AsyncClient(transport=transport)
         self._sleep = sleep
