@@ -1,5 +1,8 @@
 """``score_model`` and ``label_model``: ask an OpenAI-compatible chat endpoint for ``{"result": ...}``.
 
+What result each type asks for and how it scores it is the type's (trainer.graders.types.score_model,
+label_model); this module sends the request and finds the result in the answer.
+
 The endpoint is the deployment's default (``GraderSettings.base_url``) or a per-model override, so a grader
 can use a hosted model or one this service serves. The request asks for structured output (configurable),
 and the answer is parsed leniently: the whole content as JSON, else the last JSON object in it that has a
@@ -9,7 +12,6 @@ and the answer is parsed leniently: the whole content as JSON, else the last JSO
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import httpx
@@ -52,51 +54,30 @@ def render_messages(messages: list[dict[str, Any]], scope: dict[str, Any]) -> li
     return out
 
 
-def format_instruction(spec: dict[str, Any]) -> str:
-    if spec["type"] == "label_model":
-        labels = ", ".join(json.dumps(lab) for lab in spec["labels"])
-        return f'Answer with only a JSON object {{"result": <label>}} where <label> is one of: {labels}.'
-    lo, hi = spec["range"]
-    return (
-        'Answer with only a JSON object {"steps": [{"description": ..., "conclusion": ...}], '
-        f'"result": <a number from {lo:g} to {hi:g}>}}.'
-    )
-
-
-def response_format(spec: dict[str, Any], mode: str) -> dict[str, Any] | None:
+def response_format(result_schema: dict[str, Any], mode: str) -> dict[str, Any] | None:
+    """The ``response_format`` asking for an answer of ``result_schema`` (the grader type's), per ``mode``."""
     if mode == "none":
         return None
     if mode == "json_object":
         return {"type": "json_object"}
-    if spec["type"] == "label_model":
-        result: dict[str, Any] = {"type": "string", "enum": list(spec["labels"])}
-        schema = {
-            "type": "object",
-            "properties": {"result": result},
-            "required": ["result"],
-            "additionalProperties": False,
-        }
-    else:
-        step = {
-            "type": "object",
-            "properties": {"description": {"type": "string"}, "conclusion": {"type": "string"}},
-            "required": ["description", "conclusion"],
-            "additionalProperties": False,
-        }
-        schema = {
-            "type": "object",
-            "properties": {"steps": {"type": "array", "items": step}, "result": {"type": "number"}},
-            "required": ["steps", "result"],
-            "additionalProperties": False,
-        }
-    return {"type": "json_schema", "json_schema": {"name": "grader_result", "strict": True, "schema": schema}}
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "grader_result", "strict": True, "schema": result_schema},
+    }
 
 
-def build_request(spec: dict[str, Any], scope: dict[str, Any], settings: GraderSettings) -> dict[str, Any]:
-    """The chat-completions body for one sample (raises GradingError on a missing template variable)."""
+def build_request(
+    spec: dict[str, Any],
+    scope: dict[str, Any],
+    settings: GraderSettings,
+    *,
+    instruction: str,
+    result_schema: dict[str, Any],
+) -> dict[str, Any]:
+    """The chat-completions body for one sample (raises GradingError on a missing template variable).
+    ``instruction`` and ``result_schema`` say what the grader type wants answered."""
     messages = render_messages(spec["input"], scope)
     if settings.model_format_instruction:
-        instruction = format_instruction(spec)
         if messages and messages[0]["role"] == "system" and isinstance(messages[0]["content"], str):
             messages[0] = {"role": "system", "content": messages[0]["content"] + "\n\n" + instruction}
         else:
@@ -105,7 +86,7 @@ def build_request(spec: dict[str, Any], scope: dict[str, Any], settings: GraderS
     for key, value in (spec.get("sampling_params") or {}).items():
         if value is not None:
             body["max_completion_tokens" if key == "max_completions_tokens" else key] = value
-    fmt = response_format(spec, settings.model_response_format)
+    fmt = response_format(result_schema, settings.model_response_format)
     if fmt is not None:
         body["response_format"] = fmt
     return body
@@ -188,8 +169,9 @@ def find_result(content: str) -> Any:
     return found["result"]
 
 
-def score_from(spec: dict[str, Any], data: dict[str, Any]) -> float:
-    """Turn a chat completion into the grader's score (clamped for score_model, 1/0 for label_model)."""
+def result_from(data: dict[str, Any]) -> Any:
+    """The ``result`` a chat completion answered (the grader type turns it into a score); raises GradingError
+    on a refusal or an answer without one."""
     choices = data.get("choices") or []
     message = (choices[0] or {}).get("message") or {} if choices else {}
     if message.get("refusal"):
@@ -199,17 +181,4 @@ def score_from(spec: dict[str, Any], data: dict[str, Any]) -> float:
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
     if not isinstance(content, str) or not content.strip():
         raise GradingError("model_grader_parse_error", "the grader model returned no content")
-    result = find_result(content)
-    if spec["type"] == "label_model":
-        if not isinstance(result, str) or result not in spec["labels"]:
-            raise GradingError("model_grader_parse_error", f"label {result!r} is not one of {spec['labels']}")
-        return 1.0 if result in spec["passing_labels"] else 0.0
-    if isinstance(result, str):
-        try:
-            result = float(result.strip())
-        except ValueError:
-            pass
-    if isinstance(result, bool) or not isinstance(result, int | float) or not math.isfinite(result):
-        raise GradingError("model_grader_parse_error", f"result {result!r} is not a number")
-    lo, hi = spec["range"]
-    return min(hi, max(lo, float(result)))
+    return find_result(content)

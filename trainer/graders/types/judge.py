@@ -1,5 +1,6 @@
-"""What ``score_model`` and ``label_model`` share: the messages sent to the judge model and the node that
-sends them. The request and the reading of the answer are trainer.graders.model's.
+"""What ``score_model`` and ``label_model`` share: the messages sent to the judge model, the node that sends
+them, and ``JudgeType``, whose subclasses say what result to ask for and how it scores. The request and
+finding the result in the answer are trainer.graders.model's.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from trainer.graders.errors import GraderValidationError, GradingError
 from trainer.graders.fields import number, omit_not_null
 from trainer.graders.node import Node, Outcome, Runtime, Scope
+from trainer.graders.registry import GraderType
 from trainer.graders.settings import GraderSettings
 from trainer.graders.templates import check_template
 
@@ -45,16 +47,45 @@ class SamplingParams(BaseModel):
     reasoning_effort: str | None = None
 
 
+class JudgeType(GraderType):
+    """A grader type whose score a judge model gives, as ``{"result": ...}``."""
+
+    def instruction(self, spec: dict[str, Any]) -> str:
+        """What the system prompt asks the model to answer (``GraderSettings.model_format_instruction``)."""
+        raise NotImplementedError
+
+    def result_schema(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """The JSON Schema of the answer, for structured output."""
+        raise NotImplementedError
+
+    def score(self, spec: dict[str, Any], result: Any) -> float:
+        """The score of the answer's ``result``; raises GradingError(model_grader_parse_error)."""
+        raise NotImplementedError
+
+    def node(self, spec: dict[str, Any], settings: GraderSettings) -> Node:
+        return ModelGraderNode(spec, settings, self)
+
+    def templates(self, spec: dict[str, Any]) -> list[str]:
+        return message_templates(spec["input"])
+
+
 class ModelGraderNode(Node):
-    def __init__(self, spec: dict[str, Any], settings: GraderSettings) -> None:
+    def __init__(self, spec: dict[str, Any], settings: GraderSettings, judge: JudgeType) -> None:
         super().__init__(spec)
         self.settings = settings
+        self.judge = judge
 
     async def _one(self, scope: Scope, rt: Runtime) -> Outcome:
         from trainer.graders import model
 
         try:
-            body = model.build_request(self.spec, scope, self.settings)
+            body = model.build_request(
+                self.spec,
+                scope,
+                self.settings,
+                instruction=self.judge.instruction(self.spec),
+                result_schema=self.judge.result_schema(self.spec),
+            )
             async with rt.model_sem:
                 data = await model.chat_completion(rt.client(), self.spec, body, self.settings)
         except GradingError as exc:
@@ -62,9 +93,10 @@ class ModelGraderNode(Node):
         name = str(data.get("model") or self.spec["model"])
         usage = {name: model.usage_of(data)}
         try:
-            return Outcome(model.score_from(self.spec, data), usage=usage, sampled_model=name)
+            score = self.judge.score(self.spec, model.result_from(data))
         except GradingError as exc:
             return Outcome(0.0, [(exc.key, exc.detail)], usage=usage, sampled_model=name)
+        return Outcome(score, usage=usage, sampled_model=name)
 
     async def _grade(self, scopes: list[Scope], rt: Runtime, timing: dict[str, float]) -> list[Outcome]:
         return list(await asyncio.gather(*(self._one(s, rt) for s in scopes)))

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import Field
 
-from trainer.graders.errors import GraderValidationError
+from trainer.graders.errors import GraderValidationError, GradingError
 from trainer.graders.fields import GraderFields, string_list
-from trainer.graders.node import Node
-from trainer.graders.registry import GraderType, ReferenceHints
-from trainer.graders.settings import GraderSettings
-from trainer.graders.types.judge import (
-    GraderMessage,
-    ModelGraderNode,
-    check_model_and_messages,
-    message_templates,
-)
+from trainer.graders.registry import ReferenceHints
+from trainer.graders.types.judge import GraderMessage, JudgeType, check_model_and_messages
 
 
 class LabelModelGrader(GraderFields):
@@ -29,7 +23,7 @@ class LabelModelGrader(GraderFields):
     passing_labels: list[str] = Field(min_length=1)
 
 
-class LabelModel(GraderType):
+class LabelModel(JudgeType):
     name = "label_model"
     schema = LabelModelGrader
 
@@ -41,15 +35,27 @@ class LabelModel(GraderType):
         if unknown:
             raise GraderValidationError(f"{param}.passing_labels", f"{unknown} are not among labels")
 
-    def node(self, spec: dict[str, Any], settings: GraderSettings) -> Node:
-        return ModelGraderNode(spec, settings)
+    def instruction(self, spec: dict[str, Any]) -> str:
+        labels = ", ".join(json.dumps(lab) for lab in spec["labels"])
+        return f'Answer with only a JSON object {{"result": <label>}} where <label> is one of: {labels}.'
 
-    def templates(self, spec: dict[str, Any]) -> list[str]:
-        return message_templates(spec["input"])
+    def result_schema(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {"result": {"type": "string", "enum": list(spec["labels"])}},
+            "required": ["result"],
+            "additionalProperties": False,
+        }
+
+    def score(self, spec: dict[str, Any], result: Any) -> float:
+        if not isinstance(result, str) or result not in spec["labels"]:
+            raise GradingError("model_grader_parse_error", f"label {result!r} is not one of {spec['labels']}")
+        return 1.0 if result in spec["passing_labels"] else 0.0
 
     def reference_hints(self, spec: dict[str, Any]) -> ReferenceHints:
         # A passing label is a correct answer for every row: the least specific source.
-        labels = spec.get("passing_labels")
         return ReferenceHints(
-            constants=tuple((f"label_model passing label {lab!r}", str(lab)) for lab in labels or [])
+            constants=tuple(
+                (f"label_model passing label {lab!r}", str(lab)) for lab in spec["passing_labels"]
+            )
         )

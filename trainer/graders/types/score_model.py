@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import Field
 
-from trainer.graders.errors import GraderValidationError
+from trainer.graders.errors import GraderValidationError, GradingError
 from trainer.graders.fields import GraderFields, number
-from trainer.graders.node import Node
-from trainer.graders.registry import GraderType
-from trainer.graders.settings import GraderSettings
 from trainer.graders.types.judge import (
     GraderMessage,
-    ModelGraderNode,
+    JudgeType,
     SamplingParams,
     check_model_and_messages,
     check_sampling_params,
-    message_templates,
 )
+
+_STEP = {
+    "type": "object",
+    "properties": {"description": {"type": "string"}, "conclusion": {"type": "string"}},
+    "required": ["description", "conclusion"],
+    "additionalProperties": False,
+}
 
 
 class ScoreModelGrader(GraderFields):
@@ -31,7 +35,7 @@ class ScoreModelGrader(GraderFields):
     sampling_params: SamplingParams | None = None
 
 
-class ScoreModel(GraderType):
+class ScoreModel(JudgeType):
     name = "score_model"
     schema = ScoreModelGrader
 
@@ -50,12 +54,32 @@ class ScoreModel(GraderType):
         if out.get("sampling_params") is not None:
             check_sampling_params(out["sampling_params"], f"{param}.sampling_params")
 
-    def node(self, spec: dict[str, Any], settings: GraderSettings) -> Node:
-        return ModelGraderNode(spec, settings)
-
     def pass_threshold(self, spec: dict[str, Any]) -> float:
         # The top of the range (specs not yet validated may lack it).
         return float((spec.get("range") or [0.0, 1.0])[1])
 
-    def templates(self, spec: dict[str, Any]) -> list[str]:
-        return message_templates(spec["input"])
+    def instruction(self, spec: dict[str, Any]) -> str:
+        lo, hi = spec["range"]
+        return (
+            'Answer with only a JSON object {"steps": [{"description": ..., "conclusion": ...}], '
+            f'"result": <a number from {lo:g} to {hi:g}>}}.'
+        )
+
+    def result_schema(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {"steps": {"type": "array", "items": _STEP}, "result": {"type": "number"}},
+            "required": ["steps", "result"],
+            "additionalProperties": False,
+        }
+
+    def score(self, spec: dict[str, Any], result: Any) -> float:
+        if isinstance(result, str):
+            try:
+                result = float(result.strip())
+            except ValueError:
+                pass
+        if isinstance(result, bool) or not isinstance(result, int | float) or not math.isfinite(result):
+            raise GradingError("model_grader_parse_error", f"result {result!r} is not a number")
+        lo, hi = spec["range"]
+        return min(hi, max(lo, float(result)))
