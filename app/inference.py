@@ -3,7 +3,9 @@ this process only proxies, so it never loads torch)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
@@ -12,9 +14,40 @@ from core.db.models import FineTunedModel
 from core.db.scoped import owned
 from core.db.session import get_sessionmaker
 from core.settings import BUILTIN_BASE_MODELS, Settings, get_settings
+from core.storage import DirectoryCache, StorageError, get_storage
+from serving.errors import ModelFilesUnavailableError
 from serving.gpus import parse_devices
 from serving.registry import FineTunedRecord
 from serving.service import ServingConfig, ServingService
+
+log = logging.getLogger("openrft.serving")
+
+
+class StoredModels:
+    """Fine-tuned models' directories on this machine: the training worker's own copy when this is its
+    machine, else a copy fetched from the storage into the cache (see core.storage.DirectoryCache)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.cache = DirectoryCache(get_storage(), settings.artifacts_cache_dir)
+
+    def local_dir(self, key: str, hint: Path | None = None) -> Path:
+        try:
+            return self.cache.local_dir(key, hint)
+        except StorageError as exc:
+            log.error("cannot fetch the model files %s: %s", key, exc)
+            raise ModelFilesUnavailableError(
+                "The model's files could not be fetched from the storage; try again later.",
+                headers={"Retry-After": "30"},
+            ) from exc
+
+
+def forget_stored_model(settings: Settings, key: str) -> None:
+    """A deleted model's object in the storage and this machine's copy of it (best effort)."""
+    try:
+        get_storage().delete(key)
+    except (StorageError, OSError):
+        log.warning("could not delete the model object %s from storage", key, exc_info=True)
+    DirectoryCache(get_storage(), settings.artifacts_cache_dir).evict(key)
 
 
 def build_serving(settings: Settings) -> ServingService:
@@ -39,7 +72,8 @@ def build_serving(settings: Settings) -> ServingService:
             ),
             vllm_reasoning_parser=settings.serving_vllm_reasoning_parser,
             wait_for_ready=settings.serving_wait_for_ready,
-        )
+        ),
+        files=StoredModels(settings),
     )
 
 
@@ -69,6 +103,8 @@ def model_lookup(org_pk: int) -> Callable[[str], FineTunedRecord | None]:
             row = owned(session, FineTunedModel, model_id, org_pk)
             if row is None:
                 return None
-            return FineTunedRecord(id=row.id, base_model=row.base_model, adapter_path=row.path)
+            return FineTunedRecord(
+                id=row.id, base_model=row.base_model, adapter_path=row.path, storage_key=row.storage_key
+            )
 
     return lookup

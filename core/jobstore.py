@@ -75,7 +75,13 @@ def checkpoint_model_name(job: Job, step: int) -> str:
 
 
 def register_checkpoint(
-    session: Session, job: Job, step: int, path: str, metrics: dict[str, Any]
+    session: Session,
+    job: Job,
+    step: int,
+    path: str,
+    metrics: dict[str, Any],
+    *,
+    storage_key: str | None = None,
 ) -> Checkpoint:
     """Record a checkpoint and make it servable; idempotent per (job, step) so a resumed job that reaches
     the same step again replaces rather than duplicates it."""
@@ -90,25 +96,42 @@ def register_checkpoint(
         session.add(ckpt)
     ckpt.path = path
     ckpt.metrics = storable(metrics)
-    _upsert_model(session, job, name, path, kind="checkpoint", step=step)
+    _upsert_model(session, job, name, path, storage_key, kind="checkpoint", step=step)
     return ckpt
 
 
-def remove_checkpoint(session: Session, job: Job, step: int) -> None:
+def remove_checkpoint(session: Session, job: Job, step: int) -> str | None:
+    """Forget the checkpoint of ``step``; returns its storage object, to delete once this commits."""
+    name = checkpoint_model_name(job, step)
+    key = model_storage_key(session, name)
     session.execute(delete(Checkpoint).where(Checkpoint.job_pk == job.pk, Checkpoint.step_number == step))
-    session.execute(delete(FineTunedModel).where(FineTunedModel.id == checkpoint_model_name(job, step)))
+    session.execute(delete(FineTunedModel).where(FineTunedModel.id == name))
+    return key
 
 
-def register_final_model(session: Session, job: Job, path: str) -> str:
+def register_final_model(session: Session, job: Job, path: str, *, storage_key: str | None = None) -> str:
     name = fine_tuned_model_name(job)
-    _upsert_model(session, job, name, path, kind="final")
+    _upsert_model(session, job, name, path, storage_key, kind="final")
     return name
 
 
+def model_storage_key(session: Session, name: str) -> str | None:
+    """The storage object of the servable model ``name`` (None: none, or not stored)."""
+    return session.scalar(select(FineTunedModel.storage_key).where(FineTunedModel.id == name))
+
+
 def _upsert_model(
-    session: Session, job: Job, name: str, path: str, *, kind: str, step: int | None = None
+    session: Session,
+    job: Job,
+    name: str,
+    path: str,
+    storage_key: str | None,
+    *,
+    kind: str,
+    step: int | None = None,
 ) -> None:
-    """The servable model row ``name`` pointing at ``path`` (a re-run of the same step moves the path)."""
+    """The servable model row ``name`` pointing at ``path`` and ``storage_key`` (a re-run of the same step
+    moves them)."""
     model = session.scalar(select(FineTunedModel).where(FineTunedModel.id == name))
     if model is None:
         model = FineTunedModel(
@@ -123,4 +146,5 @@ def _upsert_model(
         )
         session.add(model)
     model.path = path
+    model.storage_key = storage_key
     session.flush()

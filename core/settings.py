@@ -88,7 +88,20 @@ class Settings(BaseSettings):
         validation_alias="OPENRFT_MAX_LINE_BYTES",
         description="Longest JSONL line that file validation reads; longer lines are reported, not parsed.",
     )
-    storage_dir: Path | None = Field(default=None, validation_alias="OPENRFT_STORAGE_DIR")
+    storage_dir: Path | None = Field(
+        default=None,
+        validation_alias="OPENRFT_STORAGE_DIR",
+        description="The object storage's root (default: OPENRFT_HOME/files); with workers on several "
+        "machines, a volume all of them and the API mount.",
+    )
+    job_artifacts: Literal["storage", "local"] = Field(
+        default="storage",
+        validation_alias="OPENRFT_JOB_ARTIFACTS",
+        description="Where workers keep what a job produces for other machines: 'storage' uploads "
+        "models, checkpoints and resumable snapshots to the object storage, so any worker can resume and "
+        "any API process can serve them; 'local' keeps them on the worker's disk only (one machine, or an "
+        "OPENRFT_HOME on a volume every worker and API process mounts at the same path).",
+    )
 
     # Rate limits per API key, in requests per minute (0 turns one off). Shared by all API processes
     # through Redis when REDIS_URL is set, per process otherwise.
@@ -231,6 +244,11 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
+
+    @property
+    def artifacts_cache_dir(self) -> Path:
+        """Local copies of fine-tuned models another machine trained, fetched from the storage to serve them."""
+        return self.cache_dir / "artifacts"
 
     @property
     def logs_dir(self) -> Path:

@@ -72,6 +72,14 @@ class EngineUnavailableError(ServingError):
     default_code = "engine_unavailable"
 
 
+class ModelFilesUnavailableError(ServingError):
+    """A fine-tuned model's files are neither on this machine nor obtainable from the storage."""
+
+    status_code = 503
+    type = "service_unavailable_error"
+    default_code = "model_files_unavailable"
+
+
 class UpstreamError(ServingError):
     """The engine answered with an error; status and message are kept."""
 

@@ -6,7 +6,9 @@ the app passes in: the app owns the database and the caller's organization, serv
 
 A fine-tuned model's directory is either a PEFT adapter (``adapter_config.json``: loaded into its base
 model's engine) or full weights (``merge_weights``: ``config.json`` and no adapter config), which are served
-as a model of their own, in their own engine.
+as a model of their own, in their own engine. A record with a storage key names a stored copy of that
+directory: :class:`ModelFiles` (given by the app) finds or fetches it onto this machine, since the worker
+that trained the model may have been another machine.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from serving.errors import ModelNotFoundError
 
@@ -86,6 +89,15 @@ class FineTunedRecord:
     id: str
     base_model: str
     adapter_path: str | Path
+    """Where the worker that trained it wrote it (on that worker's machine)."""
+    storage_key: str | None = None
+    """Its object in the service's storage, when it was uploaded there."""
+
+
+class ModelFiles(Protocol):
+    def local_dir(self, key: str, hint: Path | None = None) -> Path:
+        """A directory on this machine holding the stored directory ``key``: ``hint`` if it holds it, else
+        a local copy (fetched on first use; blocking). Raises ``ModelFilesUnavailableError``."""
 
 
 @dataclass(frozen=True)
@@ -107,9 +119,16 @@ ModelLookup = Callable[[str], FineTunedRecord | Awaitable[FineTunedRecord | None
 
 
 class ModelRegistry:
-    def __init__(self, base_models: Mapping[str, str], lookup: ModelLookup | None = None) -> None:
+    def __init__(
+        self,
+        base_models: Mapping[str, str],
+        lookup: ModelLookup | None = None,
+        *,
+        files: ModelFiles | None = None,
+    ) -> None:
         self.base_models = dict(base_models)
         self._lookup = lookup
+        self._files = files
 
     async def resolve(self, model_id: str, *, lookup: ModelLookup | None = None) -> ResolvedModel:
         """Resolve ``model_id``; ``lookup`` (e.g. bound to the caller's organization) overrides the default.
@@ -135,6 +154,9 @@ class ModelRegistry:
         if record.base_model not in self.base_models:
             raise ModelNotFoundError(model_id)
         path = Path(record.adapter_path)
+        if record.storage_key is not None and self._files is not None:
+            # A download of the first request for a model trained elsewhere runs off the event loop.
+            path = await asyncio.to_thread(self._files.local_dir, record.storage_key, path)
         full, version = await asyncio.to_thread(lambda: (is_full_model_dir(path), adapter_version(path)))
         if full:
             return ResolvedModel(model_id, merged_engine_name(model_id), str(path))

@@ -19,7 +19,7 @@ from typing import Any
 from serving.backends import CPU, CpuBackend, EngineBackend
 from serving.errors import EngineUnavailableError, ServingError, UpstreamError
 from serving.proxy import EngineProxy, ProxyResponse, ProxyStream
-from serving.registry import ModelLookup, ModelRegistry, engine_lora_name, merged_engine_name
+from serving.registry import ModelFiles, ModelLookup, ModelRegistry, engine_lora_name, merged_engine_name
 from serving.supervisor import ServingSupervisor, SupervisorConfig
 from serving.vllm_backend import VllmBackend
 
@@ -84,7 +84,9 @@ class ServingService:
         self._checks: set[asyncio.Task[bool]] = set()
 
     @classmethod
-    def from_config(cls, config: ServingConfig, lookup: ModelLookup | None = None) -> ServingService:
+    def from_config(
+        cls, config: ServingConfig, lookup: ModelLookup | None = None, *, files: ModelFiles | None = None
+    ) -> ServingService:
         supervisor = ServingSupervisor(
             SupervisorConfig(
                 backend=config.backend,
@@ -99,7 +101,7 @@ class ServingService:
             ),
             backends={name: make(config) for name, make in BACKENDS.items()},
         )
-        return cls(ModelRegistry(config.base_models, lookup), supervisor, EngineProxy())
+        return cls(ModelRegistry(config.base_models, lookup, files=files), supervisor, EngineProxy())
 
     async def chat_completions(
         self, body: dict[str, Any], *, lookup: ModelLookup | None = None

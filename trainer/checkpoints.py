@@ -66,7 +66,7 @@ class CheckpointManager:
             save_adapter(tmp)
             (tmp / "openrft_metrics.json").write_text(json.dumps({"step": step, **metrics}, indent=1))
 
-        path = atomic_dir(self.root / f"step-{step}", write)
+        path = atomic_dir(step_dir(self.root, step), write)
         info = CheckpointInfo(step=step, path=path, metrics=dict(metrics))
         self.kept = [c for c in self.kept if c.step != step] + [info]
         self.sink.checkpoint_saved(step, path, dict(metrics))
@@ -89,8 +89,16 @@ class CheckpointManager:
         return [{"step": c.step, "path": str(c.path), "metrics": c.metrics} for c in self.kept]
 
     def load_state(self, items: list[dict[str, Any]]) -> None:
-        self.kept = [
-            CheckpointInfo(step=int(c["step"]), path=Path(c["path"]), metrics=dict(c["metrics"]))
-            for c in items
-            if Path(c["path"]).is_dir()
-        ]
+        """Take the kept checkpoints of a saved state; they are looked up under this root by name, so a state
+        written in another working directory (another machine's) finds the copies placed here."""
+        self.kept = []
+        for c in items:
+            step = int(c["step"])
+            path = step_dir(self.root, step)
+            if path.is_dir():
+                self.kept.append(CheckpointInfo(step=step, path=path, metrics=dict(c["metrics"])))
+
+
+def step_dir(root: Path, step: int) -> Path:
+    """The directory of the checkpoint of ``step`` under a checkpoints root."""
+    return root / f"step-{step}"

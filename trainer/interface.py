@@ -18,6 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 StopRequest = Literal["cancel", "pause"]
 
+# The parts of a job's working directory that a worker copies to and from other machines (the rest of the
+# layout is the trainer's own; see trainer/pipeline.py).
+STATE_DIR = "state"
+"""``workdir / STATE_DIR``: the resumable run state, which is the pause snapshot; a run started on a workdir
+that holds one continues from it."""
+CHECKPOINTS_DIR = "checkpoints"
+"""``workdir / CHECKPOINTS_DIR / f"step-{N}"``: the kept checkpoints the state refers to, by directory name."""
+
 
 class JobSpec(BaseModel):
     """Everything the trainer needs to run one job; serializable to YAML/JSON."""
@@ -55,7 +63,11 @@ class EventSink(Protocol):
         """An OpenAI-style metrics event (type 'metrics'); ``data`` has step, total_steps, ... ."""
 
     def checkpoint_saved(self, step: int, path: Path, metrics: dict[str, Any]) -> None:
-        """A checkpoint (PEFT adapter directory) was written at ``path`` for ``step``."""
+        """A checkpoint (PEFT adapter directory) was written at ``path`` for ``step``.
+
+        Called before the state of ``step`` is saved, on the training thread: until it returns the trainer
+        writes nothing, and ``workdir / STATE_DIR`` holds the complete state of the previous resume point,
+        so the worker may copy it then (it uploads it for other machines)."""
 
     def checkpoint_removed(self, step: int) -> None:
         """The checkpoint of ``step`` was pruned (only the best few are kept)."""

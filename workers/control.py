@@ -19,7 +19,9 @@ from core.db.base import utcnow
 from core.db.models import Checkpoint, Job, JobEvent
 from core.db.retry import retry_db
 from core.db.session import session_scope
+from core.storage import StorageError
 from trainer.interface import StopRequest
+from workers.artifacts import JobArtifacts
 
 log = logging.getLogger("openrft.worker")
 
@@ -28,10 +30,19 @@ class DbEventSink:
     """Each call is one transaction, retried while the database is unavailable (a restart must not
     crash hours of training), up to ``retry_seconds``."""
 
-    def __init__(self, job_id: str, *, retry_seconds: float = 300.0, replace_steps: bool = False) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        *,
+        retry_seconds: float = 300.0,
+        replace_steps: bool = False,
+        artifacts: JobArtifacts | None = None,
+    ) -> None:
         self.job_id = job_id
         self.retry_seconds = retry_seconds
         self.replace_steps = replace_steps
+        self.artifacts = artifacts
+        """Set: every checkpoint and the resumable state are uploaded for other machines."""
 
     def _job(self, session: Any) -> Job:
         return session.scalars(select(Job).where(Job.id == self.job_id)).one()
@@ -62,21 +73,53 @@ class DbEventSink:
         self._write(write)
 
     def checkpoint_saved(self, step: int, path: Path, metrics: dict[str, Any]) -> None:
+        key = snapshot = problem = None
+        if self.artifacts is not None:
+            # The trainer waits for this call, so the state directory cannot change while it is read.
+            try:
+                key = self.artifacts.put_checkpoint(step, path)
+                snapshot = self.artifacts.put_snapshot()
+            except StorageError as exc:
+                log.warning("job %s: upload at step %s failed: %s", self.job_id, step, exc)
+                problem = str(exc)
+        garbage: list[str | None] = []
+
         def write(s: Session) -> None:
+            garbage.clear()
             job = self._job(s)
             seen = s.scalar(
                 select(Checkpoint.pk).where(Checkpoint.job_pk == job.pk, Checkpoint.step_number == step)
             )
-            ckpt = jobstore.register_checkpoint(s, job, step, str(path), metrics)
+            garbage.append(jobstore.model_storage_key(s, jobstore.checkpoint_model_name(job, step)))
+            ckpt = jobstore.register_checkpoint(s, job, step, str(path), metrics, storage_key=key)
             if seen is None:
                 jobstore.add_event(
                     s, job.pk, f"Checkpoint created at step {step}: {ckpt.fine_tuned_model_checkpoint}"
                 )
+            if problem is not None:
+                jobstore.add_event(
+                    s,
+                    job.pk,
+                    f"The checkpoint of step {step} could not be stored ({problem}): only this worker can "
+                    "serve it or resume the job from it.",
+                    level="warn",
+                )
+            if snapshot is not None and self.artifacts is not None:
+                garbage.append(self.artifacts.record_snapshot(s, snapshot))
 
         self._write(write)
+        if self.artifacts is not None:
+            self.artifacts.delete(*(k for k in garbage if k != key))
 
     def checkpoint_removed(self, step: int) -> None:
-        self._write(lambda s: jobstore.remove_checkpoint(s, self._job(s), step))
+        removed: list[str | None] = []
+
+        def write(s: Session) -> None:
+            removed[:] = [jobstore.remove_checkpoint(s, self._job(s), step)]
+
+        self._write(write)
+        if self.artifacts is not None:
+            self.artifacts.delete(*removed)
 
     def estimate(self, finish_at: float, *, step: int = 0, total_steps: int = 0) -> None:
         finish = datetime.fromtimestamp(finish_at, tz=utcnow().tzinfo)

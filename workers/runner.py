@@ -15,6 +15,7 @@ import errno
 import logging
 import os
 import shutil
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,14 +25,15 @@ from sqlalchemy.orm import Session, aliased
 
 from core import ids, jobstore
 from core.db.base import utcnow
-from core.db.models import File, Job, JobEvent, Organization
+from core.db.models import File, FineTunedModel, Job, JobEvent, Organization
 from core.db.retry import is_transient, retry_db
 from core.db.scoped import owned
 from core.db.session import session_scope
 from core.queue import TRAIN_JOB, enqueue
 from core.settings import Settings, get_settings, grader_settings
-from core.storage import StorageError, get_storage
+from core.storage import StorageError, get_storage, put_file
 from trainer.interface import JobResult, JobSpec, TrainerError
+from workers.artifacts import JobArtifacts, input_key, store_input
 from workers.control import DbControl, DbEventSink
 
 log = logging.getLogger("openrft.worker")
@@ -216,56 +218,152 @@ def run_training(job_id: str, *, worker: str, task_id: str | None) -> str:
     with session_scope() as s:
         job = s.scalars(select(Job).where(Job.id == job_id)).one()
         spec = build_spec(job, settings)
-        attempt = job.attempt
-        org_pk = job.org_pk
-        word = "Resuming" if spec.resume_from or attempt > 1 else "Fine-tuning"
-        jobstore.add_event(s, job.pk, f"{word} job {job.id} (attempt {attempt}) on worker {worker}.")
+        held = _Attempt.of(s, job)
+        word = "Resuming" if spec.resume_from or held.attempt > 1 else "Fine-tuning"
+        jobstore.add_event(s, job.pk, f"{word} job {job.id} (attempt {held.attempt}) on worker {worker}.")
     try:
-        return _train(job_id, spec, attempt, worker=worker, settings=settings)
+        return _train(held, spec, worker=worker, settings=settings)
     finally:
         try:
-            dispatch_waiting(org_pk, settings)  # this job's slot is free now (unless it is retried)
+            dispatch_waiting(held.org_pk, settings)  # this job's slot is free now (unless it is retried)
         except Exception:
-            log.warning("could not dispatch waiting jobs of org %s; the reaper will", org_pk, exc_info=True)
+            log.warning(
+                "could not dispatch waiting jobs of org %s; the reaper will", held.org_pk, exc_info=True
+            )
 
 
-def _train(job_id: str, spec: JobSpec, attempt: int, *, worker: str, settings: Settings) -> str:
+@dataclass
+class _Attempt:
+    """What one attempt needs of its job row beyond the spec (read once, when it starts)."""
+
+    job_id: str
+    org_id: str
+    org_pk: int
+    attempt: int
+    inputs: dict[str, str]
+    """which (training, validation) -> file id"""
+    snapshot_key: str | None
+    checkpoints: dict[int, str] = field(default_factory=dict)
+    """step -> storage key of the kept checkpoints"""
+
+    @classmethod
+    def of(cls, session: Session, job: Job) -> _Attempt:
+        stored = session.execute(
+            select(FineTunedModel.step_number, FineTunedModel.storage_key).where(
+                FineTunedModel.job_pk == job.pk,
+                FineTunedModel.kind == "checkpoint",
+                FineTunedModel.storage_key.is_not(None),
+            )
+        ).all()
+        return cls(
+            job_id=job.id,
+            org_id=job.organization.id,
+            org_pk=job.org_pk,
+            attempt=job.attempt,
+            inputs=_inputs(job),
+            snapshot_key=job.snapshot_key,
+            checkpoints={step: key for step, key in stored if step is not None and key},
+        )
+
+
+@dataclass
+class _Stored:
+    """What this attempt uploaded when training ended, and what the upload of the rest could not do."""
+
+    model_key: str | None = None
+    snapshot_key: str | None = None
+    problem: str | None = None
+
+
+def _train(held: _Attempt, spec: JobSpec, *, worker: str, settings: Settings) -> str:
+    job_id = held.job_id
+    workdir = job_workdir(settings, job_id)
     control = DbControl(
         job_id,
         worker,
         poll_seconds=settings.control_poll_seconds,
         heartbeat_seconds=settings.worker_heartbeat_seconds,
     )
+    artifacts = (
+        JobArtifacts(get_storage(), org_id=held.org_id, job_id=job_id, workdir=workdir, worker=worker)
+        if settings.job_artifacts == "storage"
+        else None
+    )
     # A resumed attempt recomputes the steps after its last saved state: their metrics replace the
     # earlier attempt's, so the job's events list every step once.
-    sink = DbEventSink(job_id, retry_seconds=settings.db_retry_seconds, replace_steps=attempt > 1)
-    control.start()
+    sink = DbEventSink(
+        job_id, retry_seconds=settings.db_retry_seconds, replace_steps=held.attempt > 1, artifacts=artifacts
+    )
+    control.start()  # heartbeats from here on: fetching a large snapshot must not look like a dead worker
     try:
-        from trainer import run_job
-
-        result = run_job(spec, sink, control, job_workdir(settings, job_id))
-    except TrainerError as exc:
-        _fail(job_id, worker, exc.code, exc.message, exc.param, settings)
-        return "failed"
-    except Exception as exc:
-        if is_transient(exc):
-            raise  # the database was away longer than the sink waits: the task retries, the job resumes
-        problem = storage_problem(exc, job_workdir(settings, job_id))
-        if problem:
-            log.error("job %s: storage failure under %s: %s", job_id, job_workdir(settings, job_id), exc)
-            _fail(job_id, worker, "storage_error", problem, None, settings)
+        try:
+            ensure_inputs(settings, held, from_storage=artifacts is not None)
+            if artifacts is not None and (state := artifacts.restore(held.snapshot_key, held.checkpoints)):
+                spec = spec.model_copy(update={"resume_from": state})
+        except (StorageError, FileNotFoundError) as exc:
+            log.error("job %s: cannot prepare its working directory: %s", job_id, exc)
+            message = (
+                f"Training could not start: worker {worker} could not fetch the job's files from the "
+                f"storage ({exc}); check that every worker and the API use the same OPENRFT_STORAGE_DIR."
+            )
+            _fail(job_id, worker, "storage_error", message, None, settings)
             return "failed"
-        log.exception("job %s crashed", job_id)
-        _fail(
-            job_id, worker, "internal_error", f"Training failed: {type(exc).__name__}: {exc}", None, settings
-        )
-        raise
+        try:
+            from trainer import run_job
+
+            result = run_job(spec, sink, control, workdir)
+        except TrainerError as exc:
+            _fail(job_id, worker, exc.code, exc.message, exc.param, settings)
+            return "failed"
+        except Exception as exc:
+            if is_transient(exc):
+                raise  # the database was away longer than the sink waits: the task retries, the job resumes
+            problem = storage_problem(exc, workdir)
+            if problem:
+                log.error("job %s: storage failure under %s: %s", job_id, workdir, exc)
+                _fail(job_id, worker, "storage_error", problem, None, settings)
+                return "failed"
+            log.exception("job %s crashed", job_id)
+            _fail(
+                job_id,
+                worker,
+                "internal_error",
+                f"Training failed: {type(exc).__name__}: {exc}",
+                None,
+                settings,
+            )
+            raise
+        stored = _store_outputs(artifacts, result) if not control.lost_lease else _Stored()
     finally:
-        control.stop()
+        control.stop()  # after the uploads: a long one keeps the lease
     if control.lost_lease:
         log.warning("job %s: lease lost to another worker; leaving the job to it", job_id)
+        if artifacts is not None:
+            artifacts.delete(stored.model_key, stored.snapshot_key)
         return "lost"
-    return retry_db(lambda: _finish(job_id, worker, result, settings), max_seconds=settings.db_retry_seconds)
+    outcome, garbage = retry_db(
+        lambda: _finish(job_id, worker, result, stored, settings), max_seconds=settings.db_retry_seconds
+    )
+    if artifacts is not None:
+        artifacts.delete(*garbage)
+    return outcome
+
+
+def _store_outputs(artifacts: JobArtifacts | None, result: JobResult) -> _Stored:
+    """Upload what another machine needs of a finished attempt: the model, or the pause snapshot. A failed
+    upload keeps the result on this worker's disk (said in the job's events) rather than losing it."""
+    stored = _Stored()
+    if artifacts is None:
+        return stored
+    try:
+        if result.status == "succeeded" and result.model_dir is not None:
+            stored.model_key = artifacts.put_model(result.model_dir)
+        elif result.status == "paused" and result.snapshot_dir is not None:
+            stored.snapshot_key = artifacts.put_snapshot(result.snapshot_dir)
+    except StorageError as exc:
+        log.warning("job %s: upload of its %s failed: %s", artifacts.job_id, result.status, exc)
+        stored.problem = str(exc)
+    return stored
 
 
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
@@ -326,16 +424,33 @@ def _fail(job_id: str, worker: str, code: str, message: str, param: str | None, 
     retry_db(write, max_seconds=settings.db_retry_seconds)
 
 
-def _finish(job_id: str, worker: str, result: JobResult, settings: Settings) -> str:
+def _finish(
+    job_id: str, worker: str, result: JobResult, stored: _Stored, settings: Settings
+) -> tuple[str, list[str | None]]:
+    """Record the attempt's outcome; returns it and the storage objects it made garbage (to delete once
+    this commits: superseded snapshots, or this attempt's uploads when the job is no longer ours)."""
+    ours = [stored.model_key, stored.snapshot_key]
     with session_scope() as s:
         job = s.scalars(select(Job).where(Job.id == job_id)).one()
         if job.worker != worker:
-            return "lost"
+            return "lost", ours
+        previous = job.snapshot_key  # read before the UPDATEs below refresh the row
         if result.status == "cancelled":
             # The API already set the status; this records that training really stopped (and when).
             jobstore.add_event(s, job.pk, f"Worker {worker} stopped training after the cancel request.")
-            return "cancelled"
+            job.snapshot_key = None  # nothing resumes a cancelled job
+            return "cancelled", [previous, *ours]
+        if stored.problem is not None:
+            what = "model" if result.status == "succeeded" else "snapshot"
+            jobstore.add_event(
+                s,
+                job.pk,
+                f"The {what} could not be uploaded to the storage ({stored.problem}): it is kept on worker "
+                f"{worker}'s disk, so only that machine can {'serve' if what == 'model' else 'resume'} it.",
+                level="warn",
+            )
         if result.status == "paused":
+            snapshot_key = stored.snapshot_key or previous
             if jobstore.transition(
                 s,
                 job_id,
@@ -344,9 +459,11 @@ def _finish(job_id: str, worker: str, result: JobResult, settings: Settings) -> 
                 worker=worker,
                 pause_requested=False,
                 snapshot_path=str(result.snapshot_dir) if result.snapshot_dir else job.snapshot_path,
+                snapshot_key=snapshot_key,
             ):
                 jobstore.add_event(s, job.pk, "Job paused; resume it to continue from the saved snapshot.")
-            return "paused"
+                return "paused", [previous if previous != snapshot_key else None]
+            return "paused", ours
         if result.model_dir is None:
             raise RuntimeError("the trainer reported success without a model")
         result_files = []
@@ -359,7 +476,8 @@ def _finish(job_id: str, worker: str, result: JobResult, settings: Settings) -> 
                 jobstore.add_event(
                     s, job.pk, f"The results file {path.name} could not be stored: {exc}", level="warn"
                 )
-        name = jobstore.register_final_model(s, job, str(result.model_dir))
+        replaced = jobstore.model_storage_key(s, jobstore.fine_tuned_model_name(job))
+        name = jobstore.register_final_model(s, job, str(result.model_dir), storage_key=stored.model_key)
         if jobstore.transition(
             s,
             job_id,
@@ -370,49 +488,82 @@ def _finish(job_id: str, worker: str, result: JobResult, settings: Settings) -> 
             trained_tokens=result.trained_tokens,
             result_files=result_files,
             estimated_finish=None,
+            snapshot_key=None,  # nothing resumes a finished job
         ):
             jobstore.add_event(s, job.pk, f"New fine-tuned model created: {name}")
             jobstore.add_event(s, job.pk, "The job has successfully completed")
-            return "succeeded"
-        return "cancelled"
+            return "succeeded", [previous, replaced]
+        return "cancelled", [replaced]
 
 
 def _store_result_file(session: Session, job: Job, path: Path) -> str:
-    storage = get_storage()
     file_id = ids.file_id()
-    key = f"{job.organization.id}/{file_id}"
-    writer = storage.writer(key)
-    with path.open("rb") as fh:
-        while block := fh.read(1024 * 1024):
-            writer.write(block)
-    digest = writer.commit()
+    stored = put_file(get_storage(), f"{job.organization.id}/{file_id}", path)
     session.add(
         File(
             id=file_id,
             org_pk=job.org_pk,
             filename=f"{job.id}-{path.name}",
             purpose="fine-tune-results",
-            bytes=writer.bytes_written,
-            sha256=digest,
+            bytes=stored.bytes,
+            sha256=stored.sha256,
             status="processed",
-            storage_key=key,
+            storage_key=stored.key,
         )
     )
     return file_id
 
 
+def _inputs(job: Job) -> dict[str, str]:
+    """which -> file id of the job's uploads."""
+    files = {"training": job.training_file, "validation": job.validation_file}
+    return {which: file_id for which, file_id in files.items() if file_id}
+
+
+def _copy_uploads(settings: Settings, job_id: str, org_pk: int, inputs: dict[str, str]) -> None:
+    storage = get_storage()
+    with session_scope() as s:
+        for which, file_id in inputs.items():
+            row = owned(s, File, file_id, org_pk)
+            if row is None:
+                raise FileNotFoundError(file_id)
+            storage.copy_to(row.storage_key, data_path(settings, job_id, which))
+
+
 def copy_inputs(job: Job, settings: Settings) -> None:
     """Copy the job's uploads into its working directory: the job keeps its data even if the user
     deletes the file afterwards, and the trainer reads a plain local path whatever the storage is."""
+    _copy_uploads(settings, job.id, job.org_pk, _inputs(job))
+
+
+def store_inputs(job: Job, settings: Settings) -> None:
+    """With job artifacts in the storage, put the validated copies there too: the training worker may be
+    another machine, and the user may have deleted the uploads by then."""
+    if settings.job_artifacts != "storage":
+        return
     storage = get_storage()
-    with session_scope() as s:
-        for which, file_id in (("training", job.training_file), ("validation", job.validation_file)):
-            if not file_id:
+    for which in _inputs(job):
+        store_input(storage, job.organization.id, job.id, which, data_path(settings, job.id, which))
+
+
+def ensure_inputs(settings: Settings, held: _Attempt, *, from_storage: bool) -> None:
+    """The job's input copies on this machine's disk: already here (this machine validated the job), else
+    fetched from the storage, else (jobs validated before the copies were stored) from the uploads."""
+    missing = {w: f for w, f in held.inputs.items() if not data_path(settings, held.job_id, w).is_file()}
+    if not missing:
+        return
+    storage = get_storage()
+    if from_storage:
+        for which in list(missing):
+            try:
+                storage.copy_to(
+                    input_key(held.org_id, held.job_id, which), data_path(settings, held.job_id, which)
+                )
+            except StorageError:
                 continue
-            row = owned(s, File, file_id, job.org_pk)
-            if row is None:
-                raise FileNotFoundError(file_id)
-            storage.copy_to(row.storage_key, data_path(settings, job.id, which))
+            del missing[which]
+    if missing:
+        _copy_uploads(settings, held.job_id, held.org_pk, missing)
 
 
 def remove_workdir(settings: Settings, job_id: str) -> None:

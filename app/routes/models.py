@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from app.deps import PrincipalDep, SessionDep, SettingsDep, owned_or_404
 from app.errors import APIError
+from app.inference import forget_stored_model
 from app.schemas.common import ERROR_RESPONSES, ErrorResponse, ListResponse
 from app.schemas.models import Model, ModelDeleted
 from app.serializers import ts
@@ -72,9 +73,12 @@ def delete_model(
             code="model_not_deletable",
         )
     row = owned_or_404(session, FineTunedModel, model, principal.org_pk, param="model")
+    storage_key = row.storage_key
     session.delete(row)
     session.commit()
     serving = getattr(request.app.state, "serving", None)
     if serving is not None:  # free the adapter in engines that loaded it (no engine is started for this)
         anyio.from_thread.run(serving.unload, model)
+    if storage_key:
+        forget_stored_model(settings, storage_key)
     return ModelDeleted(id=model, deleted=True)

@@ -88,13 +88,15 @@ class Job(Base):
     integrations: Mapped[list[Any] | None] = mapped_column(JSONType)
     result_files: Mapped[list[str]] = mapped_column(JSONType, default=list)
     # Worker bookkeeping: which Celery task runs it, who holds it and until when (a lease renewed by
-    # heartbeats, so a vanished worker is noticed), how many times it started, and where its snapshot is.
+    # heartbeats, so a vanished worker is noticed), how many times it started, and where its snapshot is:
+    # the path on the disk of the worker that wrote it, and its object in the storage (any worker's way in).
     task_id: Mapped[str | None] = mapped_column(String(64))
     pause_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(256))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     snapshot_path: Mapped[str | None] = mapped_column(Text)
+    snapshot_key: Mapped[str | None] = mapped_column(String(512))
 
     organization: Mapped[Organization] = relationship(lazy="joined")
 
@@ -144,7 +146,10 @@ class FineTunedModel(Base):
     parent: Mapped[str] = mapped_column(String(512))
     kind: Mapped[str] = mapped_column(String(16), default="final")
     step_number: Mapped[int | None] = mapped_column(Integer)
+    # The model's directory on the disk of the worker that trained it, and its object in the storage, from
+    # which any other machine fetches it (NULL with OPENRFT_JOB_ARTIFACTS=local, or if the upload failed).
     path: Mapped[str] = mapped_column(Text)
+    storage_key: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     organization: Mapped[Organization] = relationship(lazy="joined")

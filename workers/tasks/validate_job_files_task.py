@@ -15,9 +15,10 @@ from core.db.retry import is_transient
 from core.db.session import session_scope
 from core.queue import TRAIN_JOB, VALIDATE_JOB_FILES, enqueue
 from core.settings import get_settings
+from core.storage import StorageError
 from openrft.validation import validate_file
 from workers.celery_app import celery_app
-from workers.runner import copy_inputs, data_path, storage_problem
+from workers.runner import copy_inputs, data_path, storage_problem, store_inputs
 from workers.tasks.train_job_task import retry_countdown
 
 log = logging.getLogger("openrft.worker")
@@ -80,6 +81,17 @@ def _validate(job_id: str) -> str:
                 _fail(s, job, f"invalid_{param}", report.summary(f"{which} file"), param)
                 return "failed"
             jobstore.add_event(s, job.pk, f"{which.capitalize()} file validated: {report.examples} examples.")
+        try:
+            store_inputs(job, settings)
+        except StorageError as exc:
+            _fail(
+                s,
+                job,
+                "storage_error",
+                f"Validation stopped: the job's files could not be stored ({exc}).",
+                None,
+            )
+            return "failed"
         if not jobstore.transition(s, job.id, "queued", from_=("validating_files",)):
             s.rollback()  # cancelled while its files were read: no "validated" events after the cancel
             return "skipped"
