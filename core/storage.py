@@ -222,13 +222,15 @@ def get_dir(storage: Storage, key: str, dest: Path) -> Path:
 
 
 def _replace_dir(tmp: Path, dest: Path) -> None:
-    if dest.exists():
-        old = dest.with_name(f".old-{dest.name}-{os.getpid()}-{threading.get_ident()}")
-        dest.rename(old)
-        tmp.rename(dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(dest)
+    """Put ``tmp`` at ``dest``: a directory cannot be renamed over a non-empty one, so the old one moves
+    aside first (no exists() check before it, which another process could make stale)."""
+    aside = dest.with_name(f".old-{dest.name}-{os.getpid()}-{threading.get_ident()}")
+    try:
+        dest.rename(aside)
+    except FileNotFoundError:  # nothing there yet
+        pass
+    tmp.rename(dest)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def mark(path: Path, key: str) -> None:
