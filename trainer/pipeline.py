@@ -32,7 +32,17 @@ from trainer.checkpoints import CheckpointManager
 from trainer.config import ConfigError, ParsedConfig, parse_config
 from trainer.control import Stopper, StopRequested
 from trainer.data import load_rows
-from trainer.interface import Control, EventSink, JobResult, JobSpec, NeverStop, NullSink, TrainerError
+from trainer.interface import (
+    CHECKPOINTS_DIR,
+    STATE_DIR,
+    Control,
+    EventSink,
+    JobResult,
+    JobSpec,
+    NeverStop,
+    NullSink,
+    TrainerError,
+)
 from trainer.reporting import Reporter
 from trainer.resume import RunState, StateStore
 from trainer.rollouts import RolloutLog
@@ -128,10 +138,10 @@ class Pipeline:
             sink=sink,
             stopper=Stopper(control, max_minutes=opts.max_minutes),
             workdir=workdir,
-            store=StateStore(workdir / "state"),
+            store=StateStore(workdir / STATE_DIR),
             reporter=Reporter(sink, workdir / "results.csv"),
             rollouts=RolloutLog(workdir / "rollouts.jsonl"),
-            ckpts=CheckpointManager(workdir / "checkpoints", sink, keep=opts.keep_checkpoints),
+            ckpts=CheckpointManager(workdir / CHECKPOINTS_DIR, sink, keep=opts.keep_checkpoints),
             state=RunState(job_id=spec.job_id, method=spec.method),
         )
         self.ctx: RunContext | None = None
