@@ -14,6 +14,7 @@ from pydantic_core import PydanticUndefined
 
 from trainer.config import (
     AugmentationConfig,
+    DistributedConfig,
     Endpoint,
     EvalConfig,
     OpenRFTConfig,
@@ -44,6 +45,11 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("openrft.rl", RLConfig, ""),
     ("openrft.prm", PRMConfig, ""),
     ("openrft.eval", EvalConfig, ""),
+    (
+        "openrft.distributed",
+        DistributedConfig,
+        "The worker refuses a GPU-only strategy when the job starts on a CPU.",
+    ),
     ("endpoint object", Endpoint, 'Where an option takes a teacher: `"policy"` or this object.'),
     ("method.reinforcement.hyperparameters", ReinforcementHyperparameters, ""),
     ("method.supervised.hyperparameters", SupervisedHyperparameters, ""),

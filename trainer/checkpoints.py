@@ -1,4 +1,8 @@
-"""Checkpoints: an adapter directory per evaluated step, the best few kept, written atomically."""
+"""Checkpoints: an adapter directory per evaluated step, the best few kept, written atomically.
+
+Under a multi-process launch (``trainer.distributed``) the files here are written by rank 0 only; the other ranks
+keep the same bookkeeping. A rank that reads what rank 0 wrote waits for it first (``distributed.barrier``).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,39 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trainer.distributed import World, barrier, broadcast, current
 from trainer.interface import CheckpointInfo, EventSink
 
 
-def atomic_dir(target: Path, write: Callable[[Path], object]) -> Path:
-    """Run ``write(tmp)`` in a temporary sibling directory, then rename it to ``target`` (replacing it)."""
+def atomic_dir(
+    target: Path, write: Callable[[Path], object], *, every_rank: bool = False, world: World | None = None
+) -> Path:
+    """Run ``write(tmp)`` in a temporary sibling directory, then rename it to ``target`` (replacing it).
+
+    Under a launch, rank 0 alone writes and the others return at once. With ``every_rank`` (a collective) every
+    rank calls ``write`` on the same temporary directory (HF Trainer's saving, which must run on all ranks and
+    decides itself who writes what: each rank its RNG state, ZeRO-3 / FSDP their shards) and every rank returns
+    once ``target`` is in place."""
+    world = world or current()
+    if not world.distributed or not every_rank:
+        if world.is_main:
+            _write_and_rename(target, write, _new_tmp(target))
+        return target
+    shared = Path(broadcast(str(_new_tmp(target)) if world.is_main else "", world))
+    write(shared)
+    barrier(world)
+    if world.is_main:
+        _write_and_rename(target, lambda _: None, shared)
+    barrier(world)
+    return target
+
+
+def _new_tmp(target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    return Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+
+
+def _write_and_rename(target: Path, write: Callable[[Path], object], tmp: Path) -> None:
     try:
         write(tmp)
         if target.exists():
@@ -28,10 +58,12 @@ def atomic_dir(target: Path, write: Callable[[Path], object]) -> Path:
             tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``path`` through a temporary file and a rename (on rank 0 only under a launch)."""
+    if not current().is_main:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
     try:
@@ -76,7 +108,8 @@ class CheckpointManager:
     def _prune(self) -> None:
         ranked = sorted(self.kept, key=lambda c: rank_key(c.metrics, c.step), reverse=True)
         for c in ranked[self.keep :]:
-            shutil.rmtree(c.path, ignore_errors=True)
+            if current().is_main:
+                shutil.rmtree(c.path, ignore_errors=True)
             self.sink.checkpoint_removed(c.step)
         self.kept = sorted(ranked[: self.keep], key=lambda c: c.step)
 

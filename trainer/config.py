@@ -279,6 +279,22 @@ class EvalConfig(_Strict):
     )
 
 
+class DistributedConfig(_Strict):
+    """One job on several processes (trainer/distributed.py): data-parallel SFT and RL through accelerate."""
+
+    processes: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=1,
+        description="Training processes on this machine: one per GPU on CUDA (NCCL); on the CPU, N processes "
+        "with the gloo backend sharing its cores. Batch sizes stay global: each process trains 1/N of a batch.",
+    )
+    strategy: Literal["ddp", "deepspeed_zero2", "deepspeed_zero3", "fsdp"] = Field(
+        default="ddp",
+        description="ddp: every process holds the model (LoRA, the default). deepspeed_zero2 / deepspeed_zero3 / "
+        "fsdp shard optimizer state, gradients (and parameters, zero3 and fsdp) over the GPUs, for full "
+        "fine-tuning of large models; GPU only.",
+    )
+
+
 class OpenRFTConfig(_Strict):
     """The OpenRFT extension object ("openrft" in the job body)."""
 
@@ -287,6 +303,7 @@ class OpenRFTConfig(_Strict):
     rl: RLConfig = Field(default_factory=RLConfig)
     prm: PRMConfig = Field(default_factory=PRMConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     icl_k: Annotated[int, Field(ge=0, le=16)] = Field(
         default=0,
         description="Few-shot ICL: put the k most similar training samples in every prompt (paper: 3), "
@@ -494,6 +511,17 @@ class RunPlan:
         return dict(self.__dict__)
 
 
+def check_hardware(cfg: ParsedConfig, hardware: Hardware) -> None:
+    """Refuse what the run's hardware cannot do (checked where the hardware is known: the worker, the CLI)."""
+    strategy = cfg.openrft.distributed.strategy
+    if strategy != "ddp" and not hardware.gpu:
+        raise ConfigError(
+            f"openrft.distributed.strategy {strategy!r} shards the model over GPUs and this worker has none: use "
+            "'ddp' (the default) on the CPU.",
+            param="openrft.distributed.strategy",
+        )
+
+
 _EFFORT_TOKENS = {
     False: {"low": 64, "default": 128, "auto": 128, "medium": 128, "high": 256},
     True: {"low": 512, "default": 1024, "auto": 1024, "medium": 1024, "high": 1536},
@@ -512,6 +540,7 @@ def plan_run(
     vllm_available: bool = False,
 ) -> RunPlan:
     """Resolve every "auto" for ``n_train`` training rows (after augmentation) on ``hardware``."""
+    check_hardware(cfg, hardware)
     hp = cfg.hyperparameters
     ext = cfg.openrft
     gpu = hardware.gpu

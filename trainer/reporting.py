@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.checkpoints import atomic_write_text
+from trainer.distributed import main_sink
 from trainer.interface import EventSink
 
 CSV_COLUMNS = [
@@ -43,10 +44,12 @@ def _fmt(v: Any) -> str:
 
 
 class Reporter:
-    """Turns per-step records into sink events and CSV rows; its rows survive pause/resume via ``state``."""
+    """Turns per-step records into sink events and CSV rows; its rows survive pause/resume via ``state``.
+
+    Under a launch every rank keeps the rows; only rank 0 sends the events and writes the CSV."""
 
     def __init__(self, sink: EventSink, csv_path: Path, *, total_steps: int = 0) -> None:
-        self.sink = sink
+        self.sink = main_sink(sink)
         self.csv_path = csv_path
         self.total_steps = total_steps
         self.rows: list[dict[str, Any]] = []

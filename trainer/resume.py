@@ -8,7 +8,8 @@ Layout of ``<workdir>/state`` (this directory is the pause snapshot, ``JobResult
                       RNG, trainer_state.json); written at every evaluation and on pause
 
 Everything is written to a temporary name and renamed, so a kill at any moment leaves the previous complete
-version in place.
+version in place. Under a multi-process launch rank 0 writes it all, except the HF Trainer checkpoint, which
+every rank saves together (:meth:`StateStore.save_trainer`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.checkpoints import atomic_dir, atomic_write_text
+from trainer.distributed import current
 
 STATE_VERSION = 1
 
@@ -69,24 +71,31 @@ class StateStore:
         return self.artifacts / name
 
     def save_trainer(self, trainer: Any) -> None:
-        """A resumable HF Trainer checkpoint of the current step (what ``resume_from_checkpoint`` reads)."""
+        """A resumable HF Trainer checkpoint of the current step (what ``resume_from_checkpoint`` reads).
+
+        Under a launch, a collective: call it on every rank. HF decides who writes the model and optimizer
+        (rank 0 for DDP, every rank its shard for ZeRO-3 / FSDP); each rank writes its ``rng_state_<rank>.pth``."""
 
         def write(tmp: Path) -> None:
             trainer.save_model(str(tmp), _internal_call=True)
             trainer._save_optimizer_and_scheduler(str(tmp))
             trainer._save_rng_state(str(tmp))
-            trainer.state.save_to_json(str(tmp / "trainer_state.json"))
+            if current().is_main:
+                trainer.state.save_to_json(str(tmp / "trainer_state.json"))
 
-        atomic_dir(self.trainer_dir, write)
+        atomic_dir(self.trainer_dir, write, every_rank=True)
 
     def trainer_checkpoint(self) -> Path | None:
         return self.trainer_dir if (self.trainer_dir / "trainer_state.json").is_file() else None
 
     def clear_trainer(self) -> None:
-        shutil.rmtree(self.trainer_dir, ignore_errors=True)
+        if current().is_main:
+            shutil.rmtree(self.trainer_dir, ignore_errors=True)
 
     def adopt(self, snapshot: Path) -> None:
-        """Start from a snapshot written elsewhere (``JobSpec.resume_from``) unless it is this directory."""
+        """Start from a snapshot written elsewhere (``JobSpec.resume_from``) unless it is this directory.
+
+        Rank 0 copies; under a launch the other ranks wait (``distributed.barrier``) before loading it."""
         if snapshot.resolve() == self.root.resolve():
             return
         atomic_dir(self.root, lambda tmp: shutil.copytree(snapshot, tmp, dirs_exist_ok=True))

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from trainer.distributed import current
+
 MAX_TEXT_CHARS = 8000
 """Longer prompts and completions are cut (the head, then a marker): the file stays small over long runs."""
 
@@ -83,13 +85,15 @@ def _step(line: str) -> int | None:
 
 
 class RolloutLog:
-    """Appends each step's samples to ``rollouts.jsonl``; a resumed run first drops the steps it will redo."""
+    """Appends each step's samples to ``rollouts.jsonl``; a resumed run first drops the steps it will redo.
+
+    Written by rank 0 only under a launch: it records the samples it is given (gather other ranks' first)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def record(self, step: int, stage: str, samples: list[dict[str, Any]]) -> None:
-        if not samples:
+        if not samples or not current().is_main:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as fh:
@@ -98,7 +102,7 @@ class RolloutLog:
 
     def truncate(self, up_to_step: int) -> None:
         """Keep the lines of steps up to ``up_to_step`` (a resume redoes the later ones)."""
-        if not self.path.exists():
+        if not self.path.exists() or not current().is_main:
             return
         kept = [
             line

@@ -11,6 +11,7 @@ from typing import Any, Literal, TypedDict
 
 __all__ = [
     "AugmentationOptions",
+    "DistributedOptions",
     "EndpointOptions",
     "EvalOptions",
     "OpenRFTOptions",
@@ -108,6 +109,11 @@ class EvalOptions(TypedDict, total=False):
     holdout: Auto | int
 
 
+class DistributedOptions(TypedDict, total=False):
+    processes: int
+    strategy: Literal["ddp", "deepspeed_zero2", "deepspeed_zero3", "fsdp"]
+
+
 class OpenRFTOptions(TypedDict, total=False):
     """The ``"openrft"`` object of a job: one switch per stage of the method, plus LoRA and budget."""
 
@@ -116,6 +122,7 @@ class OpenRFTOptions(TypedDict, total=False):
     rl: RLOptions
     prm: PRMOptions
     eval: EvalOptions
+    distributed: DistributedOptions
     icl_k: int
     system_prompt: str | None
     reference: str | None

@@ -72,6 +72,7 @@ def test_typed_options_match_the_server_config() -> None:
         (opts.RLOptions, config.RLConfig),
         (opts.PRMOptions, config.PRMConfig),
         (opts.EvalOptions, config.EvalConfig),
+        (opts.DistributedOptions, config.DistributedConfig),
         (opts.EndpointOptions, config.Endpoint),
         (opts.ReinforcementHyperparameters, config.ReinforcementHyperparameters),
         (opts.SupervisedHyperparameters, config.SupervisedHyperparameters),
