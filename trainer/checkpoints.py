@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from trainer.distributed import World, barrier, broadcast, current
+from trainer.distributed import World, barrier, broadcast, current, main_sink
 from trainer.interface import CheckpointInfo, EventSink
 
 
@@ -87,18 +87,27 @@ def rank_key(metrics: dict[str, Any], step: int) -> tuple[float, int]:
 class CheckpointManager:
     def __init__(self, root: Path, sink: EventSink, *, keep: int = 3) -> None:
         self.root = root
-        self.sink = sink
+        self.sink = main_sink(sink)
         self.keep = keep
         self.kept: list[CheckpointInfo] = []
 
     def save(
-        self, step: int, save_adapter: Callable[[Path], None], metrics: dict[str, Any]
+        self,
+        step: int,
+        save_adapter: Callable[[Path], None],
+        metrics: dict[str, Any],
+        *,
+        every_rank: bool = False,
     ) -> CheckpointInfo:
+        """``every_rank``: under a launch, call ``save_adapter`` on every rank (HF ``save_model`` with ZeRO-3 or
+        FSDP, which gathers the shards); by default rank 0 alone saves (DDP: every rank holds the weights)."""
+
         def write(tmp: Path) -> None:
             save_adapter(tmp)
-            (tmp / "openrft_metrics.json").write_text(json.dumps({"step": step, **metrics}, indent=1))
+            if current().is_main:
+                (tmp / "openrft_metrics.json").write_text(json.dumps({"step": step, **metrics}, indent=1))
 
-        path = atomic_dir(step_dir(self.root, step), write)
+        path = atomic_dir(step_dir(self.root, step), write, every_rank=every_rank)
         info = CheckpointInfo(step=step, path=path, metrics=dict(metrics))
         self.kept = [c for c in self.kept if c.step != step] + [info]
         self.sink.checkpoint_saved(step, path, dict(metrics))

@@ -24,9 +24,13 @@ def _write(out: Path, world: distributed.World, data: dict[str, Any]) -> None:
 class _CountingSink(NullSink):
     def __init__(self) -> None:
         self.steps: list[int] = []
+        self.saved: list[int] = []
 
     def metrics(self, text: str, data: dict[str, Any]) -> None:
         self.steps.append(int(data["step"]))
+
+    def checkpoint_saved(self, step: int, path: Path, metrics: dict[str, Any]) -> None:
+        self.saved.append(step)
 
 
 class _PauseAt:
@@ -43,7 +47,7 @@ class _PauseAt:
 
 def one_voice(out: Path) -> None:
     """Events from rank 0 only; a pause seen by rank 0 stops every rank after the same step; the helpers."""
-    from trainer.checkpoints import atomic_dir, atomic_write_text
+    from trainer.checkpoints import CheckpointManager, atomic_dir, atomic_write_text
 
     world = distributed.current()
     distributed.ensure_group(world)
@@ -75,6 +79,8 @@ def one_voice(out: Path) -> None:
 
     atomic_dir(out / "shared", save, every_rank=True, world=world)
     atomic_dir(out / "main", save, world=world)
+    saved = _CountingSink()
+    CheckpointManager(out / "ckpts", saved, keep=1).save(4, save, {"step": 4}, every_rank=True)
     distributed.barrier(world)
     _write(
         out,
@@ -89,6 +95,7 @@ def one_voice(out: Path) -> None:
             "main_stop": main_stop,
             "gathered": gathered,
             "everyone": everyone,
+            "checkpoint_events": saved.saved,
         },
     )
 

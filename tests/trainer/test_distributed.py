@@ -231,6 +231,9 @@ def test_one_voice_and_one_decision_on_two_ranks(tmp_path: Path) -> None:
     assert (out / "text.txt").read_text() == "written by 0"
     assert sorted(p.name for p in (out / "shared").iterdir()) == ["part-0", "part-1"]
     assert sorted(p.name for p in (out / "main").iterdir()) == ["part-0"]
+    ckpt = out / "ckpts" / "step-4"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["openrft_metrics.json", "part-0", "part-1"]
+    assert (r0["checkpoint_events"], r1["checkpoint_events"]) == ([4], [])
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
 
 
