@@ -28,9 +28,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from trainer import distributed
 from trainer.checkpoints import CheckpointManager
 from trainer.config import ConfigError, ParsedConfig, parse_config
-from trainer.control import Stopper, StopRequested
+from trainer.control import StopRequested
 from trainer.data import load_rows
 from trainer.interface import (
     CHECKPOINTS_DIR,
@@ -56,6 +57,7 @@ def run_job(spec: JobSpec, sink: EventSink, control: Control, workdir: Path) -> 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _quiet_libraries()
+    distributed.ensure_group()  # under a launch: before any collective, with a timeout long enough for phases
     return Pipeline(spec, sink, control, Path(workdir)).run()
 
 
@@ -123,7 +125,12 @@ def _close(ctx: RunContext | None) -> None:
 
 
 class Pipeline:
-    """One run: the bookkeeping first (so a resume can read its state), then ``prepare`` and the stages."""
+    """One run: the bookkeeping first (so a resume can read its state), then ``prepare`` and the stages.
+
+    Under a multi-process launch (trainer/distributed.py) every rank runs this same code: the HF trainers
+    split batches and all-reduce gradients; rank 0 alone reports and writes files; a phase one process does for
+    all (synthesis, the probe) runs on rank 0 and its results reach every rank (``RunContext.on_main``); stops
+    are decided on rank 0 and taken by every rank at the same step boundary."""
 
     def __init__(self, spec: JobSpec, sink: EventSink, control: Control, workdir: Path) -> None:
         try:
@@ -132,11 +139,12 @@ class Pipeline:
             raise TrainerError(e.message, code="invalid_hyperparameters", param=e.param) from None
         opts = cfg.openrft
         self.workdir = workdir
+        sink = distributed.main_sink(sink)
         self.books = Books(
             spec=spec,
             cfg=cfg,
             sink=sink,
-            stopper=Stopper(control, max_minutes=opts.max_minutes),
+            stopper=distributed.make_stopper(control, max_minutes=opts.max_minutes),
             workdir=workdir,
             store=StateStore(workdir / STATE_DIR),
             reporter=Reporter(sink, workdir / "results.csv"),
@@ -185,6 +193,7 @@ class Pipeline:
                     code="resume_failed",
                 )
             store.adopt(Path(spec.resume_from))
+            distributed.barrier()  # rank 0 copies the snapshot; the others read it once it is there
         if store.exists():
             state = store.load()
             if state.job_id != spec.job_id:
@@ -215,7 +224,7 @@ def _run_supervised(ctx: RunContext) -> None:
     eval_examples = supervised_examples(ctx.val_rows) if ctx.val_rows else None
     steps = sft_steps(len(examples), plan.sft_batch_size, plan.sft_epochs)
     ctx.set_total_steps(steps)
-    announce_estimate(ctx, sft_examples=len(examples), synthesis_questions=0)
+    ctx.on_main(lambda: announce_estimate(ctx, sft_examples=len(examples), synthesis_questions=0))
     interval = max(1, math.ceil(steps / 4))
     train_sft(ctx, examples, eval_examples, offset=0, eval_every=interval, rank_by_loss=True)
 
@@ -223,6 +232,7 @@ def _run_supervised(ctx: RunContext) -> None:
 def _run_reinforcement(ctx: RunContext) -> None:
     from trainer.sft import sft_steps
     from trainer.stages.probe import probe_rl
+    from trainer.stages.references import references
     from trainer.stages.rl import train_rl
     from trainer.stages.sft import train_sft
     from trainer.stages.validation import validate
@@ -237,20 +247,23 @@ def _run_reinforcement(ctx: RunContext) -> None:
             + plan.rl_max_steps
         )
     )
+    ctx.on_main(lambda: references(ctx))  # graded once, by rank 0; every rank gets them
     setup_icl(ctx)  # first: the calibration step times the real prompt, few-shot examples included
-    announce_estimate(ctx, sft_examples=n, synthesis_questions=n if plan.sft_enabled else 0)
+    ctx.on_main(
+        lambda: announce_estimate(ctx, sft_examples=n, synthesis_questions=n if plan.sft_enabled else 0)
+    )
     rl_rows = ctx.train_rows
     if ctx.options.augmentation.enabled and plan.rl_enabled:
         from trainer.augment import augment_rows
 
-        rl_rows = ctx.train_rows + augment_rows(ctx)
+        rl_rows = ctx.train_rows + ctx.on_main(lambda: augment_rows(ctx))
         if ctx.icl is not None:
             ctx.icl.precompute(rl_rows)
     sft_examples: list[dict[str, Any]] = []
     if plan.sft_enabled:
         from trainer.synthesis import synthesize_traces
 
-        sft_examples = synthesize_traces(ctx)
+        sft_examples = ctx.on_main(lambda: synthesize_traces(ctx))
     n_sft = sft_steps(len(sft_examples), plan.sft_batch_size, plan.sft_epochs) if plan.sft_enabled else 0
     state.stage_offsets.setdefault("sft", 0)
     state.stage_offsets.setdefault("rl", n_sft)
@@ -262,7 +275,7 @@ def _run_reinforcement(ctx: RunContext) -> None:
     if plan.sft_enabled and "sft" not in state.done:
         train_sft(ctx, sft_examples, None, offset=0, eval_every=None, rank_by_loss=False)
     if plan.rl_enabled and "rl" not in state.done:
-        if probe_rl(ctx, rl_rows):
+        if ctx.on_main(lambda: probe_rl(ctx, rl_rows)):
             train_rl(ctx, rl_rows, offset=state.stage_offsets["rl"])
         else:
             ctx.shrink_plan(state.stage_offsets["rl"], "RL skipped")

@@ -81,6 +81,7 @@ class Reporter:
             "full_valid_accuracy_ci": rec.get("full_valid_accuracy_ci"),
             "valid_loss": rec.get("valid_loss"),
             "frac_reward_zero_std": rec.get("frac_reward_zero_std"),
+            "graded_samples": rec.get("graded_samples"),  # the step's rollouts, every rank's together
             "policy_lag": rec.get("policy_lag"),
             "rollout_policy_version": rec.get("rollout_version"),
             "completion_tokens_mean": rec.get("completion_tokens_mean"),

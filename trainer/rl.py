@@ -50,6 +50,7 @@ class StepStats:
             "train_mean_reward": mean(self.rewards) if self.rewards else None,
             "train_outcome_reward": mean(self.outcome) if self.outcome else None,
             "train_process_reward": mean(self.process) if self.process else None,
+            "graded_samples": len(self.outcome),
             "frac_reward_zero_std": self.zero_std_groups / self.groups if self.groups else None,
             "grader_error_counts": dict(self.grader_errors),
             "process_reward_error": self.process_reward_error,
@@ -60,6 +61,30 @@ class StepStats:
             "rollout_version": max(self.rollout_versions) if self.rollout_versions else None,
             "grader_usage": self.grader_usage or None,
         }
+
+
+def merge_stats(parts: list[StepStats]) -> StepStats:
+    """One step's statistics from every rank's share (each rank grades its own groups): samples and counts
+    add up, times are the slowest rank's (the ranks work in parallel), rollouts.jsonl keeps rank 0's group."""
+    if len(parts) == 1:
+        return parts[0]
+    out = StepStats(samples=next((p.samples for p in parts if p.samples), []))
+    for p in parts:
+        for name in ("rewards", "outcome", "process", "completion_tokens", "rollout_versions", "policy_lags"):
+            getattr(out, name).extend(getattr(p, name))
+        out.groups += p.groups
+        out.zero_std_groups += p.zero_std_groups
+        for k, v in p.grader_errors.items():
+            out.grader_errors[k] = out.grader_errors.get(k, 0) + v
+        for model, counts in p.grader_usage.items():
+            mine = out.grader_usage.setdefault(model, {})
+            for k, v in counts.items():
+                mine[k] = mine.get(k, 0) + v
+        out.process_reward_error = p.process_reward_error or out.process_reward_error
+        out.grading_s = max(out.grading_s, p.grading_s)
+        out.sampling_s = max(out.sampling_s, p.sampling_s)
+        out.prm_s = max(out.prm_s, p.prm_s)
+    return out
 
 
 class StatsBox:
@@ -207,17 +232,24 @@ def grpo_args(
     vllm: dict[str, Any] | None = None,
     model_config: Any = None,
     prompt_tokens: int = 512,
+    world_size: int = 1,
+    strategy: dict[str, Any] | None = None,
 ) -> Any:
     """GRPOConfig for one RL stage; ``batch_size`` counts prompts (each gets ``num_generations`` rollouts).
 
     On a GPU the batch's sequences are split into micro-batches that fit (``trainer.device``); TRL then
-    generates the whole batch once per optimizer step (its steps_per_generation defaults to the accumulation)."""
+    generates the whole batch once per optimizer step (its steps_per_generation defaults to the accumulation).
+    Under a launch of ``world_size`` ranks the batch is global: each rank takes its share; ``strategy``: the
+    TrainingArguments fields of the sharding strategy."""
     from trl import GRPOConfig
 
     from trainer.device import Device, detect, micro_batches
+    from trainer.distributed import World, per_rank
 
     device = detect() if not use_cpu else Device("cpu")
     total = batch_size * num_generations
+    if world_size > 1:  # each rank generates, grades and trains on its share of the step's completions
+        total = per_rank(total, World(world_size=world_size), what="batch_size x num_generations")
     micro, accum = micro_batches(
         total, tokens=prompt_tokens + max_completion_length, config=model_config, device=device
     )
@@ -247,6 +279,7 @@ def grpo_args(
         shuffle_dataset=True,
         mask_truncated_completions=False,
         **(vllm or {}),
+        **(strategy or {}),
     )
 
 

@@ -50,14 +50,24 @@ def make_sft_trainer(
     seed: int,
     use_cpu: bool,
     callbacks: list[Any],
+    world_size: int = 1,
+    strategy: dict[str, Any] | None = None,
 ) -> Any:
+    """``batch_size`` is the global batch: under a launch of ``world_size`` ranks each takes its share
+    (trainer.distributed.per_rank); ``strategy``: the TrainingArguments fields of the sharding strategy."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     from trainer.device import detect, micro_batches
+    from trainer.distributed import World, per_rank
 
     device = detect()
-    micro, accum = micro_batches(batch_size, tokens=max_length, config=model.config, device=device)
+    local = (
+        per_rank(batch_size, World(world_size=world_size), what="openrft.sft.batch_size")
+        if world_size > 1
+        else batch_size
+    )
+    micro, accum = micro_batches(local, tokens=max_length, config=model.config, device=device)
     args = SFTConfig(
         output_dir=output_dir,
         per_device_train_batch_size=micro,
@@ -82,6 +92,7 @@ def make_sft_trainer(
         activation_checkpointing=device.kind == "cuda",
         disable_tqdm=True,
         dataset_num_proc=None,
+        **(strategy or {}),
     )
     trainer = SFTTrainer(
         model=model,

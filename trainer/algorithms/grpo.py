@@ -63,6 +63,7 @@ class GRPO:
             use_cpu=not ctx.gpu,
             vllm=vllm,
             model_config=model.config,
+            **ctx.training_world(),
         )
         callback.stats_box, callback.versions = box, versions
         return make_grpo_trainer(

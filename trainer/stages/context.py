@@ -8,14 +8,16 @@ loaded); :class:`RunContext` adds what :func:`trainer.stages.prepare.prepare` lo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from trainer.checkpoints import CheckpointManager
 from trainer.config import OpenRFTConfig, ParsedConfig, RunPlan
 from trainer.control import Stopper
 from trainer.data import Row
+from trainer.distributed import World, broadcast, current, on_main
 from trainer.interface import EventSink, JobSpec, TrainerError
 from trainer.prompts import Messages, build_prompt
 from trainer.reporting import Reporter
@@ -25,6 +27,8 @@ from trainer.rollouts import RolloutLog
 if TYPE_CHECKING:
     from trainer.grading import Grader
     from trainer.icl import ExampleBank
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -41,6 +45,8 @@ class Books:
     rollouts: RolloutLog
     ckpts: CheckpointManager
     state: RunState
+    world: World = field(default_factory=current)
+    """This process's rank in a multi-process run (trainer.distributed); a world of one otherwise."""
 
     @property
     def options(self) -> OpenRFTConfig:
@@ -91,6 +97,27 @@ class RunContext(Books):
     @property
     def reinforcement(self) -> bool:
         return self.spec.method == "reinforcement"
+
+    def on_main(self, phase: Callable[[], T]) -> T:
+        """Run a phase one process does for all (synthesis, the probe, an estimate) on rank 0, then give every
+        rank its result and what it changed of the run: the state (stages done, counters, step offsets) and the
+        plan. In a world of one this is ``phase()``."""
+        out = on_main(phase, world=self.world, stopper=self.stopper)
+        if self.world.distributed:
+            self.state, self.plan, self.refs = broadcast((self.state, self.plan, self.refs), self.world)
+        return out
+
+    def training_world(self) -> dict[str, Any]:
+        """The HF trainer arguments of a multi-process run: the world size (batches are global and split over
+        the ranks) and the sharding strategy's fields."""
+        if not self.world.distributed:
+            return {}
+        from trainer.distributed import strategy_args
+
+        return {
+            "world_size": self.world.world_size,
+            "strategy": strategy_args(self.options.distributed.strategy),
+        }
 
     def need_grader(self) -> Grader:
         if self.grader is None:

@@ -14,6 +14,8 @@ from trainer.stages.context import Books, RunContext
 
 
 def finish(ctx: RunContext) -> JobResult:
+    if not ctx.world.is_main:  # rank 0 writes the final model and reports; no collective follows
+        return JobResult(status="succeeded", checkpoints=list(ctx.ckpts.kept))
     best = ctx.ckpts.best()
     final = ctx.workdir / "final" / "adapter"
     if best is not None:

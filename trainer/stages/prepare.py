@@ -10,6 +10,7 @@ from importlib.util import find_spec
 
 from trainer.config import Hardware, RunPlan, plan_run, redact_secrets
 from trainer.data import Row, hold_out, load_rows
+from trainer.distributed import barrier
 from trainer.stages.context import Books, RunContext
 
 
@@ -35,7 +36,14 @@ def prepare(books: Books) -> RunContext:
     )
     from trainer.models import load_model, load_tokenizer, resolve_model_dir
 
-    model_dir = resolve_model_dir(spec.model_source, cache_dir=spec.cache_dir)
+    # A GGUF base is converted once per machine: the first rank there converts, the others then read the cache.
+    world = books.world
+    model_dir = (
+        resolve_model_dir(spec.model_source, cache_dir=spec.cache_dir) if world.local_rank == 0 else ""
+    )
+    barrier(world)
+    if world.local_rank != 0:
+        model_dir = resolve_model_dir(spec.model_source, cache_dir=spec.cache_dir)
     tokenizer = load_tokenizer(model_dir)
     torch.manual_seed(spec.seed)
     base_model = load_model(model_dir)

@@ -41,6 +41,7 @@ def train_sft(
         seed=ctx.spec.seed,
         use_cpu=not ctx.gpu,
         callbacks=[cb],
+        **ctx.training_world(),
     )
     ctx.sink.message(
         f"SFT: {len(examples)} examples, {plan.sft_epochs} epochs, batch {plan.sft_batch_size}, "
@@ -49,5 +50,9 @@ def train_sft(
     )
     ctx.train(trainer, model, resume)
     if ctx.reinforcement:
-        ctx.policy_model.save_pretrained(str(ctx.store.artifact("sft_adapter")))
+        from trainer.distributed import barrier
+
+        if ctx.world.is_main:  # the ranks hold the same weights after DDP; one copy is kept
+            ctx.policy_model.save_pretrained(str(ctx.store.artifact("sft_adapter")))
+        barrier(ctx.world)
     ctx.mark_done("sft")

@@ -91,6 +91,13 @@ class StageCallback(_callback_base()):  # type: ignore[misc]
         }
         if self.stats_box is not None:
             stats = self.stats_box.pop()
+            if (
+                ctx.world.distributed
+            ):  # each rank graded its share: every rank sees the step's whole statistics
+                from trainer.distributed import all_gather
+                from trainer.rl import merge_stats
+
+                stats = merge_stats(all_gather(stats, ctx.world))
             rec.update(stats.summary())
             ctx.rollouts.record(gstep, self.stage, stats.samples)
             rec["rollouts"] = preview(stats.samples)
@@ -112,7 +119,11 @@ class StageCallback(_callback_base()):  # type: ignore[misc]
             self._evaluate(rec, trainer, last=last)
             with ctx.stopper.hold():
                 metrics = {k: rec[k] for k in _CKPT_KEYS if rec.get(k) is not None}
-                ctx.ckpts.save(gstep, trainer.model.save_pretrained, metrics)
+                if ctx.world.distributed and ctx.options.distributed.strategy in ("deepspeed_zero3", "fsdp"):
+                    # Sharded weights: HF gathers them, which every rank must take part in.
+                    ctx.ckpts.save(gstep, lambda d: trainer.save_model(str(d)), metrics, every_rank=True)
+                else:
+                    ctx.ckpts.save(gstep, trainer.model.save_pretrained, metrics)
                 ctx.store.save_trainer(trainer)
                 ctx.state.trainer_step[self.stage] = local_step
         elif self.stage == "sft" and local_step % max(1, trainer.state.max_steps // 4) == 0:
