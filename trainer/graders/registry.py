@@ -39,6 +39,8 @@ class GraderType:
     """The type's fields (the validator's list of accepted and required fields; the OpenAPI schema)."""
     nestable: ClassVar[bool] = True
     """Whether it may be a sub-grader of a multi grader."""
+    order: ClassVar[int] = 100
+    """Where the type is listed (error messages, the OpenAPI union): OpenAI's types first, then OpenRFT's."""
 
     @property
     def fields(self) -> dict[str, bool]:

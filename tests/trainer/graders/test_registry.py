@@ -103,3 +103,29 @@ def test_an_unregistered_type_is_unknown_again(settings: GraderSettings) -> None
     with pytest.raises(GraderValidationError) as exc:
         validate_grader(LIMIT)
     assert exc.value.message == f"must be one of {', '.join(GRADER_TYPES)}; got 'word_limit'"
+
+
+def test_builtin_types_are_the_modules_that_define_one() -> None:
+    """Adding a built-in type is adding its module: every module of trainer/graders/types with a GRADER_TYPE is
+    registered, in the documented order (OpenAI's types, then OpenRFT's)."""
+    import importlib
+    import pkgutil
+
+    import trainer.graders.types as types
+
+    defined = {
+        info.name
+        for info in pkgutil.iter_modules(types.__path__)
+        if hasattr(importlib.import_module(f"{types.__name__}.{info.name}"), "GRADER_TYPE")
+    }
+    assert defined == {t.name for t in types.BUILTIN}
+    assert [t.name for t in types.BUILTIN] == [
+        "string_check",
+        "text_similarity",
+        "score_model",
+        "label_model",
+        "python",
+        "multi",
+        "multiple_choice",
+        "endpoint",
+    ]

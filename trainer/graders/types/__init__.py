@@ -1,27 +1,24 @@
-"""The built-in grader types, one module each, registered in this order (the order error messages and the
-OpenAPI document list them in): OpenAI's types, then OpenRFT's ``multiple_choice`` and ``endpoint``."""
+"""The built-in grader types, one module each: a module that defines ``GRADER_TYPE`` is registered, in the
+order of the types' ``order`` (the order error messages and the OpenAPI document list them in: OpenAI's types,
+then OpenRFT's ``multiple_choice`` and ``endpoint``). Adding a type is adding its module (and its test)."""
 
 from __future__ import annotations
 
-from trainer.graders import registry
-from trainer.graders.types.endpoint import Endpoint
-from trainer.graders.types.label_model import LabelModel
-from trainer.graders.types.multi import Multi
-from trainer.graders.types.multiple_choice import MultipleChoice
-from trainer.graders.types.python import Python
-from trainer.graders.types.score_model import ScoreModel
-from trainer.graders.types.string_check import StringCheck
-from trainer.graders.types.text_similarity import TextSimilarity
+import importlib
+import pkgutil
 
-BUILTIN: tuple[registry.GraderType, ...] = (
-    StringCheck(),
-    TextSimilarity(),
-    ScoreModel(),
-    LabelModel(),
-    Python(),
-    Multi(),
-    MultipleChoice(),
-    Endpoint(),
-)
+from trainer.graders import registry
+
+
+def _discover() -> tuple[registry.GraderType, ...]:
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if isinstance(getattr(module, "GRADER_TYPE", None), registry.GraderType):
+            found.append(module.GRADER_TYPE)
+    return tuple(sorted(found, key=lambda t: (t.order, t.name)))
+
+
+BUILTIN: tuple[registry.GraderType, ...] = _discover()
 for _grader_type in BUILTIN:
     registry.register(_grader_type)

@@ -49,6 +49,7 @@ class EndpointNode(Node):
 
 class Endpoint(GraderType):
     name = "endpoint"
+    order = 80
     schema = EndpointGrader
 
     def check(self, out: dict[str, Any], param: str) -> None:
@@ -67,3 +68,6 @@ class Endpoint(GraderType):
 
     def node(self, spec: dict[str, Any], settings: GraderSettings) -> Node:
         return EndpointNode(spec, settings)
+
+
+GRADER_TYPE = Endpoint()

@@ -25,6 +25,7 @@ class LabelModelGrader(GraderFields):
 
 class LabelModel(JudgeType):
     name = "label_model"
+    order = 40
     schema = LabelModelGrader
 
     def check(self, out: dict[str, Any], param: str) -> None:
@@ -59,3 +60,6 @@ class LabelModel(JudgeType):
                 (f"label_model passing label {lab!r}", str(lab)) for lab in spec["passing_labels"]
             )
         )
+
+
+GRADER_TYPE = LabelModel()

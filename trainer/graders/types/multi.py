@@ -91,6 +91,7 @@ def _named_graders(raw: Any, gp: str) -> list[tuple[str, Any, str]]:
 
 class Multi(GraderType):
     name = "multi"
+    order = 60
     schema = MultiGrader
     nestable = False
 
@@ -141,3 +142,6 @@ class Multi(GraderType):
 
     def children(self, spec: dict[str, Any]) -> list[dict[str, Any]]:
         return list(spec["graders"].values())
+
+
+GRADER_TYPE = Multi()

@@ -51,6 +51,7 @@ class MultipleChoiceNode(PairNode):
 
 class MultipleChoice(GraderType):
     name = "multiple_choice"
+    order = 70
     schema = MultipleChoiceGrader
 
     def check(self, out: dict[str, Any], param: str) -> None:
@@ -67,3 +68,6 @@ class MultipleChoice(GraderType):
 
     def templates(self, spec: dict[str, Any]) -> list[str]:
         return [spec["input"], spec["reference"]]
+
+
+GRADER_TYPE = MultipleChoice()

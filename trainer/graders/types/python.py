@@ -103,6 +103,7 @@ def _top_level_names(tree: ast.Module) -> set[str]:
 
 class Python(GraderType):
     name = "python"
+    order = 50
     schema = PythonGrader
 
     def check(self, out: dict[str, Any], param: str) -> None:
@@ -133,3 +134,6 @@ class Python(GraderType):
 
     def reference_hints(self, spec: dict[str, Any]) -> ReferenceHints:
         return ReferenceHints(item_fields=tuple(m.group(2) for m in _ITEM_KEY.finditer(spec["source"])))
+
+
+GRADER_TYPE = Python()

@@ -37,6 +37,7 @@ class ScoreModelGrader(GraderFields):
 
 class ScoreModel(JudgeType):
     name = "score_model"
+    order = 30
     schema = ScoreModelGrader
 
     def check(self, out: dict[str, Any], param: str) -> None:
@@ -83,3 +84,6 @@ class ScoreModel(JudgeType):
             raise GradingError("model_grader_parse_error", f"result {result!r} is not a number")
         lo, hi = spec["range"]
         return min(hi, max(lo, float(result)))
+
+
+GRADER_TYPE = ScoreModel()

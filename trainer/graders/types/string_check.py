@@ -43,6 +43,7 @@ class StringCheckNode(PairNode):
 
 class StringCheck(GraderType):
     name = "string_check"
+    order = 10
     schema = StringCheckGrader
 
     def check(self, out: dict[str, Any], param: str) -> None:
@@ -56,3 +57,6 @@ class StringCheck(GraderType):
 
     def templates(self, spec: dict[str, Any]) -> list[str]:
         return [spec["input"], spec["reference"]]
+
+
+GRADER_TYPE = StringCheck()

@@ -74,6 +74,7 @@ class TextSimilarityNode(PairNode):
 
 class TextSimilarity(GraderType):
     name = "text_similarity"
+    order = 20
     schema = TextSimilarityGrader
 
     def check(self, out: dict[str, Any], param: str) -> None:
@@ -85,3 +86,6 @@ class TextSimilarity(GraderType):
 
     def templates(self, spec: dict[str, Any]) -> list[str]:
         return [spec["input"], spec["reference"]]
+
+
+GRADER_TYPE = TextSimilarity()
