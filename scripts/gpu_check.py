@@ -19,6 +19,8 @@ What it checks, through ``trainer.run_job`` and the classes it builds (patched t
    checkpointing is on for SFT and GRPO on GPU, and a simulated small GPU gets a micro-batch no larger
    than the real one.
 And: a few SFT and GRPO steps in bf16 finish with finite losses (and the peak CUDA memory of each).
+11. With 2 GPUs, the GRPO job on 2 processes (torch.distributed.run, NCCL): both ranks succeed, only rank 0
+    reports, the same steps as on 1 process (``--dry-run`` runs it on 2 gloo processes on the CPU).
 
 Writes a JSON report (``--out``, default ``$OUT/gpu-check.json`` or ``./gpu-check.json``) and exits 1 when a
 check fails, 2 when the environment is not usable.
@@ -270,6 +272,11 @@ def run(name: str, spec: Any, workdir: Path, report: Report) -> tuple[Probe, Sin
         "generate_devices": sorted(set(probe.generate_devices)),
         "trainers": probe.trainers,
         "losses": losses,
+        "records": [
+            {"step": m.get("step"), "stage": m.get("stage")}
+            for m in sink.records
+            if m.get("stage") in ("sft", "rl")
+        ],
         "peak_cuda_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
         if torch.cuda.is_available()
         else None,
@@ -340,6 +347,45 @@ def check_job(name: str, report: Report, probe: Probe, result: Any, *, gpu: bool
     losses = report.jobs[name]["losses"]
     report.check("-", f"{name}: losses are finite", all(math.isfinite(x) for x in losses), losses[-4:],
                  soft=not losses)  # fmt: skip
+
+
+def check_two_processes(spec: Any, root: Path, report: Report, *, gpu: bool) -> None:
+    """The job on 2 ranks under torch.distributed.run (the ranks run tests/trainer/dist_pipeline.py): both
+    succeed, rank 1 reports nothing, and rank 0 reports the same steps as the one-process run."""
+    import socket
+
+    from trainer.distributed import Launch, run_distributed
+
+    two = spec.model_copy(update={"openrft": {**spec.openrft, "distributed": {"processes": 2}}})
+    spec_file, out = root / "rl2.json", root / "rl2-out"
+    spec_file.write_text(two.model_dump_json())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    launch = Launch(processes=2, master_port=port, gpus=(0, 1) if gpu else None)
+    started = time.monotonic()
+    script = str(REPO / "tests" / "trainer" / "dist_pipeline.py")
+    rc = run_distributed([script, str(spec_file), str(root / "rl2"), str(out)], launch, module=None)
+    ranks = [json.loads(p.read_text()) for p in sorted(out.glob("rank-*.json"))]
+    steps = [e["data"] for e in (ranks[0]["events"] if ranks else []) if e["kind"] == "metrics"]
+    losses = [float(d["train_loss"]) for d in steps if isinstance(d.get("train_loss"), int | float)]
+    report.jobs["rl_2proc"] = {
+        "seconds": round(time.monotonic() - started, 1),
+        "exit": rc,
+        "status": [r["status"] for r in ranks],
+        "losses": losses,
+        "backend": launch.chosen_backend,
+    }
+    print(f"job rl_2proc: {json.dumps(report.jobs['rl_2proc'])}", flush=True)
+    report.check("11", f"2 processes ({launch.chosen_backend}): both ranks succeed",
+                 rc == 0 and [r["status"] for r in ranks] == ["succeeded", "succeeded"], report.jobs["rl_2proc"]["status"])  # fmt: skip
+    report.check("11", "2 processes: rank 1 sends no event", len(ranks) == 2 and ranks[1]["events"] == [])
+    one = [d.get("step") for d in report.jobs.get("rl", {}).get("records", [])]
+    mine = [d.get("step") for d in steps if d.get("stage") in ("sft", "rl")]
+    # Soft: GRPO samples with a seed per rank, so an early end of RL may come at another step.
+    report.check("11", "2 processes: the same steps as 1 process", mine == one, mine, soft=True)
+    report.check("11", "2 processes: losses are finite", bool(losses) and all(math.isfinite(x) for x in losses),
+                 losses[-4:])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -421,6 +467,12 @@ def main(argv: list[str] | None = None) -> int:
                     effective_batch(t_small) == effective_batch(t_big),
                     soft=True,  # the trainer may round a batch to its accumulation steps
                 )
+        # Issue 11: the same GRPO job on 2 processes (NCCL, one GPU each) when there are 2 GPUs; gloo on CPU.
+        devices = torch.cuda.device_count() if gpu else 0
+        if devices >= 2 or (args.dry_run and not gpu):
+            check_two_processes(jobs["rl"], root, report, gpu=gpu)
+        else:
+            report.check("11", "2 processes: skipped (one GPU)", True, soft=True)
     except Exception:
         traceback.print_exc()
         report.check("-", "the check itself ran to the end", False, traceback.format_exc(limit=3))
