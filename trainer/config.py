@@ -197,9 +197,11 @@ class RLConfig(_Strict):
     rollout_engine: Literal["auto", "transformers", "vllm"] = Field(
         default="auto", description="auto: vLLM when a GPU and vLLM are present, else transformers."
     )
-    vllm_mode: Literal["colocate", "server"] = Field(
-        default="colocate",
-        description="TRL vLLM mode: inside the trainer process, or a trl vllm-serve server.",
+    vllm_mode: Literal["auto", "colocate", "server"] = Field(
+        default="auto",
+        description="TRL vLLM mode: colocate (vLLM inside every training process, sharing its GPU) or server (a "
+        "trl vllm-serve server at vllm_server_base_url). auto: with 2 or more GPUs for the job, the launcher "
+        "starts a server on a GPU of its own and trains on the others; else colocate.",
     )
     vllm_server_base_url: str | None = Field(default=None, description="Server mode: the trl vllm-serve URL.")
     vllm_gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = Field(
@@ -504,11 +506,29 @@ class RunPlan:
     eval_temperature: float
     lora_alpha: int
     rollout_engine: Literal["transformers", "vllm"]
+    vllm_mode: Literal["colocate", "server"] = "colocate"
     rl_temperature: float = 1.0
     """Rollout temperature (the RL probe may settle on another group size, not on another temperature yet)."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def rollout_server_gpu(cfg: ParsedConfig, gpus: int, *, vllm_available: bool) -> bool:
+    """Whether a launcher with ``gpus`` devices for the job gives the last one to a ``trl vllm-serve`` rollout
+    server (and trains on the others): vLLM rollouts in ``auto`` mode, no server given, at least 2 GPUs. One
+    device then only generates and the policy's memory is not shared with vLLM's KV cache; on one GPU vLLM
+    colocates (sleeping during the optimizer step)."""
+    rl = cfg.openrft.rl
+    vllm = rl.rollout_engine == "vllm" or (rl.rollout_engine == "auto" and vllm_available)
+    return (
+        cfg.method == "reinforcement"
+        and rl.enabled
+        and vllm
+        and rl.vllm_mode == "auto"
+        and not rl.vllm_server_base_url
+        and gpus >= 2
+    )
 
 
 def check_hardware(cfg: ParsedConfig, hardware: Hardware) -> None:
@@ -599,6 +619,8 @@ def plan_run(
         eval_temperature=eval_temp,
         lora_alpha=int(_val(ext.lora_alpha, 2 * ext.lora_rank)),
         rollout_engine=engine,
+        # auto is a server only once a launcher started one (rollout_server_gpu) and gave its URL.
+        vllm_mode="server" if ext.rl.vllm_mode == "server" or ext.rl.vllm_server_base_url else "colocate",
         rl_temperature=ext.rl.temperature,
     )
 

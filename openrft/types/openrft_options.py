@@ -80,7 +80,7 @@ class RLOptions(TypedDict, total=False):
     beta: float
     loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"]
     rollout_engine: Literal["auto", "transformers", "vllm"]
-    vllm_mode: Literal["colocate", "server"]
+    vllm_mode: Literal["auto", "colocate", "server"]
     vllm_server_base_url: str | None
     vllm_gpu_memory_utilization: float
     probe_prompts: int

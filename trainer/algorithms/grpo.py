@@ -44,7 +44,7 @@ class GRPO:
         vllm = None
         if plan.rollout_engine == "vllm":
             vllm = vllm_kwargs(
-                mode=opts.vllm_mode,
+                mode=plan.vllm_mode,
                 server_base_url=opts.vllm_server_base_url,
                 gpu_memory_utilization=opts.vllm_gpu_memory_utilization,
                 max_model_length=None,
