@@ -1,8 +1,8 @@
 """What the ranks of tests/trainer/test_pipeline_distributed.py run (a script, not a test): one real job.
 
-``python dist_pipeline.py <spec.json> <workdir> <out_dir> [pause_at_step]``: every rank calls ``run_job`` with a
-recording sink and writes ``<out_dir>/rank-<N>.json`` (its result and the events its sink received); rank 0's
-Control asks to pause once the step ``pause_at_step`` was reported.
+``python dist_pipeline.py <spec.json> <workdir> <out_dir> [stop_at_step [pause|cancel]]``: every rank calls
+``run_job`` with a recording sink and writes ``<out_dir>/rank-<N>.json`` (its result and the events its sink
+received); rank 0's Control asks to pause (or cancel) once the step ``stop_at_step`` was reported.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ class Recorder(NullSink):
         self.events.append({"kind": "checkpoint", "step": step})
 
 
-class PauseAfter:
-    def __init__(self, sink: Recorder, step: int | None) -> None:
-        self.sink, self.step = sink, step
+class StopAfter:
+    def __init__(self, sink: Recorder, step: int | None, kind: StopRequest) -> None:
+        self.sink, self.step, self.kind = sink, step, kind
 
     def poll(self) -> StopRequest | None:
         if self.step is None:
@@ -40,7 +40,7 @@ class PauseAfter:
         steps = [
             e["data"]["step"] for e in self.sink.events if e["kind"] == "metrics" and _is_step(e["data"])
         ]
-        return "pause" if any(s >= self.step for s in steps) else None
+        return self.kind if any(s >= self.step for s in steps) else None
 
 
 def _is_step(data: dict[str, Any]) -> bool:
@@ -50,10 +50,11 @@ def _is_step(data: dict[str, Any]) -> bool:
 def main() -> None:
     spec = JobSpec.model_validate_json(Path(sys.argv[1]).read_text())
     workdir, out = Path(sys.argv[2]), Path(sys.argv[3])
-    pause_at = int(sys.argv[4]) if len(sys.argv) > 4 else None
+    stop_at = int(sys.argv[4]) if len(sys.argv) > 4 else None
+    kind: StopRequest = "cancel" if sys.argv[5:] == ["cancel"] else "pause"
     world = distributed.current()
     sink = Recorder()
-    result = run_job(spec, sink, PauseAfter(sink, pause_at), workdir)
+    result = run_job(spec, sink, StopAfter(sink, stop_at, kind), workdir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"rank-{world.rank}.json").write_text(
         json.dumps({"status": result.status, "world_size": world.world_size, "events": sink.events})

@@ -18,14 +18,14 @@ pytestmark = pytest.mark.slow
 
 
 def _run(
-    spec: Any, tmp: Path, name: str, processes: int, *, pause_at: int | None = None
+    spec: Any, tmp: Path, name: str, processes: int, *, stop_at: int | None = None, kind: str = "pause"
 ) -> list[dict[str, Any]]:
     spec_file = tmp / f"{name}.json"
     spec_file.write_text(spec.model_dump_json())
-    out = tmp / f"out-{name}-{pause_at}"
+    out = tmp / f"out-{name}-{stop_at}"
     args = [SCRIPT, str(spec_file), str(tmp / f"work-{name}"), str(out)]
     rc = run_distributed(
-        args + ([str(pause_at)] if pause_at is not None else []),
+        args + ([str(stop_at), kind] if stop_at is not None else []),
         Launch(processes=processes, master_port=free_port(), backend="gloo"),
         module=None,
     )
@@ -73,7 +73,7 @@ def test_a_pause_reaches_every_rank_and_the_job_resumes(
     tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path
 ) -> None:
     spec = rft_spec(tiny_model, rft_files, distributed={"processes": 2})
-    r0, r1 = _run(spec, tmp_path, "job", 2, pause_at=4)
+    r0, r1 = _run(spec, tmp_path, "job", 2, stop_at=4)
     assert r0["status"] == r1["status"] == "paused"
     first = [d["step"] for d in _steps(r0, "sft") + _steps(r0, "rl")]
     assert first[-1] == 4  # both ranks stopped after the step rank 0 saw the pause at
@@ -82,3 +82,11 @@ def test_a_pause_reaches_every_rank_and_the_job_resumes(
     assert any("Resuming at step 4" in e.get("text", "") for e in r0["events"])
     resumed = [d["step"] for d in _steps(r0, "rl")]
     assert resumed == [5, 6, 7]
+
+
+def test_a_cancel_reaches_every_rank(tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path) -> None:
+    spec = rft_spec(tiny_model, rft_files, distributed={"processes": 2})
+    r0, r1 = _run(spec, tmp_path, "job", 2, stop_at=2, kind="cancel")
+    assert r0["status"] == r1["status"] == "cancelled"
+    assert [d["step"] for d in _steps(r0, "sft") + _steps(r0, "rl")][-1] == 2
+    assert not (tmp_path / "work-job" / "final").exists()
