@@ -7,6 +7,7 @@ import json
 import os
 from dataclasses import fields
 from importlib.util import find_spec
+from typing import Any
 
 from trainer.config import Hardware, RunPlan, plan_run, redact_secrets
 from trainer.data import Row, hold_out, load_rows
@@ -45,6 +46,7 @@ def prepare(books: Books) -> RunContext:
     if world.local_rank != 0:
         model_dir = resolve_model_dir(spec.model_source, cache_dir=spec.cache_dir)
     tokenizer = load_tokenizer(model_dir)
+    memory = _check_memory(books, model_dir, plan)
     torch.manual_seed(spec.seed)
     base_model = load_model(model_dir)
     grader = None
@@ -71,9 +73,26 @@ def prepare(books: Books) -> RunContext:
         books.sink.message(
             f"Training {spec.method} job on {spec.base_model} ({'GPU' if gpu else 'CPU'}): "
             f"{len(train_rows)} training rows, {len(val_rows)} validation rows. "
-            f"Settings: {json.dumps(redact_secrets(plan.as_dict()))}"
+            f"Settings: {json.dumps(redact_secrets(plan.as_dict()))}. Memory: {memory.describe()}"
         )
     return ctx
+
+
+def _check_memory(books: Books, model_dir: str, plan: RunPlan) -> Any:
+    """Refuse, before the weights are loaded, a job whose estimated memory does not fit this worker's devices
+    (trainer.memory: the numbers and what would fit are in the error)."""
+    from transformers import AutoConfig
+
+    from trainer.device import detect
+    from trainer.distributed import on_main
+    from trainer.memory import refuse_if_too_big
+
+    config = AutoConfig.from_pretrained(model_dir)
+    world = books.world
+    return on_main(
+        lambda: refuse_if_too_big(config, plan, books.options, world_size=world.world_size, device=detect()),
+        world=world,
+    )
 
 
 def _hold_out(books: Books, train: list[Row], val: list[Row]) -> tuple[list[Row], list[Row]]:
