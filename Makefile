@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both set up .venv/ first.
-.PHONY: setup demo test lint services openapi bench-graders bench-serving bench-quality bench-overhead bench-load
+.PHONY: setup demo test lint services openapi bench-graders bench-serving bench-quality bench-overhead bench-distributed bench-load
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -36,5 +36,7 @@ bench-quality: setup
 	$(BIN)/python -m bench.quality --budget $(QUALITY_BUDGET)
 bench-overhead: setup
 	$(BIN)/python -m bench.overhead
+bench-distributed: setup
+	$(BIN)/python -m bench.distributed
 bench-load: setup services
 	$(BIN)/python -m bench.load

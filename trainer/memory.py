@@ -456,7 +456,7 @@ def workload_for(
     sft_tokens = min(options.sft.max_length, rl_tokens if plan.method == "reinforcement" else prompt_tokens)
     rollout: Rollout = "transformers"
     if plan.rollout_engine == "vllm" and device.kind == "cuda":
-        rollout = "vllm_server" if options.rl.vllm_mode == "server" else "vllm_colocate"
+        rollout = "vllm_server" if plan.vllm_mode == "server" else "vllm_colocate"
     return Workload(
         device=device.kind,
         device_bytes=device.total_bytes,
