@@ -200,8 +200,8 @@ class RLConfig(_Strict):
     vllm_mode: Literal["auto", "colocate", "server"] = Field(
         default="auto",
         description="TRL vLLM mode: colocate (vLLM inside every training process, sharing its GPU) or server (a "
-        "trl vllm-serve server at vllm_server_base_url). auto: with 2 or more GPUs for the job, the launcher "
-        "starts a server on a GPU of its own and trains on the others; else colocate.",
+        "trl vllm-serve server at vllm_server_base_url). auto: colocate, unless that does not fit the GPUs' memory "
+        "and the job has 2 or more: then a server on a GPU of its own, training on the others.",
     )
     vllm_server_base_url: str | None = Field(default=None, description="Server mode: the trl vllm-serve URL.")
     vllm_gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = Field(
@@ -514,11 +514,12 @@ class RunPlan:
         return dict(self.__dict__)
 
 
-def rollout_server_gpu(cfg: ParsedConfig, gpus: int, *, vllm_available: bool) -> bool:
+def rollout_server_gpu(cfg: ParsedConfig, gpus: int, *, vllm_available: bool, colocate_fits: bool) -> bool:
     """Whether a launcher with ``gpus`` devices for the job gives the last one to a ``trl vllm-serve`` rollout
-    server (and trains on the others): vLLM rollouts in ``auto`` mode, no server given, at least 2 GPUs. One
-    device then only generates and the policy's memory is not shared with vLLM's KV cache; on one GPU vLLM
-    colocates (sleeping during the optimizer step)."""
+    server (and trains on the others): vLLM rollouts in ``auto`` mode, no server given, at least 2 GPUs, and
+    the colocated layout does not fit (``colocate_fits``: trainer.memory's estimate with vLLM's share on every
+    training GPU). Colocated is the faster layout when it fits: every GPU generates (bench/results/
+    distributed-plan.md; TRL measured colocate 1.4-2x faster), so the server only buys the memory back."""
     rl = cfg.openrft.rl
     vllm = rl.rollout_engine == "vllm" or (rl.rollout_engine == "auto" and vllm_available)
     return (
@@ -528,6 +529,7 @@ def rollout_server_gpu(cfg: ParsedConfig, gpus: int, *, vllm_available: bool) ->
         and rl.vllm_mode == "auto"
         and not rl.vllm_server_base_url
         and gpus >= 2
+        and not colocate_fits
     )
 
 

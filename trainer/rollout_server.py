@@ -1,5 +1,5 @@
 """A ``trl vllm-serve`` rollout server on a GPU of its own, for a job whose launcher chose TRL's vLLM server mode
-(``trainer.config.rollout_server_gpu``): the training ranks take the other GPUs, send prompts to the server and
+(``trainer.config.rollout_server_gpu``: when colocated vLLM does not fit): the training ranks take the other GPUs, send prompts to the server and
 push their updated weights to it after every optimizer step (TRL's NCCL weight sync), so generation never waits
 for a colocated engine to wake up and the policy's GPUs keep their memory for training.
 

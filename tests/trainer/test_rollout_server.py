@@ -59,14 +59,16 @@ def test_command_and_environment() -> None:
 
 def test_the_plan_gives_the_server_a_gpu_only_when_it_pays() -> None:
     rft = parse_config("reinforcement", {}, {})
-    assert rollout_server_gpu(rft, 4, vllm_available=True)
-    assert not rollout_server_gpu(rft, 1, vllm_available=True)  # one GPU: colocate
-    assert not rollout_server_gpu(rft, 4, vllm_available=False)  # no vLLM: transformers rollouts
+    tight = {"vllm_available": True, "colocate_fits": False}
+    assert rollout_server_gpu(rft, 4, **tight)
+    assert not rollout_server_gpu(rft, 4, vllm_available=True, colocate_fits=True)  # colocated is faster
+    assert not rollout_server_gpu(rft, 1, **tight)  # one GPU: colocate
+    assert not rollout_server_gpu(rft, 4, vllm_available=False, colocate_fits=False)  # transformers rollouts
     colocate = parse_config("reinforcement", {}, {"rl": {"vllm_mode": "colocate"}})
-    assert not rollout_server_gpu(colocate, 4, vllm_available=True)
+    assert not rollout_server_gpu(colocate, 4, **tight)
     given = parse_config("reinforcement", {}, {"rl": {"vllm_server_base_url": "http://rollouts:8000"}})
-    assert not rollout_server_gpu(given, 4, vllm_available=True)  # the user runs one already
-    assert not rollout_server_gpu(parse_config("supervised", {}, {}), 4, vllm_available=True)
+    assert not rollout_server_gpu(given, 4, **tight)  # the user runs one already
+    assert not rollout_server_gpu(parse_config("supervised", {}, {}), 4, **tight)
     gpu = Hardware(gpu=True, cpu_count=8)
     # In the ranks: auto is a server once the launcher put its URL in the options, else colocate.
     assert plan_run(given, n_train=10, hardware=gpu, vllm_available=True).vllm_mode == "server"
