@@ -252,8 +252,8 @@ figures and the assumptions listed below; the 1536-token column shows its parts.
 ## Which configuration
 
 **A: LoRA + DDP on all 8 GPUs with vLLM colocated**: `openrft.distributed.processes=8`, strategy `ddp` (the
-default), `rl.vllm_mode` "colocate" set explicitly: the default "auto" gives the rollouts a server GPU of their own
-whenever a job has 2 or more GPUs, which is layout B. Each GPU holds the 16 GB bf16 policy, a few
+default), `rl.vllm_mode` "auto" (the default) colocates, since this layout fits; it would give the rollouts a
+server GPU of their own (layout B) only if colocating did not fit. Each GPU holds the 16 GB bf16 policy, a few
 hundred MB of adapter state and vLLM's 30% share; the KL term costs no memory (the reference is the base with the
 adapter off). Rollouts dominate the step (one decoding step per generated token), and colocating puts 8 engines on
 them instead of 1: the server layout (B) spends a GPU on generation, decodes 64 sequences on it, and leaves the
