@@ -46,7 +46,7 @@ def prepare(books: Books) -> RunContext:
     if world.local_rank != 0:
         model_dir = resolve_model_dir(spec.model_source, cache_dir=spec.cache_dir)
     tokenizer = load_tokenizer(model_dir)
-    memory = _check_memory(books, model_dir, plan)
+    memory = _check_memory(books, model_dir, plan, _longest_prompt(books, tokenizer, train_rows))
     torch.manual_seed(spec.seed)
     base_model = load_model(model_dir)
     grader = None
@@ -78,7 +78,7 @@ def prepare(books: Books) -> RunContext:
     return ctx
 
 
-def _check_memory(books: Books, model_dir: str, plan: RunPlan) -> Any:
+def _check_memory(books: Books, model_dir: str, plan: RunPlan, prompt_tokens: int) -> Any:
     """Refuse, before the weights are loaded, a job whose estimated memory does not fit this worker's devices
     (trainer.memory: the numbers and what would fit are in the error)."""
     from transformers import AutoConfig
@@ -87,12 +87,40 @@ def _check_memory(books: Books, model_dir: str, plan: RunPlan) -> Any:
     from trainer.distributed import on_main
     from trainer.memory import refuse_if_too_big
 
+    opts = books.options
     config = AutoConfig.from_pretrained(model_dir)
+    prm = None
+    if opts.prm.type == "hf" and opts.prm.path:  # its weights sit on every rank during RL
+        from trainer.models import resolve_model_dir
+
+        prm = AutoConfig.from_pretrained(resolve_model_dir(opts.prm.path, cache_dir=books.spec.cache_dir))
     world = books.world
     return on_main(
-        lambda: refuse_if_too_big(config, plan, books.options, world_size=world.world_size, device=detect()),
+        lambda: refuse_if_too_big(
+            config,
+            plan,
+            opts,
+            world_size=world.world_size,
+            device=detect(),
+            prompt_tokens=prompt_tokens,
+            prm_config=prm,
+        ),
         world=world,
     )
+
+
+def _longest_prompt(books: Books, tokenizer: Any, rows: list[Row]) -> int:
+    """Tokens of the longest training prompt (a supervised row: its whole conversation), few-shot examples not
+    counted; what the memory estimate sizes a sequence by."""
+    from trainer.prompts import build_prompt
+
+    longest = 0
+    for row in rows[:500]:
+        text = tokenizer.apply_chat_template(
+            build_prompt(row, system_prompt=books.options.system_prompt), tokenize=False
+        )
+        longest = max(longest, len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    return max(longest, 1)
 
 
 def _hold_out(books: Books, train: list[Row], val: list[Row]) -> tuple[list[Row], list[Row]]:
