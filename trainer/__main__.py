@@ -5,12 +5,17 @@ Ctrl-C pauses (a snapshot is written; run again with ``resume_from`` set to it, 
 
 With ``openrft.distributed.processes`` > 1 the command starts itself again under ``torch.distributed.run`` with
 that many processes (trainer/distributed.py); Ctrl-C then reaches rank 0 through ``<workdir>/control`` and rank 0
-leaves the outcome in ``<workdir>/launch_result.json`` for this process to report.
+leaves the outcome in ``<workdir>/launch_result.json`` for this process to report (trainer/launch.py).
+
+``--events FILE``: rank 0 appends its events to FILE as JSON lines instead of printing them, and waits after
+each checkpoint until a reader acknowledges it (trainer/event_file.py): how ``trainer.launch_job`` brings a
+launch's events to a worker's sink.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -19,9 +24,19 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from trainer.interface import Control, EventSink, JobResult, JobSpec, NeverStop, StopRequest, TrainerError
-
-LAUNCH_RESULT = "launch_result.json"
+from trainer.distributed import Backend, Launch
+from trainer.event_file import EventFileSink
+from trainer.interface import (
+    Control,
+    EventSink,
+    JobResult,
+    JobSpec,
+    NeverStop,
+    NullSink,
+    StopRequest,
+    TrainerError,
+)
+from trainer.launch import LAUNCH_RESULT, free_port, job_processes, read_result, record_failure, write_result
 
 
 class ConsoleSink:
@@ -85,6 +100,28 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run a job spec (YAML or JSON)")
     run.add_argument("spec", type=Path)
     run.add_argument("--workdir", type=Path, default=None, help="default: ./runs/<job_id>")
+    run.add_argument(
+        "--events",
+        type=Path,
+        default=None,
+        help="append rank 0's events to this file as JSON lines instead of printing them; each checkpoint "
+        "waits until a reader acknowledges it (trainer/event_file.py)",
+    )
+    nodes = run.add_argument_group(
+        "several machines (static rendezvous; run the same command on every node, with its --node-rank, "
+        "and a --workdir every node mounts at the same path)"
+    )
+    nodes.add_argument("--nnodes", type=int, default=1, help="machines in the job (default 1)")
+    nodes.add_argument("--node-rank", type=int, default=0, help="this machine's place, 0..nnodes-1")
+    nodes.add_argument(
+        "--master-addr", default="127.0.0.1", help="node 0's address, reachable from every node"
+    )
+    nodes.add_argument(
+        "--master-port",
+        type=int,
+        default=None,
+        help="a free port on node 0 (default: any free one on one node)",
+    )
     args = parser.parse_args(argv)
 
     from trainer import run_job  # sets OMP_WAIT_POLICY before torch loads
@@ -97,11 +134,25 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path("runs") / spec.job_id
     from trainer import distributed
 
-    processes = _processes(spec)
-    if processes > 1 and not distributed.inside_launch():
-        return _relaunch(args.spec, spec, workdir, processes)
+    processes = job_processes(spec)
+    if (processes > 1 or args.nnodes > 1) and not distributed.inside_launch():
+        if args.nnodes > 1 and args.master_port is None:
+            parser.error("--master-port is required with --nnodes > 1 (the same on every node)")
+        try:
+            launch = distributed.Launch(
+                processes=processes,
+                nnodes=args.nnodes,
+                node_rank=args.node_rank,
+                master_addr=args.master_addr,
+                master_port=args.master_port or free_port(),
+            )
+        except ValueError as e:
+            parser.error(str(e))
+        return _relaunch(args.spec, spec, workdir, launch, events=args.events)
     world = distributed.current()
     sink: EventSink = ConsoleSink()
+    if args.events is not None:
+        sink = EventFileSink(args.events) if world.is_main else NullSink()
     control: Control
     if world.distributed:
         distributed.bind_to_parent()
@@ -116,31 +167,29 @@ def main(argv: list[str] | None = None) -> int:
         control = SignalControl()
     try:
         result = run_job(spec, sink, control, workdir)
-    except TrainerError as e:
+    except Exception as e:
+        if world.distributed:
+            # Otherwise the launching process learns only an exit status.
+            record_failure(workdir, world.rank, e)
+            if world.is_main and isinstance(e, TrainerError):
+                write_result(workdir / LAUNCH_RESULT, error=e)
+        if not isinstance(e, TrainerError):
+            raise
         print(f"error [{e.code}{', ' + e.param if e.param else ''}]: {e.message}", file=sys.stderr)
         return 1
     if world.distributed:
         if world.is_main:
-            _write_result(workdir / LAUNCH_RESULT, result)
+            write_result(workdir / LAUNCH_RESULT, result)
         return 0  # the parent reports; a non-zero rank would read as a crash to torchrun
-    _print_result(result.status, result.model_dir, result.result_file, result.snapshot_dir)
+    _print_result(result)
     return 0 if result.status == "succeeded" else 3
 
 
-def _processes(spec: JobSpec) -> int:
-    """The job's ``openrft.distributed.processes``; 1 when the options do not parse (the pipeline reports why)."""
-    from trainer.config import ConfigError, parse_config
-
-    try:
-        return parse_config(spec.method, spec.hyperparameters, spec.openrft).openrft.distributed.processes
-    except ConfigError:
-        return 1
-
-
-def _relaunch(spec_path: Path, spec: JobSpec, workdir: Path, processes: int) -> int:
-    """Run this command again on ``processes`` ranks; report what rank 0 left in the launch result."""
+def _relaunch(spec_path: Path, spec: JobSpec, workdir: Path, launch: Launch, *, events: Path | None) -> int:
+    """Run this command again on the ranks of ``launch`` (this node's); report what rank 0 left in the launch
+    result (on node 0, or on any node when the workdir is shared)."""
     from trainer.config import ConfigError, Hardware, check_hardware, parse_config
-    from trainer.distributed import Launch, run_distributed
+    from trainer.distributed import run_distributed
 
     hardware = Hardware.detect()
     try:
@@ -150,31 +199,33 @@ def _relaunch(spec_path: Path, spec: JobSpec, workdir: Path, processes: int) -> 
         return 1
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / LAUNCH_RESULT).unlink(missing_ok=True)
-    print(f"{_now()} [launch] {processes} processes ({'nccl' if hardware.gpu else 'gloo'})", flush=True)
+    if launch.node_rank == 0:
+        (workdir / LAUNCH_RESULT).unlink(missing_ok=True)
+    backend: Backend = "nccl" if hardware.gpu else "gloo"
+    world = launch.nproc * launch.nnodes
+    print(f"{_now()} [launch] {launch.nproc} processes here, {world} in all ({backend})", flush=True)
+    extra = ["--events", str(events.resolve())] if events is not None else []
     rc = run_distributed(
-        ["run", str(spec_path.resolve()), "--workdir", str(workdir)],
-        Launch(processes=processes, backend="nccl" if hardware.gpu else "gloo"),
+        ["run", str(spec_path.resolve()), "--workdir", str(workdir), *extra],
+        dataclasses.replace(launch, backend=backend),
         control_file=workdir / "control",
     )
+    if launch.node_rank != 0:
+        return rc  # node 0 reports the job's outcome
     try:
-        done = json.loads((workdir / LAUNCH_RESULT).read_text())
-    except (OSError, ValueError):
+        result = read_result(workdir / LAUNCH_RESULT)
+    except TrainerError:
+        return 1  # rank 0 printed it
+    except (OSError, ValueError, KeyError):
         return rc or 1
-    _print_result(done["status"], done["model_dir"], done["result_file"], done["snapshot_dir"])
-    return 0 if done["status"] == "succeeded" else 3
+    _print_result(result)
+    return 0 if result.status == "succeeded" else 3
 
 
-def _write_result(path: Path, result: JobResult) -> None:
-    fields = ("model_dir", "result_file", "snapshot_dir")
-    data = {"status": result.status, **{k: str(v) if (v := getattr(result, k)) else None for k in fields}}
-    path.write_text(json.dumps(data))
-
-
-def _print_result(status: str, model_dir: object, result_file: object, snapshot_dir: object) -> None:
-    print(f"{_now()} [done] status={status} model={model_dir} results={result_file}")
-    if snapshot_dir:
-        print(f"{_now()} [done] snapshot: {snapshot_dir} (rerun with the same --workdir to resume)")
+def _print_result(result: JobResult) -> None:
+    print(f"{_now()} [done] status={result.status} model={result.model_dir} results={result.result_file}")
+    if result.snapshot_dir:
+        print(f"{_now()} [done] snapshot: {result.snapshot_dir} (rerun with the same --workdir to resume)")
 
 
 if __name__ == "__main__":
