@@ -51,7 +51,8 @@ def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument(
         "--gpus",
         default=None,
-        help="training GPUs, one per --concurrency slot: auto (all visible), none, or a list like 0,1",
+        help="training GPUs, split in equal groups over the --concurrency slots (a job runs one process per GPU "
+        "of its slot): auto (all visible), none, or a list like 0,1,2,3",
     )
     p.add_argument("--home", help=HOME_HELP)
     p.set_defaults(func=_run_server)

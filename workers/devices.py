@@ -1,11 +1,14 @@
-"""Which GPU each training process sees: one device per Celery pool child, set before CUDA starts.
+"""Which GPUs each training slot sees: disjoint groups, one per Celery pool child, set before CUDA starts.
 
-Why: with several GPUs visible, transformers sets ``n_gpu`` from the device count and TRL refuses the
-DataParallel that follows, so a job fails at trainer construction; and ``--concurrency 2`` would put two
-jobs on device 0. Each pool child of a training worker therefore gets exactly one device through
-``CUDA_VISIBLE_DEVICES``, chosen by its pool index (a replacement child reuses the index of the one it
-replaces, so a slot keeps its device across ``--max-tasks-per-child 1`` restarts). Running one job on
-several GPUs is a later step that builds on this.
+A slot's job runs one process per GPU of its group (``workers.runner``: torchrun through
+``trainer.launch_job``, each rank on the device of its LOCAL_RANK, so no process ever drives several GPUs:
+transformers would then set ``n_gpu`` from the device count and TRL refuse the DataParallel that follows).
+``--gpus 0,1,2,3 --concurrency 1`` gives the one slot all four; ``--concurrency 2`` gives ``0,1`` and ``2,3``.
+The groups are equal: a job's global batch is split over its processes, so a job must not run on 2 GPUs in
+one slot and 3 in another. GPUs that do not divide evenly (3 GPUs, 2 slots) stay idle, with a warning at start;
+fewer GPUs than slots is refused. Each child gets its group through ``CUDA_VISIBLE_DEVICES``, chosen by its
+pool index (a replacement child reuses the index of the one it replaces, so a slot keeps its devices across
+``--max-tasks-per-child 1`` restarts).
 
 ``OPENRFT_WORKER_GPUS`` (``openrft worker --gpus``) lists the devices: ``auto`` (default: every device
 this worker sees), ``none`` (CPU training), or a comma-separated list of indices or UUIDs. The parent never
@@ -32,28 +35,31 @@ class DeviceConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DevicePlan:
-    devices: tuple[str, ...]
-    """The devices of the pool's slots, in slot order; empty: no GPU assignment (CPU)."""
+    groups: tuple[tuple[str, ...], ...]
+    """The devices of the pool's slots, in slot order (equal groups); empty: no GPU assignment (CPU)."""
     concurrency: int
 
     def for_child(self, index: int) -> str | None:
         """The ``CUDA_VISIBLE_DEVICES`` of pool child ``index``; None leaves the environment as it is."""
-        if not self.devices:
+        if not self.groups:
             return None
         if not 0 <= index < self.concurrency:
             raise DeviceConfigError(f"pool child {index} is outside the worker's {self.concurrency} slots")
-        return self.devices[index]
+        return ",".join(self.groups[index])
 
     def describe(self) -> str:
-        if not self.devices:
+        if not self.groups:
             return "no GPU (CPU training)"
-        return ", ".join(f"slot {i}: GPU {d}" for i, d in enumerate(self.devices))
+        return ", ".join(
+            f"slot {i}: GPU{'s' * (len(g) > 1)} {','.join(g)}" for i, g in enumerate(self.groups)
+        )
 
 
 def plan_devices(
     setting: str | None, concurrency: int, environ: Mapping[str, str] | None = None
 ) -> DevicePlan:
-    """One device per slot from ``setting`` (see the module docstring); refuses what cannot work."""
+    """Equal, disjoint groups of devices from ``setting``, one per slot (see the module docstring); refuses
+    what cannot work."""
     if concurrency < 1:
         raise DeviceConfigError("concurrency must be >= 1")
     value = (setting or "auto").strip()
@@ -68,18 +74,34 @@ def plan_devices(
         raise DeviceConfigError(f"{ENV} lists a device twice: {','.join(pool)}")
     if concurrency > len(pool):
         raise DeviceConfigError(
-            f"--concurrency {concurrency} needs {concurrency} GPUs (one training job per GPU) but this worker "
-            f"has {len(pool)} ({','.join(pool)}). Lower --concurrency or list more devices with --gpus."
+            f"--concurrency {concurrency} needs {concurrency} GPUs (at least one per training job) but this "
+            f"worker has {len(pool)} ({','.join(pool)}). Lower --concurrency or list more devices with --gpus."
         )
-    if concurrency < len(pool):
+    size = len(pool) // concurrency
+    used = size * concurrency
+    if used < len(pool):
         log.warning(
-            "worker has %d GPUs (%s) but --concurrency %d: GPUs %s stay idle (raise --concurrency to use them)",
+            "worker has %d GPUs (%s) for --concurrency %d: %d per slot, GPUs %s stay idle (slots get equal "
+            "groups; list a multiple of --concurrency with --gpus to use them all)",
             len(pool),
             ",".join(pool),
             concurrency,
-            ",".join(pool[concurrency:]),
+            size,
+            ",".join(pool[used:]),
         )
-    return DevicePlan(tuple(pool[:concurrency]), concurrency)
+    groups = tuple(tuple(pool[i * size : (i + 1) * size]) for i in range(concurrency))
+    return DevicePlan(groups, concurrency)
+
+
+def job_placement(requested: int, environ: Mapping[str, str] | None = None) -> tuple[int, list[str]]:
+    """How many processes a job runs on, and the GPUs they see (empty: the CPU). On GPU: one process per device
+    of this slot, or the job's ``openrft.distributed.processes`` (``requested``) when it asks for 2 up to that
+    many; on the CPU: ``requested``."""
+    devices = visible_devices(environ)
+    if not devices:
+        return requested, []
+    n = requested if 1 < requested <= len(devices) else len(devices)
+    return n, devices[:n]
 
 
 def assign_child(plan: DevicePlan, index: int, environ: MutableMapping[str, str] | None = None) -> str | None:
@@ -130,5 +152,5 @@ def on_child_init(index: int | None = None, environ: MutableMapping[str, str] | 
 
         index = int(getattr(current_process(), "index", 0) or 0)
     device = assign_child(_plan, index, environ)
-    log.info("pool child %d trains on GPU %s", index, device)
+    log.info("pool child %d trains on GPUs %s", index, device)
     return device

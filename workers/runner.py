@@ -33,10 +33,15 @@ from core.queue import TRAIN_JOB, enqueue
 from core.settings import Settings, get_settings, grader_settings
 from core.storage import StorageError, get_storage, put_file
 from trainer.interface import JobResult, JobSpec, TrainerError
+from trainer.launch import RanksFailed, job_processes, local_launch
 from workers.artifacts import JobArtifacts, input_key, store_input
 from workers.control import DbControl, DbEventSink
+from workers.devices import job_placement
 
 log = logging.getLogger("openrft.worker")
+
+MAX_ATTEMPTS = 3
+"""Attempts a job gets when its worker or its training processes die (the reaper and a failed launch)."""
 
 
 def job_workdir(settings: Settings, job_id: str) -> Path:
@@ -309,9 +314,9 @@ def _train(held: _Attempt, spec: JobSpec, *, worker: str, settings: Settings) ->
             _fail(job_id, worker, "storage_error", message, None, settings)
             return "failed"
         try:
-            from trainer import run_job
-
-            result = run_job(spec, sink, control, workdir)
+            result = _run_trainer(spec, sink, control, workdir)
+        except RanksFailed as exc:
+            return _ranks_failed(held, worker, exc, settings)
         except TrainerError as exc:
             _fail(job_id, worker, exc.code, exc.message, exc.param, settings)
             return "failed"
@@ -347,6 +352,60 @@ def _train(held: _Attempt, spec: JobSpec, *, worker: str, settings: Settings) ->
     if artifacts is not None:
         artifacts.delete(*garbage)
     return outcome
+
+
+def _run_trainer(spec: JobSpec, sink: DbEventSink, control: DbControl, workdir: Path) -> JobResult:
+    """The trainer in this process, or on several: one per GPU of this slot (``workers.devices``), or on the
+    CPU the job's ``openrft.distributed.processes``; the sink, the control and the heartbeats stay here."""
+    requested = job_processes(spec)
+    processes, gpus = job_placement(requested)
+    if requested > 1 and processes != requested:
+        sink.message(
+            f"openrft.distributed.processes is {requested} but this worker gives the job {len(gpus)} "
+            f"GPU{'s' * (len(gpus) != 1)}: training on {processes} process{'es' * (processes != 1)}.",
+            level="warn",
+        )
+    if processes <= 1:
+        from trainer import run_job
+
+        return run_job(spec, sink, control, workdir)
+    from trainer import launch_job
+
+    env = dict(os.environ)
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    where = f"GPUs {','.join(gpus)} (NCCL)" if gpus else "the CPU (gloo)"
+    sink.message(f"Training on {processes} processes on {where}.")
+    return launch_job(spec, sink, control, workdir, local_launch(processes, gpu=bool(gpus)), env=env)
+
+
+def _ranks_failed(held: _Attempt, worker: str, exc: RanksFailed, settings: Settings) -> str:
+    """A training process crashed or was killed, and the launch stopped the others. Like a lost worker (the
+    reaper's rule, without waiting for the lease to expire): the job is queued again and its next attempt
+    resumes from the last saved state, up to MAX_ATTEMPTS attempts in all. The ``finally`` of
+    :func:`run_training` sends it (``dispatch_waiting``, in its organization's turn)."""
+    log.error("job %s: %s", held.job_id, exc)
+    if held.attempt >= MAX_ATTEMPTS:
+        message = f"Training failed: its processes died in {held.attempt} attempts; the last time, {exc}."
+        _fail(held.job_id, worker, "internal_error", message, None, settings)
+        return "failed"
+
+    def write() -> bool:
+        with session_scope() as s:
+            job = s.scalars(select(Job).where(Job.id == held.job_id)).one()
+            if not jobstore.transition(
+                s, held.job_id, "queued", from_=("running",), worker=worker, task_id=None
+            ):
+                return False
+            jobstore.add_event(
+                s,
+                job.pk,
+                f"A training process died ({exc}); re-queued to resume from its last checkpoint.",
+                level="warn",
+            )
+            return True
+
+    return "requeued" if retry_db(write, max_seconds=settings.db_retry_seconds) else "lost"
 
 
 def _store_outputs(artifacts: JobArtifacts | None, result: JobResult) -> _Stored:

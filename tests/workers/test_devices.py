@@ -1,5 +1,6 @@
-"""Device assignment of training workers (item 2 of the GPU audit): one GPU per pool child, set from the
-worker's list before CUDA starts, and a concurrency the GPUs cannot hold refused at start."""
+"""Device assignment of training workers: equal, disjoint groups of GPUs per pool child (one job's processes
+use its group, one per GPU), set from the worker's list before CUDA starts, and a concurrency the GPUs
+cannot hold refused at start."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from tests.support import REPO
 from workers import devices
-from workers.devices import DeviceConfigError, DevicePlan, assign_child, plan_devices
+from workers.devices import DeviceConfigError, DevicePlan, assign_child, job_placement, plan_devices
 
 
 def fake_nvidia_smi(tmp_path: Path, count: int) -> dict[str, str]:
@@ -28,7 +29,7 @@ def fake_nvidia_smi(tmp_path: Path, count: int) -> dict[str, str]:
 
 def test_each_slot_gets_its_own_device() -> None:
     plan = plan_devices("4,6", concurrency=2)
-    assert plan.devices == ("4", "6")
+    assert plan.groups == (("4",), ("6",))
     env: dict[str, str] = {}
     assert assign_child(plan, 0, env) == "4" and env == {"CUDA_VISIBLE_DEVICES": "4"}
     assert assign_child(plan, 1, env) == "6" and env == {"CUDA_VISIBLE_DEVICES": "6"}
@@ -37,8 +38,8 @@ def test_each_slot_gets_its_own_device() -> None:
 def test_auto_uses_the_parents_visible_devices_by_value() -> None:
     # A child's CUDA_VISIBLE_DEVICES is read against the physical devices: pass the parent's values on.
     plan = plan_devices("auto", concurrency=2, environ={"CUDA_VISIBLE_DEVICES": "2,3"})
-    assert plan.devices == ("2", "3")
-    assert plan_devices(None, 1, environ={"CUDA_VISIBLE_DEVICES": ""}).devices == ()
+    assert plan.groups == (("2",), ("3",))
+    assert plan_devices(None, 1, environ={"CUDA_VISIBLE_DEVICES": ""}).groups == ()
 
 
 def test_auto_counts_gpus_with_nvidia_smi_without_touching_cuda(
@@ -46,15 +47,38 @@ def test_auto_counts_gpus_with_nvidia_smi_without_touching_cuda(
 ) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path, 4)["PATH"])
-    assert plan_devices("auto", concurrency=4).devices == ("0", "1", "2", "3")
-    # Fewer slots than GPUs: one GPU each, the rest idle (never two GPUs in one trainer: DataParallel).
-    assert plan_devices("auto", concurrency=1).devices == ("0",)
+    assert plan_devices("auto", concurrency=4).groups == (("0",), ("1",), ("2",), ("3",))
+    # Fewer slots than GPUs: each slot's job runs one process per GPU of its group.
+    assert plan_devices("auto", concurrency=1).groups == (("0", "1", "2", "3"),)
+
+
+def test_slots_get_equal_disjoint_groups(caplog: pytest.LogCaptureFixture) -> None:
+    plan = plan_devices("0,1,2,3", concurrency=2)
+    assert plan.groups == (("0", "1"), ("2", "3"))
+    env: dict[str, str] = {}
+    assert assign_child(plan, 1, env) == "2,3" and env == {"CUDA_VISIBLE_DEVICES": "2,3"}
+    assert plan.describe() == "slot 0: GPUs 0,1, slot 1: GPUs 2,3"
+    # Uneven: equal groups (a job's global batch is split over its processes), the remainder idle, said.
+    with caplog.at_level("WARNING", logger="openrft.worker.devices"):
+        assert plan_devices("GPU-a,GPU-b,GPU-c", concurrency=2).groups == (("GPU-a",), ("GPU-b",))
+    assert "GPUs GPU-c stay idle" in caplog.text
+
+
+def test_a_job_runs_one_process_per_gpu_of_its_slot() -> None:
+    four = {"CUDA_VISIBLE_DEVICES": "4,5,6,7"}
+    assert job_placement(1, four) == (4, ["4", "5", "6", "7"])
+    assert job_placement(2, four) == (2, ["4", "5"])  # the job asks for fewer: the first ones
+    assert job_placement(8, four) == (4, ["4", "5", "6", "7"])  # more than the slot has: all of them
+    assert job_placement(1, {"CUDA_VISIBLE_DEVICES": "3"}) == (1, ["3"])
+    # The CPU: the job's own number (gloo).
+    cpu = {"CUDA_VISIBLE_DEVICES": "", "PATH": "/nonexistent"}
+    assert job_placement(1, cpu) == (1, []) and job_placement(3, cpu) == (3, [])
 
 
 def test_no_gpu_means_no_assignment() -> None:
     plan = plan_devices("auto", concurrency=3, environ={"PATH": "/nonexistent"})
-    assert plan.devices == () and plan.for_child(2) is None
-    assert plan_devices("none", concurrency=2, environ={"CUDA_VISIBLE_DEVICES": "0,1"}).devices == ()
+    assert plan.groups == () and plan.for_child(2) is None
+    assert plan_devices("none", concurrency=2, environ={"CUDA_VISIBLE_DEVICES": "0,1"}).groups == ()
 
 
 def test_concurrency_the_gpus_cannot_hold_is_refused() -> None:
@@ -78,7 +102,7 @@ def test_celery_hooks_plan_once_and_assign_per_child(monkeypatch: pytest.MonkeyP
     # The light worker (solo pool, default queue) is left alone.
     assert devices.on_worker_init(worker(["default"], "solo", 4), env) is None
     plan = devices.on_worker_init(worker(["gpu"], "prefork", 2), env)
-    assert plan == DevicePlan(("1", "0"), 2)
+    assert plan == DevicePlan((("1",), ("0",)), 2)
     child_env: dict[str, str] = {}
     assert devices.on_child_init(1, child_env) == "0" and child_env["CUDA_VISIBLE_DEVICES"] == "0"
     with pytest.raises(DeviceConfigError):
@@ -123,7 +147,7 @@ def test_a_celery_worker_that_cannot_place_its_jobs_does_not_start(tmp_path: Pat
 from workers.celery_app import celery_app
 from workers import devices
 celery_app.WorkController(queues=["gpu"], pool_cls="prefork", concurrency=2)
-print("planned", ",".join(devices._plan.devices))
+print("planned", devices._plan.describe())
 celery_app.WorkController(queues=["gpu"], pool_cls="prefork", concurrency=3)
 print("started anyway")
 """
@@ -131,5 +155,5 @@ print("started anyway")
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO, env=env
     )
-    assert "planned 0,1" in out.stdout and "started anyway" not in out.stdout
+    assert "planned slot 0: GPU 0, slot 1: GPU 1" in out.stdout and "started anyway" not in out.stdout
     assert out.returncode == 1 and "--concurrency 3 needs 3 GPUs" in out.stderr

@@ -19,11 +19,11 @@ from core.db.session import session_scope
 from core.queue import REAP_JOBS, TRAIN_JOB, VALIDATE_JOB_FILES, broker_was_reset, enqueue
 from core.settings import get_settings
 from workers.celery_app import celery_app
-from workers.runner import dispatch_waiting
+from workers.runner import MAX_ATTEMPTS, dispatch_waiting
 
 log = logging.getLogger("openrft.reaper")
 
-MAX_ATTEMPTS = 3
+__all__ = ["MAX_ATTEMPTS", "reap_jobs"]
 
 
 def unsent_grace_seconds(interval: float) -> float:
