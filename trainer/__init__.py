@@ -8,25 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from trainer.interface import CheckpointInfo, Control, EventSink, JobResult, JobSpec, TrainerError
 
-if TYPE_CHECKING:
-    from collections.abc import Mapping
-
-    from trainer.distributed import Launch
-
-__all__ = [
-    "CheckpointInfo",
-    "Control",
-    "EventSink",
-    "JobResult",
-    "JobSpec",
-    "TrainerError",
-    "launch_job",
-    "run_job",
-]
+__all__ = ["CheckpointInfo", "Control", "EventSink", "JobResult", "JobSpec", "TrainerError", "run_job"]
 
 
 def run_job(spec: JobSpec, sink: EventSink, control: Control, workdir: Path) -> JobResult:
@@ -38,20 +23,3 @@ def run_job(spec: JobSpec, sink: EventSink, control: Control, workdir: Path) -> 
     from trainer.pipeline import run_job as _run
 
     return _run(spec, sink, control, workdir)
-
-
-def launch_job(
-    spec: JobSpec,
-    sink: EventSink,
-    control: Control,
-    workdir: Path,
-    launch: Launch,
-    *,
-    env: Mapping[str, str] | None = None,
-) -> JobResult:
-    """:func:`run_job` on the processes of ``launch`` (torchrun), with rank 0's events reaching ``sink`` and
-    ``control`` reaching every rank; ``env``: the ranks' environment. See trainer/launch.py (a rank that dies
-    raises its ``RanksFailed``)."""
-    from trainer.launch import launch_job as _launch
-
-    return _launch(spec, sink, control, workdir, launch, env=env)

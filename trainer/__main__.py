@@ -8,7 +8,7 @@ that many processes (trainer/distributed.py); Ctrl-C then reaches rank 0 through
 leaves the outcome in ``<workdir>/launch_result.json`` for this process to report (trainer/launch.py).
 
 ``--events FILE``: rank 0 appends its events to FILE as JSON lines instead of printing them, and waits after
-each checkpoint until a reader acknowledges it (trainer/event_file.py): how ``trainer.launch_job`` brings a
+each checkpoint until a reader acknowledges it (trainer/event_file.py): how ``trainer.launch.launch_job`` brings a
 launch's events to a worker's sink.
 """
 

@@ -1,7 +1,7 @@
 """Which GPUs each training slot sees: disjoint groups, one per Celery pool child, set before CUDA starts.
 
 A slot's job runs one process per GPU of its group (``workers.runner``: torchrun through
-``trainer.launch_job``, each rank on the device of its LOCAL_RANK, so no process ever drives several GPUs:
+``trainer.launch.launch_job``, each rank on the device of its LOCAL_RANK, so no process ever drives several GPUs:
 transformers would then set ``n_gpu`` from the device count and TRL refuse the DataParallel that follows).
 ``--gpus 0,1,2,3 --concurrency 1`` gives the one slot all four; ``--concurrency 2`` gives ``0,1`` and ``2,3``.
 The groups are equal: a job's global batch is split over its processes, so a job must not run on 2 GPUs in

@@ -369,14 +369,14 @@ def _run_trainer(spec: JobSpec, sink: DbEventSink, control: DbControl, workdir: 
         from trainer import run_job
 
         return run_job(spec, sink, control, workdir)
-    from trainer import launch_job
+    from trainer import launch as launcher  # by its module: tests replace launcher.launch_job
 
     env = dict(os.environ)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     where = f"GPUs {','.join(gpus)} (NCCL)" if gpus else "the CPU (gloo)"
     sink.message(f"Training on {processes} processes on {where}.")
-    return launch_job(spec, sink, control, workdir, local_launch(processes, gpu=bool(gpus)), env=env)
+    return launcher.launch_job(spec, sink, control, workdir, local_launch(processes, gpu=bool(gpus)), env=env)
 
 
 def _ranks_failed(held: _Attempt, worker: str, exc: RanksFailed, settings: Settings) -> str:

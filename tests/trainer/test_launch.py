@@ -1,4 +1,4 @@
-"""trainer.launch_job: a tiny reinforcement job on two gloo processes, driven like a worker drives it (a sink
+"""trainer.launch.launch_job: a tiny reinforcement job on two gloo processes, driven like a worker drives it (a sink
 and a control in this process): one set of events, checkpoints recorded before the ranks go on, pause
 reaching every rank, and a rank's TrainerError raised here."""
 
@@ -13,9 +13,9 @@ import pytest
 
 from tests.trainer.conftest import RecordingSink, ScriptedControl
 from tests.trainer.test_pipeline import rft_spec
-from trainer import TrainerError, launch_job
+from trainer import TrainerError
 from trainer.interface import STATE_DIR, JobSpec
-from trainer.launch import LAUNCH_DIR, local_launch
+from trainer.launch import LAUNCH_DIR, launch_job, local_launch
 
 TWO = {"distributed": {"processes": 2}, "rl": {"max_steps": 2, "early_stop": False}}
 

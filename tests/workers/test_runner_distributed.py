@@ -1,4 +1,4 @@
-"""The worker running a job on several processes (trainer.launch_job, gloo on the CPU): rank 0's events reach
+"""The worker running a job on several processes (trainer.launch.launch_job, gloo on the CPU): rank 0's events reach
 the database as a one-process job's do, and a rank that dies re-queues the job, which resumes from its last
 checkpoint. The real trainer on the tiny model, in real ranks; the worker's glue in this process."""
 
@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import trainer
+import trainer.launch
 from tests.app.conftest import jsonl, upload
 from tests.support import STRING_CHECK_GRADER, arithmetic_rows, wait_until
 from tests.workers.conftest import events, job_row
@@ -141,14 +142,14 @@ def test_a_killed_rank_requeues_the_job_and_it_resumes_from_its_last_checkpoint(
     from workers.runner import run_training
 
     job_id = two_process_job()
-    real = trainer.launch_job
+    real = trainer.launch.launch_job
     killers: list[KillRank1] = []
 
     def killing(spec, sink, control, workdir, launch, **kw):  # type: ignore[no-untyped-def]
         killers.append(KillRank1(sink, step=4))
         return real(spec, killers[-1], control, workdir, launch, **kw)
 
-    monkeypatch.setattr(trainer, "launch_job", killing)
+    monkeypatch.setattr(trainer.launch, "launch_job", killing)
     assert run_training(job_id, worker="w1", task_id=None) == "requeued"
     assert killers[0].killed is not None
     wait_until(lambda: not ranks_of_this_process(), 10, what="the ranks to end")  # rank 0 went too: no orphan
@@ -158,7 +159,7 @@ def test_a_killed_rank_requeues_the_job_and_it_resumes_from_its_last_checkpoint(
     assert any(m.startswith("A training process died") and "re-queued" in m for m in events(job_id))
     assert training_steps(job_id)[-1] == 4
 
-    monkeypatch.setattr(trainer, "launch_job", real)
+    monkeypatch.setattr(trainer.launch, "launch_job", real)
     assert run_training(job_id, worker="w2", task_id=None) == "succeeded"
     job = job_row(job_id)
     assert job.status == "succeeded" and job.attempt == 2
@@ -181,7 +182,7 @@ def test_dead_ranks_requeue_until_the_reapers_attempt_limit(two_process_job, mon
         seen.append(launch)
         raise RanksFailed(1, {0: "RuntimeError: Connection closed by peer"})
 
-    monkeypatch.setattr(trainer, "launch_job", dying)
+    monkeypatch.setattr(trainer.launch, "launch_job", dying)
     job_id = two_process_job()
     assert run_training(job_id, worker="w1", task_id=None) == "requeued"
     assert seen[0].nproc == 2 and seen[0].chosen_backend == "gloo"
@@ -201,7 +202,7 @@ def test_a_ranks_trainer_error_fails_the_job_with_its_code(two_process_job, monk
     def refusing(spec, sink, control, workdir, launch, **kw):  # type: ignore[no-untyped-def]
         raise trainer.TrainerError("too big", code="insufficient_memory", param="model")
 
-    monkeypatch.setattr(trainer, "launch_job", refusing)
+    monkeypatch.setattr(trainer.launch, "launch_job", refusing)
     job_id = two_process_job()
     assert run_training(job_id, worker="w1", task_id=None) == "failed"
     assert job_row(job_id).error == {"code": "insufficient_memory", "message": "too big", "param": "model"}
