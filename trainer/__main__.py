@@ -26,16 +26,7 @@ from typing import Any, Literal
 
 from trainer.distributed import Backend, Launch
 from trainer.event_file import EventFileSink
-from trainer.interface import (
-    Control,
-    EventSink,
-    JobResult,
-    JobSpec,
-    NeverStop,
-    NullSink,
-    StopRequest,
-    TrainerError,
-)
+from trainer.interface import Control, EventSink, JobResult, JobSpec, NeverStop, StopRequest, TrainerError
 from trainer.launch import LAUNCH_RESULT, free_port, job_processes, read_result, record_failure, write_result
 
 
@@ -152,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     world = distributed.current()
     sink: EventSink = ConsoleSink()
     if args.events is not None:
-        sink = EventFileSink(args.events) if world.is_main else NullSink()
+        sink = EventFileSink(args.events)  # opened on its first event: rank 0's (main_sink below)
     control: Control
     if world.distributed:
         distributed.bind_to_parent()
