@@ -74,17 +74,18 @@ def retry_after(headers: httpx.Headers) -> float | None:
 
 
 def upstream_message(resp: httpx.Response) -> str:
-    """The error message of a failed response: OpenAI's ``{"error": {"message"}}``, FastAPI's
-    ``{"detail"}``, else the start of the body."""
+    """The error message of a failed response: OpenAI's ``{"error": {"message", "code"}}`` (its code in front:
+    what a user searches for), FastAPI's ``{"detail"}``, else the start of the body."""
     try:
         data = resp.json()
     except ValueError:
         data = None
     if isinstance(data, dict):
         err = data.get("error")
+        code = err.get("code") if isinstance(err, dict) else None
         for found in (err.get("message") if isinstance(err, dict) else err, data.get("detail")):
             if found:
-                return str(found)[:500]
+                return (f"{code}: " if code else "") + str(found)[:500]
     return resp.text[:500] or resp.reason_phrase
 
 
