@@ -204,6 +204,12 @@ class RLConfig(_Strict):
         "and the job has 2 or more: then a server on a GPU of its own, training on the others.",
     )
     vllm_server_base_url: str | None = Field(default=None, description="Server mode: the trl vllm-serve URL.")
+    vllm_group_port: Annotated[int, Field(gt=0, lt=65536)] | None = Field(
+        default=None,
+        description="Server mode: the port on the training node where the weight-sync NCCL group meets the server "
+        "(TRL's vllm_group_port; default TRL's 51216). A server the launcher starts gets a free one, so two jobs on "
+        "one machine never share it.",
+    )
     vllm_gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = Field(
         default=0.3, description="Colocate mode: GPU memory share for vLLM."
     )

@@ -9,6 +9,8 @@ when one batch's logits and activations would not fit (a 7B model's logits alone
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,6 +44,20 @@ def detect() -> Device:
     bf16 = bool(torch.cuda.is_bf16_supported())
     total = int(torch.cuda.get_device_properties(0).total_memory)
     return Device("cuda", bf16=bf16, fp16=not bf16, total_bytes=total)
+
+
+def gpu_memory_bytes(device: str) -> int | None:
+    """Total memory of one GPU (a ``CUDA_VISIBLE_DEVICES`` entry: an index or a UUID) without initializing CUDA,
+    which a launcher must not do (its ranks need the device to themselves); None without ``nvidia-smi``."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    query = [smi, "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", device]
+    try:
+        out = subprocess.run(query, capture_output=True, text=True, timeout=30, check=False)
+        return int(float(out.stdout.split()[0]) * 2**20) if out.returncode == 0 else None  # MiB
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        return None
 
 
 def bytes_per_sequence(tokens: int, config: Any) -> int:

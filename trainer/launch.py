@@ -10,23 +10,28 @@ the job, raised again here. A launch that ends without that file (a rank crashed
 raises :class:`RanksFailed`: the service re-queues such a job, and the next attempt resumes from the saved
 state in the same working directory, as after a killed worker.
 
-Torch-free: the worker imports this; torch loads only in the ranks.
+On one machine's GPUs the launch may give its last GPU to a vLLM rollout server first, when colocated rollouts do
+not fit (:func:`plan_rollouts`, trainer/rollout_server.py): it is up before the ranks start and stopped after.
+
+Torch-free: the worker imports this; torch loads only in the ranks (and transformers, to size a server's need).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import threading
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from trainer.distributed import Launch, run_distributed
 from trainer.event_file import CONSUMER_ENV, EventRelay, ack_path
 from trainer.interface import CheckpointInfo, Control, EventSink, JobResult, JobSpec, TrainerError
+from trainer.rollout_server import ServerChoice, choose_server, rollout_server, with_server
 
 LAUNCH_RESULT = "launch_result.json"
 """``workdir / LAUNCH_RESULT``: rank 0's outcome of a launch (see :func:`write_result`)."""
@@ -145,6 +150,36 @@ def _failures(workdir: Path) -> dict[int, dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def launch_gpus(launch: Launch, env: Mapping[str, str]) -> list[str]:
+    """The GPUs a one-machine NCCL launch's ranks take: its own list, else the environment's, one per rank."""
+    if launch.chosen_backend != "nccl" or launch.nnodes != 1:
+        return []
+    if launch.gpus is not None:
+        devices = [str(g) for g in launch.gpus]
+    else:
+        devices = [d.strip() for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return devices[: launch.nproc]
+
+
+def plan_rollouts(
+    spec: JobSpec, launch: Launch, env: dict[str, str]
+) -> tuple[JobSpec, Launch, ServerChoice | None]:
+    """Give the launch's last GPU to a vLLM rollout server when the colocated layout does not fit
+    (trainer.rollout_server.choose_server): the spec then points the ranks at it, the launch has one rank less
+    and ``env`` hides the server's GPU from the ranks. Otherwise everything as it was."""
+    gpus = launch_gpus(launch, env)
+    choice = choose_server(spec, gpus, port=free_port()) if len(gpus) >= 2 else None
+    if choice is None:
+        return spec, launch, None
+    training = choice.training_gpus
+    if launch.gpus is not None:
+        launch = replace(launch, gpus=tuple(int(g) for g in training), processes=len(training))
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(training)
+        launch = replace(launch, processes=len(training))
+    return with_server(spec, choice.server, group_port=free_port()), launch, choice
+
+
 def _forward(control: Control, path: Path, stop: threading.Event, every_s: float) -> None:
     """Copy the caller's stop request into the control file (rewritten whenever it differs, so a request made
     before the launch truncated the file still gets there)."""
@@ -181,10 +216,13 @@ def launch_job(
     events = where / "events.jsonl"
     for stale in (workdir / LAUNCH_RESULT, events, ack_path(events), *where.glob("failed-rank-*.json")):
         stale.unlink(missing_ok=True)  # an earlier attempt's
+    child_env = {**(os.environ if env is None else env), CONSUMER_ENV: str(os.getpid())}
+    spec, launch, rollouts = plan_rollouts(spec, launch, child_env)
+    if rollouts is not None:
+        sink.message(rollouts.describe())
     spec_file = where / "job.json"
     spec_file.write_text(spec.model_dump_json())
     control_file = where / "control"
-    child_env = {**(os.environ if env is None else env), CONSUMER_ENV: str(os.getpid())}
 
     stop_forwarding = threading.Event()
     forwarder = threading.Thread(
@@ -196,12 +234,15 @@ def launch_job(
     relay = EventRelay(events, sink).start()
     forwarder.start()
     try:
-        code = run_distributed(
-            ["run", str(spec_file), "--workdir", str(workdir), "--events", str(events)],
-            launch,
-            control_file=control_file,
-            env=child_env,
-        )
+        with contextlib.ExitStack() as server:
+            if rollouts is not None:  # up before the ranks: their first rollout needs it
+                server.enter_context(rollout_server(rollouts.server, log=where / "rollout-server.log"))
+            code = run_distributed(
+                ["run", str(spec_file), "--workdir", str(workdir), "--events", str(events)],
+                launch,
+                control_file=control_file,
+                env=child_env,
+            )
     finally:
         stop_forwarding.set()
         forwarder.join()

@@ -42,3 +42,13 @@ def build_prompt(
         msgs.append({"role": "assistant", "content": ex.answer})
     msgs.extend(own)
     return msgs
+
+
+def longest_prompt_tokens(tokenizer: Any, rows: list[Row], *, system_prompt: str | None) -> int:
+    """Tokens of the longest prompt of ``rows`` (a supervised row: its whole conversation; the first 500 rows),
+    few-shot examples not counted: what the memory estimate sizes a sequence by."""
+    longest = 0
+    for row in rows[:500]:
+        text = tokenizer.apply_chat_template(build_prompt(row, system_prompt=system_prompt), tokenize=False)
+        longest = max(longest, len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    return max(longest, 1)

@@ -290,6 +290,7 @@ def vllm_kwargs(
     gpu_memory_utilization: float,
     max_model_length: int | None,
     tensor_parallel_size: int = 1,
+    group_port: int | None = None,
 ) -> dict[str, Any]:
     """GRPOConfig fields for TRL's vLLM rollouts.
 
@@ -310,6 +311,8 @@ def vllm_kwargs(
         if not server_base_url:
             raise ValueError("vLLM server mode needs a server base URL")
         kw["vllm_server_base_url"] = server_base_url.rstrip("/")
+        if group_port:
+            kw["vllm_group_port"] = group_port
     else:
         raise ValueError(f"unknown vLLM mode {mode!r}")
     return kw

@@ -3,9 +3,12 @@
 push their updated weights to it after every optimizer step (TRL's NCCL weight sync), so generation never waits
 for a colocated engine to wake up and the policy's GPUs keep their memory for training.
 
-The launcher starts it before the ranks (:func:`rollout_server`), gives them its URL in the job's options
-(``openrft.rl.vllm_server_base_url``) and stops it when the ranks are done; it lives in its own process group,
-so it goes with the job, never outlives it.
+:func:`choose_server` makes the decision on the launcher, before any rank starts: the plan the ranks will
+resolve, the longest prompt and trainer.memory's estimate of the colocated layout against one GPU's memory (read
+with ``nvidia-smi``: the launcher must not initialize CUDA). The launcher (``trainer.launch.launch_job``) then
+starts the server (:func:`rollout_server`), gives the ranks its URL and a free weight-sync port in the job's
+options (:func:`with_server`) and stops it when the ranks are done; it lives in its own process group, so it
+goes with the job, never outlives it.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 
 import httpx
 
-from trainer.interface import TrainerError
+from trainer.device import Device, gpu_memory_bytes
+from trainer.interface import JobSpec, TrainerError
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,103 @@ class RolloutServer:
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ServerChoice:
+    """Why the job's last GPU became a rollout server: the colocated layout's need against one GPU's memory."""
+
+    server: RolloutServer
+    colocated_bytes: int
+    device_bytes: int
+    training_gpus: tuple[str, ...]
+
+    def describe(self) -> str:
+        gib = 2**30
+        return (
+            f"Rollouts: colocated vLLM would need about {self.colocated_bytes / gib:.1f} GiB on each GPU, which has "
+            f"{self.device_bytes / gib:.1f} GiB, so a trl vllm-serve server takes GPU {self.server.gpu} and "
+            f"training runs on GPU{'s' * (len(self.training_gpus) > 1)} {','.join(self.training_gpus)} "
+            "(openrft.rl.vllm_mode 'colocate' or 'server' chooses for yourself)."
+        )
+
+
+def choose_server(
+    spec: JobSpec,
+    gpus: Sequence[str],
+    *,
+    port: int,
+    device_bytes: int | None = None,
+    vllm_available: bool | None = None,
+) -> ServerChoice | None:
+    """The rollout server a single-node launch on ``gpus`` should start, or None (colocated or transformers
+    rollouts, or a job the ranks will refuse and explain themselves). ``device_bytes``: one GPU's memory
+    (default: ``nvidia-smi``'s for the first); ``port``: the server's."""
+    from trainer.config import ConfigError, Hardware, parse_config, plan_run, rollout_server_gpu
+
+    if vllm_available is None:
+        vllm_available = find_spec("vllm") is not None
+    try:
+        cfg = parse_config(spec.method, spec.hyperparameters, spec.openrft)
+    except ConfigError:
+        return None
+    if not rollout_server_gpu(cfg, len(gpus), vllm_available=vllm_available, colocate_fits=False):
+        return None  # whatever the memory: the cheap checks first, nothing loaded
+    device_bytes = device_bytes or gpu_memory_bytes(gpus[0])
+    if not device_bytes:
+        return None
+    from transformers import AutoConfig
+
+    from trainer.data import load_rows
+    from trainer.memory import ModelShape, estimate_memory, workload_for
+    from trainer.models import load_tokenizer, resolve_model_dir
+    from trainer.prompts import longest_prompt_tokens
+
+    opts = cfg.openrft
+    model_dir = resolve_model_dir(
+        spec.model_source, cache_dir=spec.cache_dir
+    )  # the ranks then read the cache
+    rows = load_rows(spec.training_file, method=spec.method, param="training_file")
+    plan = plan_run(
+        cfg,
+        n_train=len(rows),
+        hardware=Hardware(gpu=True, cpu_count=os.cpu_count() or 1),
+        vllm_available=vllm_available,
+    )
+    prm = 0
+    if opts.prm.type == "hf" and opts.prm.path:
+        prm_dir = resolve_model_dir(opts.prm.path, cache_dir=spec.cache_dir)
+        prm = ModelShape.of(AutoConfig.from_pretrained(prm_dir)).parameters
+    work = workload_for(
+        plan,
+        opts,
+        world_size=len(gpus),
+        device=Device("cuda", bf16=True, total_bytes=device_bytes),
+        prompt_tokens=longest_prompt_tokens(
+            load_tokenizer(model_dir), rows, system_prompt=opts.system_prompt
+        ),
+        prm_parameters=prm,
+    )
+    need = estimate_memory(AutoConfig.from_pretrained(model_dir), work).per_device
+    if not rollout_server_gpu(
+        cfg, len(gpus), vllm_available=vllm_available, colocate_fits=need <= device_bytes
+    ):
+        return None
+    training = tuple(gpus[:-1])
+    batches = [plan.rl_batch_size] + ([plan.sft_batch_size] if plan.sft_enabled else [])
+    if any(b % len(training) for b in batches):
+        return None  # the global batches must split over the training ranks: colocated, and the ranks explain
+    server = RolloutServer(model=model_dir, gpu=gpus[-1], port=port)
+    return ServerChoice(server, colocated_bytes=need, device_bytes=device_bytes, training_gpus=training)
+
+
+def with_server(spec: JobSpec, server: RolloutServer, *, group_port: int) -> JobSpec:
+    """``spec`` with the ranks pointed at ``server`` (``vllm_mode`` auto becomes server mode in the plan)."""
+    opts = dict(spec.openrft)
+    rl = dict(opts.get("rl") or {})
+    rl.update(vllm_server_base_url=server.base_url, vllm_group_port=group_port)
+    opts["rl"] = rl
+    return spec.model_copy(update={"openrft": opts})
 
 
 def serve_command(server: RolloutServer, *, python: str = sys.executable) -> list[str]:

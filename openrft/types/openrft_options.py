@@ -82,6 +82,7 @@ class RLOptions(TypedDict, total=False):
     rollout_engine: Literal["auto", "transformers", "vllm"]
     vllm_mode: Literal["auto", "colocate", "server"]
     vllm_server_base_url: str | None
+    vllm_group_port: int | None
     vllm_gpu_memory_utilization: float
     probe_prompts: int
     early_stop: bool

@@ -46,6 +46,7 @@ class GRPO:
             vllm = vllm_kwargs(
                 mode=plan.vllm_mode,
                 server_base_url=opts.vllm_server_base_url,
+                group_port=opts.vllm_group_port,
                 gpu_memory_utilization=opts.vllm_gpu_memory_utilization,
                 max_model_length=None,
             )

@@ -12,6 +12,7 @@ from typing import Any
 from trainer.config import Hardware, RunPlan, plan_run, redact_secrets
 from trainer.data import Row, hold_out, load_rows
 from trainer.distributed import barrier
+from trainer.prompts import longest_prompt_tokens
 from trainer.stages.context import Books, RunContext
 
 
@@ -46,7 +47,8 @@ def prepare(books: Books) -> RunContext:
     if world.local_rank != 0:
         model_dir = resolve_model_dir(spec.model_source, cache_dir=spec.cache_dir)
     tokenizer = load_tokenizer(model_dir)
-    memory = _check_memory(books, model_dir, plan, _longest_prompt(books, tokenizer, train_rows))
+    longest = longest_prompt_tokens(tokenizer, train_rows, system_prompt=opts.system_prompt)
+    memory = _check_memory(books, model_dir, plan, longest)
     torch.manual_seed(spec.seed)
     base_model = load_model(model_dir)
     grader = None
@@ -107,20 +109,6 @@ def _check_memory(books: Books, model_dir: str, plan: RunPlan, prompt_tokens: in
         ),
         world=world,
     )
-
-
-def _longest_prompt(books: Books, tokenizer: Any, rows: list[Row]) -> int:
-    """Tokens of the longest training prompt (a supervised row: its whole conversation), few-shot examples not
-    counted; what the memory estimate sizes a sequence by."""
-    from trainer.prompts import build_prompt
-
-    longest = 0
-    for row in rows[:500]:
-        text = tokenizer.apply_chat_template(
-            build_prompt(row, system_prompt=books.options.system_prompt), tokenize=False
-        )
-        longest = max(longest, len(tokenizer(text, add_special_tokens=False)["input_ids"]))
-    return max(longest, 1)
 
 
 def _hold_out(books: Books, train: list[Row], val: list[Row]) -> tuple[list[Row], list[Row]]:
