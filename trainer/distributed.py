@@ -205,6 +205,22 @@ def shard(items: Sequence[T], world: World | None = None) -> list[T]:
     return list(items[world.rank :: world.world_size])
 
 
+def padded_shard(items: Sequence[T], world: World | None = None) -> tuple[list[T], list[T]]:
+    """This rank's share and the padding that brings it to the longest share's length (copies of ``items[0]``):
+    with sharded weights every forward is a collective, so every rank must generate as often."""
+    world = world or current()
+    mine = shard(items, world)
+    longest = -(-len(items) // world.world_size)
+    return mine, [items[0]] * (longest - len(mine)) if items else []
+
+
+def shards_weights(strategy: str, world: World | None = None) -> bool:
+    """Whether the ranks hold only a shard of the weights (ZeRO-3, FSDP): then every forward pass, so every
+    generation, takes all ranks in step, and a rank can never generate alone. ZeRO-2 and DDP keep the weights."""
+    world = world or current()
+    return world.distributed and strategy in ("deepspeed_zero3", "fsdp")
+
+
 def unshard(parts: Sequence[Sequence[T]]) -> list[T]:
     """The inverse of :func:`shard` on the gathered shares: the items back in their original order."""
     out: list[T] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +43,13 @@ def evaluate(
     max_new_tokens: int,
     stopper: Stopper | None = None,
     batch_size: int = 16,
+    padding: Sequence[Messages] = (),
+    synced_gpus: bool = False,
 ) -> EvalResult:
-    """Mean grade over ``samples`` completions per prompt (greedy: one is enough, so ``samples`` collapses to 1)."""
+    """Mean grade over ``samples`` completions per prompt (greedy: one is enough, so ``samples`` collapses to 1).
+
+    ``padding``: prompts generated after ``prompts`` and then dropped, ungraded, so that ranks with sharded
+    weights make as many generation calls (``synced_gpus``, see :func:`trainer.generation.generate`)."""
     t0 = time.perf_counter()
     if temperature <= 0:
         samples = 1
@@ -51,14 +57,16 @@ def evaluate(
     outs = generate(
         model,
         tokenizer,
-        prompts,
+        [*prompts, *padding],
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         num_samples=samples,
         batch_size=batch_size,
         stopper=stopper,
         stats=stats,
-    )
+        synced_gpus=synced_gpus,
+        counted=len(prompts),
+    )[: len(prompts)]
     flat = [c for cs in outs for c in cs]
     flat_items = [it for it, cs in zip(items, outs, strict=True) for _ in cs]
     grades = grader.grade(flat, flat_items)

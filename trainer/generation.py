@@ -45,8 +45,14 @@ def generate(
     stopper: Stopper | None = None,
     stats: GenerationStats | None = None,
     top_p: float = 1.0,
+    synced_gpus: bool = False,
+    counted: int | None = None,
 ) -> list[list[str]]:
-    """``num_samples`` completions for each conversation (greedy when ``temperature`` is 0)."""
+    """``num_samples`` completions for each conversation (greedy when ``temperature`` is 0).
+
+    ``synced_gpus``: the weights are sharded over the ranks (ZeRO-3, FSDP), so every forward is a collective:
+    each rank keeps stepping until all ranks' batches are done (the ranks must also make as many calls).
+    ``counted``: only the first ``counted`` conversations count in ``stats`` (the rest pad a rank's share)."""
     import torch
 
     was_training = model.training
@@ -76,13 +82,14 @@ def generate(
                     eos_token_id=eos,
                     pad_token_id=tokenizer.pad_token_id,
                     stopping_criteria=criteria or None,
+                    **({"synced_gpus": True} if synced_gpus else {}),
                 )
             dt = time.perf_counter() - t0
             new = seqs[:, enc["input_ids"].shape[1] :]
             for (i, _), ids in zip(chunk, new, strict=True):
                 ids = ids.tolist()
                 n = _length(ids, eos, tokenizer.pad_token_id)
-                if stats is not None:
+                if stats is not None and (counted is None or i < counted):
                     stats.completion_tokens += n
                     stats.truncated += int(n >= max_new_tokens and not (set(ids[:n]) & set(eos)))
                 out[i].append(str(tokenizer.decode(ids[:n], skip_special_tokens=True)))

@@ -129,7 +129,8 @@ class Pipeline:
 
     Under a multi-process launch (trainer/distributed.py) every rank runs this same code: the HF trainers
     split batches and all-reduce gradients; rank 0 alone reports and writes files; a phase one process does for
-    all (synthesis, the probe) runs on rank 0 and its results reach every rank (``RunContext.on_main``); stops
+    all (synthesis, references) runs on rank 0 and its results reach every rank (``RunContext.on_main``);
+    evaluations (validation, the RL probe) are split over the ranks and gathered; stops
     are decided on rank 0 and taken by every rank at the same step boundary."""
 
     def __init__(self, spec: JobSpec, sink: EventSink, control: Control, workdir: Path) -> None:
@@ -176,7 +177,7 @@ class Pipeline:
         except StopRequested as stop:
             ctx_ = self.ctx
             return stopped(
-                books,
+                ctx_ or books,  # the context's state: on_main replaces it with rank 0's on other ranks
                 stop,
                 stage=ctx_.stage if ctx_ else None,
                 hf_trainer=ctx_.hf_trainer if ctx_ else None,
@@ -275,7 +276,7 @@ def _run_reinforcement(ctx: RunContext) -> None:
     if plan.sft_enabled and "sft" not in state.done:
         train_sft(ctx, sft_examples, None, offset=0, eval_every=None, rank_by_loss=False)
     if plan.rl_enabled and "rl" not in state.done:
-        if ctx.on_main(lambda: probe_rl(ctx, rl_rows)):
+        if probe_rl(ctx, rl_rows):  # a collective: the ranks share the probe's prompts
             train_rl(ctx, rl_rows, offset=state.stage_offsets["rl"])
         else:
             ctx.shrink_plan(state.stage_offsets["rl"], "RL skipped")

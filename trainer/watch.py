@@ -1,7 +1,7 @@
 """Whether a run can learn, checked before and while it spends its budget.
 
-- :func:`probe_spread`: before RL, a few training prompts get a group of rollouts each with the RL sampling
-  settings. GRPO learns only from groups whose rewards differ; a group scored all alike has zero advantage and
+- :func:`group_spread`: before RL (trainer.stages.probe), a few training prompts get a group of rollouts each with
+  the RL sampling settings. GRPO learns only from groups whose rewards differ; a group scored all alike has zero advantage and
   gives no gradient, so the share of such groups says up front whether RL can move the policy.
 - :class:`RLWatch`: during RL, ends the stage early when the groups stay flat for several steps, or when
   validation has not improved for several evaluations (the best checkpoint is kept either way), and turns
@@ -12,12 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:
-    from trainer.control import Stopper
-    from trainer.grading import Grader
-    from trainer.prompts import Messages
+from typing import Any, Literal
 
 
 def wilson_interval(successes: float, n: int) -> tuple[float, float]:
@@ -115,37 +110,6 @@ def group_spread(scores: list[float], group: int, correct: Any) -> Spread:
             out.all_correct += int(all(correct(s) for s in g))
             out.all_wrong += int(not any(correct(s) for s in g))
     return out
-
-
-def probe_spread(
-    model: Any,
-    tokenizer: Any,
-    prompts: list[Messages],
-    items: list[dict[str, Any]],
-    grader: Grader,
-    *,
-    num_generations: int,
-    temperature: float,
-    max_new_tokens: int,
-    stopper: Stopper | None = None,
-) -> Spread:
-    """Sample a group per prompt as RL would and measure how many groups could give a gradient."""
-    from trainer.evaluation import evaluate
-
-    res = evaluate(
-        model,
-        tokenizer,
-        prompts,
-        items,
-        grader,
-        samples=num_generations,
-        temperature=temperature,
-        max_new_tokens=max_new_tokens,
-        stopper=stopper,
-    )
-    spread = group_spread(res.scores, num_generations, grader.correct)
-    spread.grader_errors = dict(res.grader_errors)
-    return spread
 
 
 Action = Literal["warn", "stop", "fail"]

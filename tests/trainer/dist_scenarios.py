@@ -190,6 +190,54 @@ def train(out: Path, mode: str, model_dir: str) -> None:
     )
 
 
+def lockstep(out: Path, model_dir: str) -> None:
+    """Generation as with sharded weights: every forward is a collective (a stand-in for ZeRO-3's gather of each
+    layer's weights), over 5 prompts on 2 ranks, 2 per batch. Unpadded, rank 1 (2 prompts, one call) would leave
+    rank 0 (3 prompts, two calls) waiting in its second call's first forward for ever."""
+    import torch
+    import torch.distributed as dist
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainer.generation import GenerationStats, generate
+
+    world = distributed.current()
+    distributed.ensure_group(world)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    forwards = [0]
+
+    def gather(module: Any, args: Any) -> None:
+        dist.all_reduce(torch.ones(1))
+        forwards[0] += 1
+
+    model.register_forward_pre_hook(gather)
+    prompts = [[{"role": "user", "content": f"What is {i} + 3?"}] for i in range(5)]
+    mine, pads = distributed.padded_shard(prompts, world)
+    stats = GenerationStats()
+    outs = generate(
+        model,
+        tok,
+        mine + pads,
+        max_new_tokens=6,
+        batch_size=2,
+        stats=stats,
+        synced_gpus=True,
+        counted=len(mine),
+    )
+    _write(
+        out,
+        world,
+        {
+            "forwards": forwards[0],
+            "mine": len(mine),
+            "pads": len(pads),
+            "outs": len(outs),
+            "counted_tokens": stats.completion_tokens,
+            "calls": stats.calls,
+        },
+    )
+
+
 if __name__ == "__main__":
     scenario, out_dir, *rest = sys.argv[1:]
     target = Path(out_dir)
@@ -199,6 +247,8 @@ if __name__ == "__main__":
         allreduce(target)
     elif scenario == "hang":
         hang(target)
+    elif scenario == "lockstep":
+        lockstep(target, *rest)
     elif scenario == "train":
         train(target, *rest)
     else:

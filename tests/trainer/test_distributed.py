@@ -19,7 +19,15 @@ import yaml
 from trainer import distributed
 from trainer.config import ConfigError, Hardware, check_hardware, parse_config, plan_run
 from trainer.control import Stopper
-from trainer.distributed import Launch, World, launch_command, launch_env, run_distributed
+from trainer.distributed import (
+    Launch,
+    World,
+    launch_command,
+    launch_env,
+    padded_shard,
+    run_distributed,
+    shards_weights,
+)
 from trainer.interface import NullSink
 
 SCENARIOS = str(Path(__file__).with_name("dist_scenarios.py"))
@@ -315,3 +323,26 @@ def test_project_trainers_on_two_gloo_ranks(tmp_path: Path, tiny_model: Path) ->
         if mode == "sft":
             # The same batches; the loss is averaged per rank, then over ranks: equal to about 1e-3.
             assert two[0]["losses"] == pytest.approx(runs[1][0]["losses"], rel=2e-3)
+
+
+def test_padded_shards_and_which_strategies_shard_weights() -> None:
+    items = list(range(7))
+    shares = [padded_shard(items, World(rank=r, world_size=3, local_rank=r)) for r in range(3)]
+    assert [mine for mine, _ in shares] == [[0, 3, 6], [1, 4], [2, 5]]
+    assert [pads for _, pads in shares] == [[], [0], [0]]  # every rank generates 3
+    assert padded_shard([], World(rank=1, world_size=2, local_rank=1)) == ([], [])
+    two = World(rank=0, world_size=2, local_rank=0)
+    assert shards_weights("deepspeed_zero3", two) and shards_weights("fsdp", two)
+    assert not shards_weights("deepspeed_zero2", two) and not shards_weights("ddp", two)
+    assert not shards_weights("fsdp", World(rank=0, world_size=1, local_rank=0))
+
+
+def test_generation_in_lockstep_when_every_forward_is_a_collective(tmp_path: Path, tiny_model: Path) -> None:
+    """Unequal shares, padded: both ranks make the same generation calls and forwards (and finish), and the padding
+    is generated but not counted."""
+    out = tmp_path / "lockstep"
+    assert run_scenario(out, "lockstep", str(tiny_model)) == 0
+    r0, r1 = results(out, 2)
+    assert (r0["mine"], r0["pads"], r1["mine"], r1["pads"]) == (3, 0, 2, 1)
+    assert r0["calls"] == r1["calls"] == 2 and r0["forwards"] == r1["forwards"] > 0
+    assert r0["outs"] == r1["outs"] == 3

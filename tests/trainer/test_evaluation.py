@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from trainer.evaluation import EvalResult, combine
@@ -46,3 +49,31 @@ def test_an_empty_shard_changes_nothing() -> None:
     empty = EvalResult(0.0, 0.0, 0, 0, 0.0, 0.0)
     got = combine([one, empty])
     assert (got.mean_reward, got.accuracy, got.n_questions) == (0.5, 0.5, 2)
+
+
+def test_padding_is_generated_but_neither_graded_nor_counted(tiny_model: Path) -> None:
+    """A rank's padding (sharded weights: every rank generates as often) leaves its result as without it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainer.evaluation import evaluate
+    from trainer.grading import Grader
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    prompts = [[{"role": "user", "content": f"What is {i} + 3?"}] for i in range(2)]
+    items = [{"answer": str(i + 3)} for i in range(2)]
+    grader_spec = {
+        "type": "string_check",
+        "name": "g",
+        "input": "{{ sample.output_text }}",
+        "reference": "{{ item.answer }}",
+        "operation": "like",
+    }
+    kw: dict[str, Any] = {"samples": 1, "temperature": 0.0, "max_new_tokens": 6}
+    with Grader(grader_spec) as grader:
+        plain = evaluate(model, tok, prompts, items, grader, **kw)
+        padded = evaluate(model, tok, prompts, items, grader, padding=[prompts[0]] * 3, batch_size=2, **kw)
+        only_padding = evaluate(model, tok, [], [], grader, padding=prompts, **kw)
+    assert padded.n_samples == plain.n_samples == 2 and padded.scores == plain.scores
+    assert padded.completion_tokens_mean == plain.completion_tokens_mean > 0
+    assert only_padding.n_samples == 0 and only_padding.scores == []

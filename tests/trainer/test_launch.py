@@ -17,7 +17,9 @@ from trainer import TrainerError
 from trainer.interface import STATE_DIR, JobSpec
 from trainer.launch import LAUNCH_DIR, launch_job, local_launch
 
-TWO = {"distributed": {"processes": 2}, "rl": {"max_steps": 2, "early_stop": False}}
+# A set group size (the plan's own at these settings): the RL probe may not double it, which would halve the RL
+# steps these tests count.
+TWO = {"distributed": {"processes": 2}, "rl": {"max_steps": 2, "early_stop": False, "num_generations": 4}}
 
 
 def two_process_spec(model: Path, files: tuple[Path, Path]) -> JobSpec:

@@ -13,8 +13,11 @@ from trainer.stages.context import RunContext
 def probe_rl(ctx: RunContext, rows: list[Row]) -> bool:
     """True to run RL (``ctx.plan`` possibly narrowed to the chosen group size), False to skip it.
 
-    The decision is kept in the run state, so a resumed run applies it without probing again."""
-    from trainer.watch import probe_spread
+    The decision is kept in the run state, so a resumed run applies it without probing again. A collective under
+    a launch: the ranks share the prompts (:func:`trainer.stages.validation.evaluate_rows`) and all take the same
+    decision from the gathered grades."""
+    from trainer.stages.validation import evaluate_rows
+    from trainer.watch import group_spread
 
     opts, plan = ctx.options.rl, ctx.plan
     saved = ctx.state.counters.get("rl_probe")
@@ -31,17 +34,9 @@ def probe_rl(ctx: RunContext, rows: list[Row]) -> bool:
             settings.append((plan.rl_temperature, min(16, 2 * plan.num_generations)))
         tried: list[dict[str, Any]] = []
         for temperature, groups in settings:
-            spread = probe_spread(
-                model,
-                ctx.tokenizer,
-                [ctx.prompt_for(r) for r in picked],
-                [r.item for r in picked],
-                ctx.need_grader(),
-                num_generations=groups,
-                temperature=temperature,
-                max_new_tokens=plan.max_completion_length,
-                stopper=ctx.stopper,
-            )
+            res = evaluate_rows(ctx, model, picked, samples=groups, temperature=temperature)
+            spread = group_spread(res.scores, groups, ctx.need_grader().correct)
+            spread.grader_errors = dict(res.grader_errors)
             ctx.check_grader_errors(spread.grader_errors, spread.samples, "the RL probe")
             tried.append({"temperature": temperature, "num_generations": groups, **spread.as_dict()})
             ctx.sink.metrics(

@@ -50,9 +50,14 @@ def train_sft(
     )
     ctx.train(trainer, model, resume)
     if ctx.reinforcement:
-        from trainer.distributed import barrier
+        from trainer.checkpoints import atomic_dir
+        from trainer.distributed import barrier, shards_weights
 
-        if ctx.world.is_main:  # the ranks hold the same weights after DDP; one copy is kept
-            ctx.policy_model.save_pretrained(str(ctx.store.artifact("sft_adapter")))
+        adapter = ctx.store.artifact("sft_adapter")
+        if shards_weights(ctx.options.distributed.strategy, ctx.world):
+            # ZeRO-3 / FSDP: HF's save gathers the adapter's shards, which every rank must take part in.
+            atomic_dir(adapter, lambda d: trainer.save_model(str(d)), every_rank=True)
+        else:  # the ranks hold the same weights after DDP; one copy is kept
+            atomic_dir(adapter, lambda d: ctx.policy_model.save_pretrained(str(d)))
         barrier(ctx.world)
     ctx.mark_done("sft")

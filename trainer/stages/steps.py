@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from trainer.distributed import shards_weights
 from trainer.interface import TrainerError
 from trainer.rollouts import preview
 from trainer.stages.context import RunContext
@@ -119,7 +120,7 @@ class StageCallback(_callback_base()):  # type: ignore[misc]
             self._evaluate(rec, trainer, last=last)
             with ctx.stopper.hold():
                 metrics = {k: rec[k] for k in _CKPT_KEYS if rec.get(k) is not None}
-                if ctx.world.distributed and ctx.options.distributed.strategy in ("deepspeed_zero3", "fsdp"):
+                if shards_weights(ctx.options.distributed.strategy, ctx.world):
                     # Sharded weights: HF gathers them, which every rank must take part in.
                     ctx.ckpts.save(gstep, lambda d: trainer.save_model(str(d)), metrics, every_rank=True)
                 else:
