@@ -76,7 +76,7 @@ def evaluate_job(
 
     Returns an :class:`trainer.evaluation.EvalResult`. Used by bench/quality for test-set accuracy.
     """
-    from trainer.evaluation import evaluate
+    from trainer.stages.validation import evaluate_rows
 
     _quiet_libraries()
     p = Pipeline(spec, NullSink(), NeverStop(), Path(workdir))
@@ -95,15 +95,12 @@ def evaluate_job(
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(ctx.base_model, str(adapter_dir))
-        return evaluate(
+        return evaluate_rows(
+            ctx,
             model,
-            ctx.tokenizer,
-            [ctx.prompt_for(r) for r in rows],
-            [r.item for r in rows],
-            ctx.need_grader(),
+            rows,
             samples=ctx.plan.eval_samples if samples is None else samples,
             temperature=ctx.plan.eval_temperature if temperature is None else temperature,
-            max_new_tokens=ctx.plan.max_completion_length,
         )
     finally:
         _close(ctx)
