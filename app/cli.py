@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from core.queue import QUEUE_GPU
 from core.settings import get_settings
+from core.worker_group import WorkerGroup, check_group, worker_group, worker_queues
 from openrft.cli import add_server_commands, run_command
 
 
@@ -127,14 +129,46 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, with_workers: bool = Tru
     return 0
 
 
-def worker(queues: str, concurrency: int, beat: bool, name: str | None, *, gpus: str | None = None) -> int:
-    get_settings()  # settings production refuses fail here, as one line, not in the Celery process
-    if gpus is not None:
-        os.environ["OPENRFT_WORKER_GPUS"] = gpus  # read by workers.devices in the Celery process
-    fresh = "gpu" in queues.split(",")
-    cmd = _worker_cmd(
-        queues, name or queues.replace(",", "-"), concurrency=concurrency, beat=beat, prefork_fresh=fresh
+_GROUP_ENV = {
+    "nnodes": "OPENRFT_WORKER_NNODES",
+    "node_rank": "OPENRFT_WORKER_NODE_RANK",
+    "master_addr": "OPENRFT_WORKER_MASTER_ADDR",
+    "master_port": "OPENRFT_WORKER_MASTER_PORT",
+}
+
+
+def worker_command(
+    queues: str | None, concurrency: int, beat: bool, name: str | None, group: WorkerGroup
+) -> list[str]:
+    """The Celery worker's command; refuses group options that make no group (GroupConfigError)."""
+    consumed = worker_queues(group, queues)
+    trains = QUEUE_GPU in consumed or not group.is_leader
+    if trains:
+        check_group(group, concurrency=concurrency, queues=consumed)
+    default_name = f"group-node{group.node_rank}" if not group.is_leader else "-".join(consumed)
+    return _worker_cmd(
+        ",".join(consumed), name or default_name, concurrency=concurrency, beat=beat, prefork_fresh=trains
     )
+
+
+def worker(
+    queues: str | None,
+    concurrency: int,
+    beat: bool,
+    name: str | None,
+    *,
+    gpus: str | None = None,
+    group_options: dict[str, int | str | None] | None = None,
+) -> int:
+    # Read in the Celery process (workers.devices, workers.group) as the settings they stand for.
+    if gpus is not None:
+        os.environ["OPENRFT_WORKER_GPUS"] = gpus
+    for option, value in (group_options or {}).items():
+        if value is not None:
+            os.environ[_GROUP_ENV[option]] = str(value)
+    get_settings.cache_clear()
+    # Settings production refuses, and group options that cannot work, fail here as one line.
+    cmd = worker_command(queues, concurrency, beat, name, worker_group(get_settings()))
     from app.supervise import supervise
 
     return supervise(cmd)
@@ -184,7 +218,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return serve(args.host, args.port, with_workers=not args.no_worker)
     if args.command == "worker":
-        return worker(args.queues, args.concurrency, args.beat, args.name, gpus=args.gpus)
+        group_options = {option: getattr(args, option) for option in _GROUP_ENV}
+        return worker(
+            args.queues, args.concurrency, args.beat, args.name, gpus=args.gpus, group_options=group_options
+        )
     if args.command == "migrate":
         return migrate()
     if args.keys_cmd == "create":

@@ -17,6 +17,8 @@ log = logging.getLogger("openrft.queue")
 VALIDATE_JOB_FILES = "openrft.validate_job_files"
 TRAIN_JOB = "openrft.train_job"
 REAP_JOBS = "openrft.reap_jobs"
+JOIN_LAUNCH = "openrft.join_launch"
+"""Sent by node 0 of a worker group to each other node's own queue (core.worker_group.group_queue)."""
 
 QUEUE_DEFAULT = "default"
 QUEUE_GPU = "gpu"
@@ -72,6 +74,13 @@ def get_producer() -> Celery:
 def enqueue(task_name: str, job_id: str, **kwargs: Any) -> str:
     """Send a task by name; returns the Celery task id. Callers commit the job row first."""
     result = get_producer().send_task(task_name, args=[job_id], kwargs=kwargs)
+    return str(result.id)
+
+
+def send_to_queue(queue: str, task_name: str, *, expires: float | None = None, **kwargs: Any) -> str:
+    """Send a task by name to one named queue (a worker group's node); ``expires``: seconds after which a
+    worker drops it unrun. Returns the Celery task id."""
+    result = get_producer().send_task(task_name, kwargs=kwargs, queue=queue, expires=expires)
     return str(result.id)
 
 

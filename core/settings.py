@@ -138,6 +138,35 @@ class Settings(BaseSettings):
         validation_alias="OPENRFT_DB_RETRY_SECONDS",
         description="How long a worker waits for the database to come back before giving up a write.",
     )
+    # A group of training workers runs each job across its machines (core.worker_group, workers.group).
+    # Checked where a worker starts (core.worker_group.check_group), with messages that name the options.
+    worker_nnodes: int = Field(
+        default=1,
+        validation_alias="OPENRFT_WORKER_NNODES",
+        description="Machines in this training worker's group; each job runs on all of them (1: this one).",
+    )
+    worker_node_rank: int = Field(
+        default=0,
+        validation_alias="OPENRFT_WORKER_NODE_RANK",
+        description="This worker's place in its group: 0 takes the jobs, 1..N-1 join its launches.",
+    )
+    worker_master_addr: str = Field(
+        default="127.0.0.1",
+        validation_alias="OPENRFT_WORKER_MASTER_ADDR",
+        description="Node 0's address, reachable from every node of the group (the static rendezvous).",
+    )
+    worker_master_port: int | None = Field(
+        default=None,
+        validation_alias="OPENRFT_WORKER_MASTER_PORT",
+        description="A free port on node 0 for the group's rendezvous, the same on every node.",
+    )
+    worker_join_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias="OPENRFT_WORKER_JOIN_TIMEOUT_SECONDS",
+        description="How long node 0 waits for the other nodes of its group to join a job's launch "
+        "before failing the job.",
+    )
 
     # Graders
     grader_base_url: str | None = Field(default=None, validation_alias="OPENRFT_GRADER_BASE_URL")

@@ -44,7 +44,12 @@ def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.set_defaults(func=_run_server)
 
     p = sub.add_parser("worker", help="run a Celery worker")
-    p.add_argument("--queues", "-Q", default="default,gpu", help="comma-separated: default, gpu")
+    p.add_argument(
+        "--queues",
+        "-Q",
+        default=None,
+        help="comma-separated: default, gpu (default: both; node 1 and up of a group: its group's own queue)",
+    )
     p.add_argument("--concurrency", "-c", type=int, default=1, help="tasks run at once")
     p.add_argument("--beat", action="store_true", help="also run the periodic reaper (one worker only)")
     p.add_argument("--name", default=None, help="worker name (default: the queues)")
@@ -53,6 +58,38 @@ def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         default=None,
         help="training GPUs, split in equal groups over the --concurrency slots (a job runs one process per GPU "
         "of its slot): auto (all visible), none, or a list like 0,1,2,3",
+    )
+    group = p.add_argument_group(
+        "several machines",
+        "a group of training workers runs each job on all its machines (static rendezvous): start one worker "
+        "per machine with the same --nnodes, --master-addr and --master-port and its own --node-rank, each with "
+        "--concurrency 1 and the jobs' working directories on a path every node mounts at the same place",
+    )
+    group.add_argument(
+        "--nnodes",
+        type=int,
+        default=None,
+        help="machines in this worker's group (default 1: no group; $OPENRFT_WORKER_NNODES)",
+    )
+    group.add_argument(
+        "--node-rank",
+        type=int,
+        default=None,
+        help="this machine's place in the group, 0..nnodes-1: node 0 takes the jobs from the gpu queue, the "
+        "others join its launches (default 0; $OPENRFT_WORKER_NODE_RANK)",
+    )
+    group.add_argument(
+        "--master-addr",
+        default=None,
+        help="node 0's address, reachable from every node of the group (default 127.0.0.1; "
+        "$OPENRFT_WORKER_MASTER_ADDR)",
+    )
+    group.add_argument(
+        "--master-port",
+        type=int,
+        default=None,
+        help="a free port on node 0 for the group's rendezvous, the same on every node; required with "
+        "--nnodes above 1 ($OPENRFT_WORKER_MASTER_PORT)",
     )
     p.add_argument("--home", help=HOME_HELP)
     p.set_defaults(func=_run_server)

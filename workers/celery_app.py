@@ -1,4 +1,5 @@
-"""The Celery application of the workers: queues ``default`` (file validation, reaper) and ``gpu`` (training).
+"""The Celery application of the workers: queues ``default`` (file validation, reaper) and ``gpu`` (training),
+and a worker group's own queues, on which node 0 sends the other nodes the launches to join (core.worker_group).
 
 Start a worker with ``celery -A workers.celery_app worker -Q gpu --concurrency 1`` (``openrft worker`` does it).
 """
@@ -19,6 +20,7 @@ celery_app = Celery(
         "workers.tasks.validate_job_files_task",
         "workers.tasks.train_job_task",
         "workers.tasks.reap_jobs_task",
+        "workers.tasks.join_launch_task",
     ],
 )
 celery_app.conf.update(celery_config(get_settings()))
@@ -31,12 +33,16 @@ celery_app.conf.worker_hijack_root_logger = False
 
 @worker_init.connect
 def _plan_training_devices(sender: Any = None, **_: Any) -> None:
-    # One GPU per pool child of a training worker; refuses a concurrency the GPUs cannot hold.
+    # One GPU per pool child of a training worker; refuses a concurrency the GPUs cannot hold, and group
+    # options that make no group (also checked by `openrft worker`, for workers started by celery itself).
+    from core.worker_group import GroupConfigError
     from workers.devices import DeviceConfigError, on_worker_init
+    from workers.group import check_worker
 
     try:
+        check_worker(sender, get_settings())
         on_worker_init(sender)
-    except DeviceConfigError as exc:
+    except (DeviceConfigError, GroupConfigError) as exc:
         # Celery logs and ignores exceptions of signal handlers; the worker must not start without a plan.
         raise SystemExit(f"openrft worker: {exc}") from exc
 

@@ -8,7 +8,8 @@ The groups are equal: a job's global batch is split over its processes, so a job
 one slot and 3 in another. GPUs that do not divide evenly (3 GPUs, 2 slots) stay idle, with a warning at start;
 fewer GPUs than slots is refused. Each child gets its group through ``CUDA_VISIBLE_DEVICES``, chosen by its
 pool index (a replacement child reuses the index of the one it replaces, so a slot keeps its devices across
-``--max-tasks-per-child 1`` restarts).
+``--max-tasks-per-child 1`` restarts). A node 1..N-1 of a worker group (``workers.group``) plans its devices
+the same way: its one slot's GPUs run its share of the ranks of each job it joins.
 
 ``OPENRFT_WORKER_GPUS`` (``openrft worker --gpus``) lists the devices: ``auto`` (default: every device
 this worker sees), ``none`` (CPU training), or a comma-separated list of indices or UUIDs. The parent never
@@ -22,6 +23,7 @@ import os
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
+from core.worker_group import is_group_queue
 from serving.gpus import parse_devices, visible_devices
 
 log = logging.getLogger("openrft.worker.devices")
@@ -116,10 +118,15 @@ def assign_child(plan: DevicePlan, index: int, environ: MutableMapping[str, str]
 _plan: DevicePlan | None = None
 
 
-def _consumes_gpu_queue(worker: object) -> bool:
+def consumed_queues(worker: object) -> list[str]:
+    """The queues a Celery worker consumes (from its WorkController)."""
     app = getattr(worker, "app", None)
-    queues = getattr(getattr(getattr(app, "amqp", None), "queues", None), "consume_from", None) or {}
-    return "gpu" in queues
+    return list(getattr(getattr(getattr(app, "amqp", None), "queues", None), "consume_from", None) or {})
+
+
+def trains(worker: object) -> bool:
+    """Whether the worker runs training ranks: it takes jobs (``gpu``) or joins its group's launches."""
+    return any(q == "gpu" or is_group_queue(q) for q in consumed_queues(worker))
 
 
 def _is_prefork(worker: object) -> bool:
@@ -136,7 +143,7 @@ def on_worker_init(worker: object, environ: Mapping[str, str] | None = None) -> 
     """Celery ``worker_init`` (main process, before the pool forks): plan the slots' devices once."""
     global _plan
     env = os.environ if environ is None else environ
-    if not (_consumes_gpu_queue(worker) and _is_prefork(worker)):
+    if not (trains(worker) and _is_prefork(worker)):
         return None
     _plan = plan_devices(env.get(ENV), int(getattr(worker, "concurrency", 1) or 1), env)
     log.info("training devices: %s", _plan.describe())

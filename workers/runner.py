@@ -32,11 +32,13 @@ from core.db.session import session_scope
 from core.queue import TRAIN_JOB, enqueue
 from core.settings import Settings, get_settings, grader_settings
 from core.storage import StorageError, get_storage, put_file
+from core.worker_group import worker_group
 from trainer.interface import JobResult, JobSpec, TrainerError
 from trainer.launch import RanksFailed, job_processes, local_launch
 from workers.artifacts import JobArtifacts, input_key, store_input
 from workers.control import DbControl, DbEventSink
 from workers.devices import job_placement
+from workers.group import gather
 
 log = logging.getLogger("openrft.worker")
 
@@ -314,7 +316,7 @@ def _train(held: _Attempt, spec: JobSpec, *, worker: str, settings: Settings) ->
             _fail(job_id, worker, "storage_error", message, None, settings)
             return "failed"
         try:
-            result = _run_trainer(spec, sink, control, workdir)
+            result = _run_trainer(spec, sink, control, workdir, attempt=held.attempt, settings=settings)
         except RanksFailed as exc:
             return _ranks_failed(held, worker, exc, settings)
         except TrainerError as exc:
@@ -354,18 +356,22 @@ def _train(held: _Attempt, spec: JobSpec, *, worker: str, settings: Settings) ->
     return outcome
 
 
-def _run_trainer(spec: JobSpec, sink: DbEventSink, control: DbControl, workdir: Path) -> JobResult:
+def _run_trainer(
+    spec: JobSpec, sink: DbEventSink, control: DbControl, workdir: Path, *, attempt: int, settings: Settings
+) -> JobResult:
     """The trainer in this process, or on several: one per GPU of this slot (``workers.devices``), or on the
-    CPU the job's ``openrft.distributed.processes``; the sink, the control and the heartbeats stay here."""
+    CPU the job's ``openrft.distributed.processes``; with a worker group, as many on each of its machines
+    (``workers.group``). The sink, the control and the heartbeats stay here."""
     requested = job_processes(spec)
     processes, gpus = job_placement(requested)
+    group = worker_group(settings)
     if requested > 1 and processes != requested:
         sink.message(
             f"openrft.distributed.processes is {requested} but this worker gives the job {len(gpus)} "
             f"GPU{'s' * (len(gpus) != 1)}: training on {processes} process{'es' * (processes != 1)}.",
             level="warn",
         )
-    if processes <= 1:
+    if processes <= 1 and not group.multinode:
         from trainer import run_job
 
         return run_job(spec, sink, control, workdir)
@@ -375,8 +381,25 @@ def _run_trainer(spec: JobSpec, sink: DbEventSink, control: DbControl, workdir: 
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     where = f"GPUs {','.join(gpus)} (NCCL)" if gpus else "the CPU (gloo)"
-    sink.message(f"Training on {processes} processes on {where}.")
-    return launcher.launch_job(spec, sink, control, workdir, local_launch(processes, gpu=bool(gpus)), env=env)
+    if not group.multinode:
+        sink.message(f"Training on {processes} processes on {where}.")
+        launch = local_launch(processes, gpu=bool(gpus))
+        return launcher.launch_job(spec, sink, control, workdir, launch, env=env)
+    joined = gather(
+        group,
+        spec,
+        workdir,
+        attempt=attempt,
+        processes=processes,
+        backend="nccl" if gpus else "gloo",
+        control=control,
+        timeout_s=settings.worker_join_timeout_seconds,
+    )
+    if joined is None:
+        return JobResult(status="cancelled")  # cancelled while the group gathered: nothing ran
+    each = f"{processes} process{'es' * (processes != 1)}"
+    sink.message(f"Training on the {group.nnodes} machines of this worker's group, {each} each, on {where}.")
+    return launcher.launch_job(spec, sink, control, workdir, joined, env=env)
 
 
 def _ranks_failed(held: _Attempt, worker: str, exc: RanksFailed, settings: Settings) -> str:
