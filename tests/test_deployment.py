@@ -124,7 +124,9 @@ def test_vllm_pin_is_one_trl_supports_and_the_server_extra_allows():
     """Item 5: the gpu extra asked for vLLM >= 0.33 while TRL 1.16 supports 0.22-0.31 (trl[vllm])."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    (vllm,) = [Requirement(r) for r in extras["gpu"]]
+    gpu = {Requirement(r).name: Requirement(r) for r in extras["gpu"]}
+    assert set(gpu) == {"vllm", "deepspeed"}  # deepspeed: openrft.distributed.strategy deepspeed_zero2/3
+    vllm = gpu["vllm"]
     assert vllm.name == "vllm" and len(vllm.specifier) == 1 and next(iter(vllm.specifier)).operator == "=="
     pinned = Version(next(iter(vllm.specifier)).version)
     trl_vllm = [

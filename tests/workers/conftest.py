@@ -33,6 +33,34 @@ def new_job(client, key):  # noqa: F811
     return make
 
 
+def queued_rl_job(client: Any, key: str, openrft: dict[str, Any]) -> str:  # noqa: F811
+    """A reinforcement job with ``openrft`` options, validated and queued: 12 rows (SFT steps 1-3 at batch 4),
+    3 validation rows, checkpoints every 2 steps; returns its id."""
+    from workers.tasks.validate_job_files_task import validate_job_files
+
+    auth = {"Authorization": f"Bearer {key}"}
+    train = upload(client, auth, jsonl(arithmetic_rows(12))).json()["id"]
+    valid = upload(client, auth, jsonl(arithmetic_rows(3, seed=1))).json()["id"]
+    body = {
+        "model": "tiny-test",
+        "training_file": train,
+        "validation_file": valid,
+        "method": {
+            "type": "reinforcement",
+            "reinforcement": {
+                "grader": dict(STRING_CHECK_GRADER),
+                "hyperparameters": {"eval_interval": 2, "reasoning_effort": "low"},
+            },
+        },
+        "openrft": openrft,
+    }
+    resp = client.post("/v1/fine_tuning/jobs", headers=auth, json=body)
+    assert resp.status_code == 200, resp.text
+    job_id = str(resp.json()["id"])
+    assert validate_job_files(job_id) == "queued"
+    return job_id
+
+
 def job_row(job_id: str) -> Any:
     from sqlalchemy import select
 

@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 
 from core.worker_group import GroupConfigError, WorkerGroup, check_group, group_queue, worker_queues
-from tests.app.conftest import jsonl, upload
-from tests.support import STRING_CHECK_GRADER, arithmetic_rows, wait_until
-from tests.workers.conftest import events, job_row
+from tests.support import wait_until
+from tests.workers.conftest import events, job_row, queued_rl_job
 from tests.workers.test_runner_distributed import ranks_of_this_process, training_steps
 from trainer.interface import JobSpec
 from trainer.launch import free_port
@@ -200,35 +199,9 @@ def test_a_follower_that_cannot_see_the_workdir_refuses(tmp_path: Path, caplog) 
 
 
 @pytest.fixture
-def group_job(client, key):
+def group_job(client, key):  # type: ignore[no-untyped-def]
     """A reinforcement job of one process per node: 12 rows, SFT steps 1-3, RL steps 4-5, checkpoints at 3 and 5."""
-    auth = {"Authorization": f"Bearer {key}"}
-
-    def make() -> str:
-        from workers.tasks.validate_job_files_task import validate_job_files
-
-        train = upload(client, auth, jsonl(arithmetic_rows(12))).json()["id"]
-        valid = upload(client, auth, jsonl(arithmetic_rows(3, seed=1))).json()["id"]
-        body = {
-            "model": "tiny-test",
-            "training_file": train,
-            "validation_file": valid,
-            "method": {
-                "type": "reinforcement",
-                "reinforcement": {
-                    "grader": dict(STRING_CHECK_GRADER),
-                    "hyperparameters": {"eval_interval": 2, "reasoning_effort": "low"},
-                },
-            },
-            "openrft": OPENRFT,
-        }
-        resp = client.post("/v1/fine_tuning/jobs", headers=auth, json=body)
-        assert resp.status_code == 200, resp.text
-        job_id = str(resp.json()["id"])
-        assert validate_job_files(job_id) == "queued"
-        return job_id
-
-    return make
+    return lambda: queued_rl_job(client, key, OPENRFT)
 
 
 @pytest.fixture
