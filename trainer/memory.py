@@ -482,6 +482,24 @@ def available_ram() -> int:
     return int(psutil.virtual_memory().available)
 
 
+def estimate_job(
+    model_config: Any,
+    plan: RunPlan,
+    options: OpenRFTConfig,
+    *,
+    world_size: int,
+    device: Device,
+    prompt_tokens: int = 512,
+    prm_config: Any = None,
+) -> MemoryEstimate:
+    """The memory per device of a resolved job (see :func:`refuse_if_too_big` for the arguments)."""
+    prm = ModelShape.of(prm_config).parameters if prm_config is not None else 0
+    work = workload_for(
+        plan, options, world_size=world_size, device=device, prompt_tokens=prompt_tokens, prm_parameters=prm
+    )
+    return estimate_memory(model_config, work)
+
+
 def refuse_if_too_big(
     model_config: Any,
     plan: RunPlan,
@@ -500,11 +518,15 @@ def refuse_if_too_big(
     verdict). ``device``: :func:`trainer.device.detect`'s; ``available_bytes`` overrides what is compared: one
     GPU's total memory, or the machine's available memory on the CPU. ``prm_config``: a Hugging Face process
     reward model's config, held by every rank during RL."""
-    prm = ModelShape.of(prm_config).parameters if prm_config is not None else 0
-    work = workload_for(
-        plan, options, world_size=world_size, device=device, prompt_tokens=prompt_tokens, prm_parameters=prm
+    est = estimate_job(
+        model_config,
+        plan,
+        options,
+        world_size=world_size,
+        device=device,
+        prompt_tokens=prompt_tokens,
+        prm_config=prm_config,
     )
-    est = estimate_memory(model_config, work)
     limit = available_bytes if available_bytes is not None else device.total_bytes
     if limit is None and device.kind == "cpu":
         limit = available_ram()

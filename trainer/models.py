@@ -122,6 +122,16 @@ def _gguf_to_safetensors(source: str, *, cache_dir: Path | None) -> Path:
     return target
 
 
+def prm_config(options: Any, *, cache_dir: Path | None) -> Any:
+    """The Hugging Face config of the job's process reward model (``openrft.prm`` type hf), or None: what the
+    memory estimate counts, since its weights sit on every rank during RL."""
+    if options.prm.type != "hf" or not options.prm.path:
+        return None
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(resolve_model_dir(options.prm.path, cache_dir=cache_dir))
+
+
 def load_tokenizer(model_dir: str) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 

@@ -94,8 +94,8 @@ def choose_server(
     from transformers import AutoConfig
 
     from trainer.data import load_rows
-    from trainer.memory import ModelShape, estimate_memory, workload_for
-    from trainer.models import load_tokenizer, resolve_model_dir
+    from trainer.memory import estimate_job
+    from trainer.models import load_tokenizer, prm_config, resolve_model_dir
     from trainer.prompts import longest_prompt_tokens
 
     opts = cfg.openrft
@@ -109,11 +109,8 @@ def choose_server(
         hardware=Hardware(gpu=True, cpu_count=os.cpu_count() or 1),
         vllm_available=vllm_available,
     )
-    prm = 0
-    if opts.prm.type == "hf" and opts.prm.path:
-        prm_dir = resolve_model_dir(opts.prm.path, cache_dir=spec.cache_dir)
-        prm = ModelShape.of(AutoConfig.from_pretrained(prm_dir)).parameters
-    work = workload_for(
+    need = estimate_job(
+        AutoConfig.from_pretrained(model_dir),
         plan,
         opts,
         world_size=len(gpus),
@@ -121,9 +118,8 @@ def choose_server(
         prompt_tokens=longest_prompt_tokens(
             load_tokenizer(model_dir), rows, system_prompt=opts.system_prompt
         ),
-        prm_parameters=prm,
-    )
-    need = estimate_memory(AutoConfig.from_pretrained(model_dir), work).per_device
+        prm_config=prm_config(opts, cache_dir=spec.cache_dir),
+    ).per_device
     if not rollout_server_gpu(
         cfg, len(gpus), vllm_available=vllm_available, colocate_fits=need <= device_bytes
     ):

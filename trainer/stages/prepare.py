@@ -88,14 +88,11 @@ def _check_memory(books: Books, model_dir: str, plan: RunPlan, prompt_tokens: in
     from trainer.device import detect
     from trainer.distributed import on_main
     from trainer.memory import refuse_if_too_big
+    from trainer.models import prm_config
 
     opts = books.options
     config = AutoConfig.from_pretrained(model_dir)
-    prm = None
-    if opts.prm.type == "hf" and opts.prm.path:  # its weights sit on every rank during RL
-        from trainer.models import resolve_model_dir
-
-        prm = AutoConfig.from_pretrained(resolve_model_dir(opts.prm.path, cache_dir=books.spec.cache_dir))
+    prm = prm_config(opts, cache_dir=books.spec.cache_dir)
     world = books.world
     return on_main(
         lambda: refuse_if_too_big(
