@@ -91,15 +91,19 @@ def worker_queues(group: WorkerGroup, queues: str | None) -> list[str]:
     """The queues a worker consumes: ``queues`` (default: default and gpu), or for a follower its group queue
     alone (it takes no job of its own: only the launches its leader sends)."""
     if not (group.multinode and not group.is_leader):
-        return [q.strip() for q in (queues or f"{QUEUE_DEFAULT},{QUEUE_GPU}").split(",") if q.strip()]
+        return _names(queues or f"{QUEUE_DEFAULT},{QUEUE_GPU}")
     check_group(group, concurrency=1, queues=None)
     own = group.queue()
-    if queues is not None and [q.strip() for q in queues.split(",") if q.strip()] != [own]:
+    if queues is not None and _names(queues) != [own]:
         raise GroupConfigError(
             f"node {group.node_rank} of a group consumes only its group's queue ({own}), where node 0 sends "
             "it the launches to join; start it without --queues"
         )
     return [own]
+
+
+def _names(queues: str) -> list[str]:
+    return [q.strip() for q in queues.split(",") if q.strip()]
 
 
 def check_group(group: WorkerGroup, *, concurrency: int, queues: Collection[str] | None) -> None:
