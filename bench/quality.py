@@ -191,7 +191,7 @@ def science_problems() -> list[Problem]:
 
 
 TASKS = {"arith": arith_problems, "science": science_problems}
-USER_TASKS = ("intent", "order_id", "unit_price")
+USER_TASKS = ("intent", "order_id", "unit_price", "keyword_sentence", "json_extract")
 
 
 def make_rows(problems: list[Problem], n: int, rng: random.Random, offset: int = 0) -> list[dict[str, Any]]:
@@ -246,6 +246,7 @@ ROWS: dict[str, dict[str, Any]] = {
     "rl": {"sft": {"enabled": False}},
     "rl_prm": {"sft": {"enabled": False}, "prm": PRM},
     "sft": {"rl": {"enabled": False}},
+    "sft_stage": {},  # not a job: the default job's own model at the end of SFT (see run_stage_row)
     "sft_rl_prm": {"prm": PRM},
     "sft_rl_prm_da": {"prm": PRM, "augmentation": {"enabled": True, "n_variants": 5}},
     "sft_rl_prm_da_icl": {"prm": PRM, "augmentation": {"enabled": True, "n_variants": 5}, "icl_k": 3},
@@ -257,6 +258,7 @@ TITLES = {
     "rl": "RL",
     "rl_prm": "RL+PRM",
     "sft": "SFT",
+    "sft_stage": "SFT-only (the default job's SFT stage)",
     "sft_rl_prm": "SFT+RL(PRM)",
     "sft_rl_prm_da": "SFT+RL(PRM)+DA",
     "sft_rl_prm_da_icl": "SFT+RL(PRM)+DA+ICL",
@@ -288,7 +290,9 @@ class Budget:
 
 
 BUDGETS = {
-    "user": Budget((100, 20, 100), {}, {}, {}, USER_TASKS, paper_protocol=True, rows=("vanilla", "default")),
+    "user": Budget(
+        (100, 20, 100), {}, {}, {}, USER_TASKS, paper_protocol=True, rows=("vanilla", "default", "sft_stage")
+    ),
     "smoke": Budget((16, 8, 16), {"reasoning_effort": "low"}, {"max_steps": 2}, {"n_epochs": 1}, ("arith",)),
     # What fits one working session on 2 shared cores: the demo's schedule (one SFT epoch, a few GRPO steps).
     "session": Budget(
@@ -375,7 +379,10 @@ def run_row(
     t0 = time.time()
     out: dict[str, Any] = {"task": task, "row": row}
     adapter = None
-    if row != "vanilla":
+    if row == "sft_stage":
+        wd = work / task / "default"
+        adapter, out["kept"] = sft_stage_model(wd)
+    elif row != "vanilla":
         res = run_job(spec, _Sink(f"{task}/{row}", log), NeverStop(), wd)
         state = json.loads((wd / "state" / "state.json").read_text())
         out.update(
@@ -400,6 +407,12 @@ def run_row(
                 for r in state["csv_rows"]
                 if r.get("full_valid_accuracy") not in (None, "")
             ],
+            # Wall time per stage (minutes): the RL stage's steps and evaluations, the rest before it.
+            rl_minutes=round(
+                sum(float(r["full_iteration_s"]) for r in state["csv_rows"] if r.get("stage") == "rl") / 60, 2
+            ),
+            summary=state["counters"].get("summary"),
+            rl_start=state["counters"].get("rl_start"),
         )
         adapter = res.model_dir
     t1 = time.time()
@@ -418,12 +431,34 @@ def run_row(
                 f"{key}_accuracy_ci": [round(ci[0], 3), round(ci[1], 3)],
                 f"{key}_mean_reward": round(ev.mean_reward, 4),
                 f"{key}_completion_tokens_mean": round(ev.completion_tokens_mean, 1),
+                # Per test question, in order: the paired comparisons between rows of one task.
+                f"{key}_scores": [round(q, 4) for q in ev.per_question],
             }
         )
         out.setdefault("test_n", ev.n_questions)
         out.setdefault("example", ev.examples[0]["completion"][:300] if ev.examples else "")
     out["eval_minutes"] = round((time.time() - t1) / 60, 2)
     return out
+
+
+def sft_stage_model(default_workdir: Path) -> tuple[Path | None, str]:
+    """The SFT-only model of a task: the default job's own model at the end of SFT (the pinned checkpoint),
+    or the base where the paired choice between base and SFT keeps the base, as a job with RL off would.
+    Same seed, data and synthesis as that job, so no second job is trained for it."""
+    from trainer.selection import Candidate, choose
+
+    state = json.loads((default_workdir / "state" / "state.json").read_text())
+    sft_end = state["stage_offsets"].get("rl", 0) if "sft" in state["done"] else 0
+    scores = state.get("valid_scores", {})
+    if not sft_end or str(sft_end) not in scores:
+        return None, "base (no SFT stage)"
+    found = [Candidate(sft_end, "sft", scores[str(sft_end)])]
+    if "0" in scores:
+        found.insert(0, Candidate(0, "base", scores["0"]))
+    chosen = choose(found).chosen
+    if chosen.stage == "base":
+        return None, "base (SFT did not beat it on validation)"
+    return default_workdir / "checkpoints" / f"step-{sft_end}", f"SFT checkpoint of step {sft_end}"
 
 
 NOTES = "\n## Notes\n"
@@ -500,6 +535,7 @@ def write_results(results: list[dict[str, Any]], meta: dict[str, Any], notes: st
             lines.append(
                 f"| {TITLES[row]} | " + " | ".join(cells) + f" | {avg} | {', '.join(steps)} | {minutes:.0f} |"
             )
+    lines += paired_lines(acc, tasks)
     lines += [
         "",
         "Validation accuracy by global step (the last SFT step, then RL evaluations) per trained row:",
@@ -521,6 +557,41 @@ def write_results(results: list[dict[str, Any]], meta: dict[str, Any], notes: st
                 f"RL probe {r.get('rl_probe')}, augmentation {r.get('augmentation')}"
             )
     md_path.write_text("\n".join(lines) + "\n" + notes)
+
+
+def paired_lines(acc: dict[tuple[str, str], dict[str, Any]], tasks: list[str]) -> list[str]:
+    """What each stage adds on the same test questions: paired differences with their 95% intervals."""
+    from trainer.selection import paired_difference
+
+    pairs = [
+        ("default", "sft_stage", "RL (default - SFT-only)"),
+        ("sft_stage", "vanilla", "SFT (SFT-only - Vanilla)"),
+    ]
+    pairs.append(("default", "vanilla", "the job (default - Vanilla)"))
+    lines = [
+        "",
+        "What each stage adds, paired over the same test questions (greedy; accuracy = every requirement met, "
+        "score 1; mean difference [95% interval]):",
+        "",
+        "| Task | Comparison | accuracy | mean reward | RL steps | RL steps/min |",
+        "|---|---|---|---|---|---|",
+    ]
+    found = False
+    for t in tasks:
+        for a, b, title in pairs:
+            ra, rb = acc.get((t, a)), acc.get((t, b))
+            if not ra or not rb or "test_scores" not in ra or "test_scores" not in rb:
+                continue
+            found = True
+            sa, sb = ra["test_scores"], rb["test_scores"]
+            dacc = paired_difference([float(x >= 1 - 1e-9) for x in sb], [float(x >= 1 - 1e-9) for x in sa])
+            drew = paired_difference(sb, sa)
+            default = acc.get((t, "default")) or {}
+            rl_steps, rl_min = default.get("rl_steps") or 0, default.get("rl_minutes") or 0
+            rate = f"{rl_steps / rl_min:.1f}" if a == "default" and b == "sft_stage" and rl_min else ""
+            steps = str(rl_steps) if a == "default" and b == "sft_stage" else ""
+            lines.append(f"| {t} | {title} | {dacc.describe()} | {drew.describe()} | {steps} | {rate} |")
+    return lines if found else []
 
 
 def _without_workdir(args: list[str]) -> list[str]:

@@ -90,6 +90,9 @@ class CheckpointManager:
         self.sink = main_sink(sink)
         self.keep = keep
         self.kept: list[CheckpointInfo] = []
+        self.pinned: set[int] = set()
+        """Steps never pruned, beside the best ``keep``: the end of SFT, which the final paired comparison may
+        choose over RL's checkpoints (trainer.selection)."""
 
     def save(
         self,
@@ -114,13 +117,24 @@ class CheckpointManager:
         self._prune()
         return info
 
+    def pin(self, step: int) -> None:
+        self.pinned.add(step)
+
     def _prune(self) -> None:
-        ranked = sorted(self.kept, key=lambda c: rank_key(c.metrics, c.step), reverse=True)
+        ranked = sorted(
+            (c for c in self.kept if c.step not in self.pinned),
+            key=lambda c: rank_key(c.metrics, c.step),
+            reverse=True,
+        )
         for c in ranked[self.keep :]:
             if current().is_main:
                 shutil.rmtree(c.path, ignore_errors=True)
             self.sink.checkpoint_removed(c.step)
-        self.kept = sorted(ranked[: self.keep], key=lambda c: c.step)
+        keep = ranked[: self.keep] + [c for c in self.kept if c.step in self.pinned]
+        self.kept = sorted(keep, key=lambda c: c.step)
+
+    def at(self, step: int) -> CheckpointInfo | None:
+        return next((c for c in self.kept if c.step == step), None)
 
     def best(self) -> CheckpointInfo | None:
         if not self.kept:
@@ -128,12 +142,16 @@ class CheckpointManager:
         return max(self.kept, key=lambda c: rank_key(c.metrics, c.step))
 
     def to_state(self) -> list[dict[str, Any]]:
-        return [{"step": c.step, "path": str(c.path), "metrics": c.metrics} for c in self.kept]
+        return [
+            {"step": c.step, "path": str(c.path), "metrics": c.metrics, "pinned": c.step in self.pinned}
+            for c in self.kept
+        ]
 
     def load_state(self, items: list[dict[str, Any]]) -> None:
         """Take the kept checkpoints of a saved state; they are looked up under this root by name, so a state
         written in another working directory (another machine's) finds the copies placed here."""
         self.kept = []
+        self.pinned = {int(c["step"]) for c in items if c.get("pinned")}
         for c in items:
             step = int(c["step"])
             path = step_dir(self.root, step)

@@ -29,7 +29,8 @@ SFT+RL(PRM)            defaults plus a ``prm``
   GPU 512/1024/1024/1536 (the paper's 1536 at high).
 - ``eval_interval``: about 4 evaluations per run (at least every step, at most every 50); ``eval_samples``: 1
   with greedy evaluation, 3 with the paper's protocol (temperature 0.6).
-- ``sft.samples_per_question`` (rejection-sampling tries): 2 on CPU, 16 on GPU (the paper uses 64).
+- ``sft.samples_per_question`` (rejection-sampling tries of a row with a reference answer): 2 on CPU, 16 on GPU
+  (the paper uses 64); ``sft.samples_without_reference`` (a row with none, best-of-k): 16 on CPU, 64 on GPU.
 """
 
 from __future__ import annotations
@@ -147,8 +148,14 @@ class SFTConfig(_Strict):
     enabled: bool = Field(default=True, description="Run the SFT warm-up before RL.")
     samples_per_question: Auto | Annotated[int, Field(ge=0, le=256)] = Field(
         default="auto",
-        description="Tries per question until a trace is graded correct (paper: 64). 0: no sampling, "
-        "train on reference-answer responses only.",
+        description="Tries per question with a reference answer until a trace is graded correct (paper: 64). "
+        "0: no sampling, train on reference-answer responses only.",
+    )
+    samples_without_reference: Auto | Annotated[int, Field(ge=0, le=256)] = Field(
+        default="auto",
+        description="Tries per question with no reference answer (the grader alone knows what is right): "
+        "best-of-k rounds, more tries for the questions still unsolved, up to this many. Under a partial-credit "
+        "grader a question none solved keeps its best try when it beats the mean of its tries.",
     )
     fallback_to_reference: bool = Field(
         default=True,
@@ -499,6 +506,7 @@ class RunPlan:
     sft_batch_size: int
     sft_learning_rate: float
     samples_per_question: int
+    samples_without_reference: int
     # RL
     rl_enabled: bool
     rl_batch_size: int
@@ -585,6 +593,7 @@ def plan_run(
         sft_bs = int(_val(hp.batch_size, 8 if gpu else 4))
     sft_lr = float(_val(ext.sft.learning_rate, 5e-5 if gpu else 2e-4)) * lr_mult
     samples = int(_val(ext.sft.samples_per_question, 16 if gpu else 2))
+    search = int(_val(ext.sft.samples_without_reference, 64 if gpu else 16))
 
     rl_bs = int(_val(hp.batch_size, 8 if gpu else 2)) if is_rl else 0
     num_gen = int(_val(ext.rl.num_generations, max(2, round((8 if gpu else 4) * math.sqrt(compute)))))
@@ -615,6 +624,7 @@ def plan_run(
         sft_batch_size=sft_bs,
         sft_learning_rate=sft_lr,
         samples_per_question=samples,
+        samples_without_reference=search,
         rl_enabled=rl_on,
         rl_batch_size=rl_bs,
         num_generations=num_gen,

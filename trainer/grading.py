@@ -41,6 +41,9 @@ class Grader:
         self.error_totals: Counter[str] = Counter()
         self.seconds = 0.0
         self.calls = 0
+        self.partial_credit = False
+        """Whether a grade strictly between 0 and the pass threshold was seen: the grader gives partial
+        credit (a python grader's range is only known by its grades)."""
         self._engine: Any = None
 
     def __enter__(self) -> Grader:
@@ -77,8 +80,10 @@ class Grader:
         errors = {k: int(v) for k, v in (getattr(res, "errors", None) or {}).items() if v}
         self.error_totals.update(errors)
         details = getattr(res, "error_details", None) or []
+        scores = [float(s) if s is not None else 0.0 for s in res.scores]
+        self.partial_credit = self.partial_credit or any(0 < s < self.pass_threshold - 1e-9 for s in scores)
         return Grades(
-            scores=[float(s) if s is not None else 0.0 for s in res.scores],
+            scores=scores,
             errors=errors,
             error_details=[str(d) for d in (details.values() if isinstance(details, dict) else details)][:5],
             seconds=dt,

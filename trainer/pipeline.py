@@ -231,7 +231,7 @@ def _run_reinforcement(ctx: RunContext) -> None:
     from trainer.sft import sft_steps
     from trainer.stages.probe import probe_rl
     from trainer.stages.references import references
-    from trainer.stages.rl import train_rl
+    from trainer.stages.rl import choose_rl_start, train_rl
     from trainer.stages.sft import train_sft
     from trainer.stages.validation import validate
 
@@ -267,12 +267,13 @@ def _run_reinforcement(ctx: RunContext) -> None:
     state.stage_offsets.setdefault("rl", n_sft)
     ctx.set_total_steps(n_sft + plan.rl_max_steps)
     if ctx.options.eval.at_start and ctx.val_rows and "eval0" not in state.done:
-        rec = {"step": 0, "stage": "baseline", **validate(ctx, ctx.base_model)}
+        rec = {"step": 0, "stage": "baseline", **validate(ctx, ctx.base_model, step=0)}
         ctx.reporter.step(rec)
         ctx.mark_done("eval0")
     if plan.sft_enabled and "sft" not in state.done:
         train_sft(ctx, sft_examples, None, offset=0, eval_every=None, rank_by_loss=False)
     if plan.rl_enabled and "rl" not in state.done:
+        ctx.on_main(lambda: choose_rl_start(ctx))
         if probe_rl(ctx, rl_rows):  # a collective: the ranks share the probe's prompts
             train_rl(ctx, rl_rows, offset=state.stage_offsets["rl"])
         else:

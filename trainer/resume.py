@@ -42,6 +42,9 @@ class RunState:
     resumes: int = 0
     trainer_step: dict[str, int] = field(default_factory=dict)
     """Global step of the HF checkpoint in ``trainer/`` for each stage (where a resume continues)."""
+    valid_scores: dict[str, list[float]] = field(default_factory=dict)
+    """Mean grade per validation row of the model evaluated at each global step (str keys: JSON), for the
+    paired comparisons that choose the final model (trainer.selection)."""
     version: int = STATE_VERSION
 
 

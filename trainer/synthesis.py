@@ -10,7 +10,9 @@ so a pause or a killed worker resumes mid-synthesis.
 from __future__ import annotations
 
 import json
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,14 +28,41 @@ if TYPE_CHECKING:
     from trainer.teachers import Teacher
 
 
+FIRST_ROUND_WITHOUT_REFERENCE = 4
+"""Tries per question in the first best-of-k round of a row without a reference answer."""
+
+
 @dataclass
 class Synthesized:
     uid: str
     tries: int = 0
     response: str | None = None
     source: str | None = None
-    """"sampled" (a graded-correct trace), "reference" (fallback) or None (dropped)."""
+    """"sampled" (a graded-correct trace), "partial" (the best of its samples, above their mean, under a
+    partial-credit grader), "reference" (fallback) or None (dropped)."""
     best_score: float | None = None
+    score_sum: float = 0.0
+    """Sum of the grades of every try (their mean is what the best try must beat to count as "partial")."""
+    best_text: str | None = None
+    """The best-graded try so far (kept for the partial-credit rule)."""
+
+    @property
+    def mean_score(self) -> float | None:
+        return self.score_sum / self.tries if self.tries else None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How one row is sampled: at most ``tries`` in all, ``first`` in the first round; later rounds grow with the
+    share of its class still unsolved (``first / share``), so a round costs about as much as the first while
+    the questions left get more tries each: best-of-k where it pays."""
+
+    tries: int
+    first: int = 1
+    grow: bool = False
+    """False: ``first`` tries a round throughout (the paper's procedure, one a round)."""
+    partial: bool = False
+    """Keep the best try of an unsolved question when it beats the mean of its tries (grader-only rows)."""
 
 
 def rejection_sample(
@@ -42,7 +71,7 @@ def rejection_sample(
     teacher: Teacher,
     grader: Grader,
     *,
-    budget: int,
+    budget: int | Sequence[Budget],
     temperature: float,
     max_new_tokens: int,
     results: dict[str, Synthesized],
@@ -50,50 +79,104 @@ def rejection_sample(
     on_round: Any = None,
     min_first_round: int = 20,
 ) -> dict[str, Synthesized]:
-    """Sample until each question has one graded-correct trace or ``budget`` tries; updates ``results``.
+    """Sample until each question has one graded-correct trace or its budget of tries is spent; updates
+    ``results`` (an int ``budget``: that many tries per row, ``per_round`` a round, the paper's procedure).
 
     A first round in which not one of at least ``min_first_round`` questions was solved ends the sampling: the
     teacher does not produce what the grader accepts (a reply format it does not know yet), and the remaining
     tries would cost as much for as little."""
+    budgets = [Budget(budget, per_round)] * len(rows) if isinstance(budget, int) else list(budget)
     for r in rows:
         results.setdefault(r.uid, Synthesized(uid=r.uid))
     while True:
         tried = [results[r.uid] for r in rows]
         first_round_done = len(tried) >= min_first_round and min(t.tries for t in tried) >= 1
-        if first_round_done and not any(t.response for t in tried):
+        if first_round_done and not any(t.source == "sampled" for t in tried):
             return results
-        todo = [
-            i for i, r in enumerate(rows) if results[r.uid].response is None and results[r.uid].tries < budget
-        ]
-        if not todo:
+        asks = _next_round(rows, budgets, results)
+        if not asks:
             return results
-        n = min(per_round, budget - min(results[rows[i].uid].tries for i in todo))
-        outs = teacher.sample(
-            [prompts[i] for i in todo], n=n, temperature=temperature, max_new_tokens=max_new_tokens
-        )
-        flat = [(i, c) for i, cs in zip(todo, outs, strict=True) for c in cs]
-        grades = grader.grade([c for _, c in flat], [rows[i].item for i, _ in flat])
-        for (i, text), score in zip(flat, grades.scores, strict=True):
-            res = results[rows[i].uid]
-            if res.response is not None:
-                continue  # first correct trace wins (the paper stops at the first)
-            res.best_score = score if res.best_score is None else max(res.best_score, score)
-            if grader.correct(score) and text.strip():
-                res.response, res.source = text, "sampled"
-        for i in todo:
-            results[rows[i].uid].tries += n
+        for n, todo in asks.items():
+            outs = teacher.sample(
+                [prompts[i] for i in todo], n=n, temperature=temperature, max_new_tokens=max_new_tokens
+            )
+            flat = [(i, c) for i, cs in zip(todo, outs, strict=True) for c in cs]
+            grades = grader.grade([c for _, c in flat], [rows[i].item for i, _ in flat])
+            for (i, text), score in zip(flat, grades.scores, strict=True):
+                res = results[rows[i].uid]
+                res.score_sum += score
+                if res.source == "sampled":
+                    continue  # first correct trace wins (the paper stops at the first)
+                if res.best_score is None or score > res.best_score:
+                    res.best_score, res.best_text = score, text
+                if grader.correct(score) and text.strip():
+                    res.response, res.source = text, "sampled"
+            for i in todo:
+                results[rows[i].uid].tries += n
         if on_round is not None:
             on_round(results)
 
 
+def _next_round(
+    rows: list[Row], budgets: list[Budget], results: dict[str, Synthesized]
+) -> dict[int, list[int]]:
+    """Tries per unsolved row this round, as {tries: row indexes}."""
+    classes: dict[Budget, list[int]] = {}
+    for i, b in enumerate(budgets):
+        classes.setdefault(b, []).append(i)
+    asks: dict[int, list[int]] = {}
+    for b, members in classes.items():
+        unsolved = [i for i in members if results[rows[i].uid].source != "sampled"]
+        todo = [i for i in unsolved if results[rows[i].uid].tries < b.tries]
+        if not todo:
+            continue
+        started = any(results[rows[i].uid].tries for i in members)
+        grow = b.first
+        if started and b.grow:
+            grow = math.ceil(b.first * len(members) / len(unsolved))
+        for i in todo:
+            n = min(max(1, grow), b.tries - results[rows[i].uid].tries)
+            asks.setdefault(n, []).append(i)
+    return asks
+
+
+def keep_partial(res: Synthesized) -> bool:
+    """A partial-credit try worth imitating: the best of its question's tries, graded above their mean and
+    above 0 (the model's own better answer where none was fully right: expert iteration's step)."""
+    mean = res.mean_score
+    return (
+        res.best_text is not None
+        and bool(res.best_text.strip())
+        and res.best_score is not None
+        and mean is not None
+        and res.best_score > 0
+        and res.best_score > mean + 1e-9
+    )
+
+
 def synthesize_traces(ctx: RunContext) -> list[dict[str, Any]]:
-    """The SFT examples of a reinforcement job (computing, or reloading, synthesis results)."""
+    """The SFT examples of a reinforcement job (computing, or reloading, synthesis results).
+
+    Rows with a reference answer get the paper's procedure (``samples_per_question`` tries, one a round, the
+    reference as the fallback). Rows without one (a grader-only task: the rows hold only what the grader
+    reads) are what synthesis is for: best-of-k rounds that grow with the share still unsolved, up to
+    ``samples_without_reference`` tries, and under a partial-credit grader the best try of a question none
+    solved is kept when it beats the mean of its tries."""
     from trainer.stages.references import references
 
     plan = ctx.plan
     ext = ctx.options
     rows = ctx.train_rows
     refs = references(ctx)
+    grader = ctx.need_grader()
+    with_ref = Budget(plan.samples_per_question)
+    without_ref = Budget(
+        plan.samples_without_reference,
+        first=min(FIRST_ROUND_WITHOUT_REFERENCE, plan.samples_without_reference),
+        grow=True,
+        partial=True,  # only ever applies under a partial-credit grader: a 0/1 grader's best try is 0 or solved
+    )
+    budgets = [with_ref if refs.get(r.uid) else without_ref for r in rows]
     path = ctx.store.artifact("synthesis.json")
     results: dict[str, Synthesized] = {}
     if path.is_file():
@@ -104,70 +187,102 @@ def synthesize_traces(ctx: RunContext) -> list[dict[str, Any]]:
 
     def progress(res: dict[str, Synthesized]) -> None:
         save(res)
-        solved = sum(r.response is not None for r in res.values())
+        solved = sum(r.source == "sampled" for r in res.values())
         tries = sum(r.tries for r in res.values())
-        done_round = max(r.tries for r in res.values())
+        left = [
+            r
+            for r, b in zip(rows, budgets, strict=True)
+            if res[r.uid].source != "sampled" and res[r.uid].tries < b.tries
+        ]
         head = (
-            f"Synthesis round {done_round}/{plan.samples_per_question}: {solved}/{len(res)} questions have a "
-            f"graded-correct trace ({solved / max(1, tries):.0%} of {tries} tries)"
+            f"Synthesis: {solved}/{len(res)} questions have a graded-correct trace after {tries} tries "
+            f"({solved / max(1, tries):.0%} of tries solved a question)"
         )
-        if done_round >= plan.samples_per_question or solved == len(res):
+        if not left or solved == len(res):
             ctx.sink.message(head + ".")
         elif solved == 0 and len(res) >= 20:
             ctx.sink.message(head + ": no try was correct, so no further round is sampled.", level="warn")
         else:
-            ctx.sink.message(head + "; the next round samples only the unsolved ones.")
+            ctx.sink.message(head + f"; the next round samples the {len(left)} unsolved ones.")
 
     if "synthesis" not in ctx.state.done:
-        budget = plan.samples_per_question
         prompts = [ctx.prompt_for(r) for r in rows]
-        if budget > 0:
+        if any(b.tries > 0 for b in budgets):
             teacher = make_teacher(
                 ext.sft.teacher, model=ctx.base_model, tokenizer=ctx.tokenizer, stopper=ctx.stopper
             )
+            n_without = sum(b is without_ref for b in budgets)
+            plans = []
+            if n_without < len(rows):
+                plans.append(
+                    f"up to {with_ref.tries} tries for each of the {len(rows) - n_without} with a reference"
+                )
+            if n_without:
+                plans.append(
+                    f"best-of-k rounds of up to {without_ref.tries} tries for each of the {n_without} without one"
+                )
             ctx.sink.message(
-                f"Synthesizing reasoning traces: up to {budget} tries per question from {teacher.name} "
-                f"(temperature {ext.sft.temperature}, max {plan.max_completion_length} new tokens)."
+                f"Synthesizing reasoning traces from {teacher.name} (temperature {ext.sft.temperature}, max "
+                f"{plan.max_completion_length} new tokens): {'; '.join(plans)}."
             )
             t0 = time.perf_counter()
             rejection_sample(
                 rows,
                 prompts,
                 teacher,
-                ctx.need_grader(),
-                budget=budget,
+                grader,
+                budget=budgets,
                 temperature=ext.sft.temperature,
                 max_new_tokens=plan.max_completion_length,
                 results=results,
                 on_round=progress,
             )
             ctx.state.counters["synthesis_s"] = time.perf_counter() - t0
-        for r in rows:
+        for r, b in zip(rows, budgets, strict=True):
             res = results.setdefault(r.uid, Synthesized(uid=r.uid))
-            if res.response is None and ext.sft.fallback_to_reference and refs.get(r.uid):
+            if res.response is not None:
+                continue
+            if ext.sft.fallback_to_reference and refs.get(r.uid):
                 res.response, res.source = refs[r.uid], "reference"
+            elif b.partial and keep_partial(res):
+                res.response, res.source = res.best_text, "partial"
         save(results)
         counts = {
             "sampled": sum(r.source == "sampled" for r in results.values()),
+            "partial": sum(r.source == "partial" for r in results.values()),
             "fell_back": sum(r.source == "reference" for r in results.values()),
             "dropped": sum(r.source is None for r in results.values()),
+            "tries": sum(r.tries for r in results.values()),
         }
         ctx.state.counters["synthesis"] = counts
         ctx.sink.metrics(
-            f"Synthesis: {counts['sampled']}/{len(rows)} questions have a graded-correct sampled trace, "
-            f"{counts['fell_back']} fell back to the reference answer, {counts['dropped']} left out of SFT.",
-            {"step": 0, "stage": "synthesis", "synthesis": counts, "samples_per_question": budget},
+            f"Synthesis: {counts['sampled']}/{len(rows)} questions have a graded-correct sampled trace"
+            + (
+                f", {counts['partial']} a partly correct one better than their average try"
+                if grader.partial_credit
+                else ""
+            )
+            + f", {counts['fell_back']} fell back to the reference answer, {counts['dropped']} left out of SFT "
+            f"({counts['tries']} tries).",
+            {
+                "step": 0,
+                "stage": "synthesis",
+                "synthesis": counts,
+                "samples_per_question": with_ref.tries,
+                "samples_without_reference": without_ref.tries,
+            },
         )
-        if not counts["sampled"] and not counts["fell_back"]:
+        if not counts["sampled"] and not counts["fell_back"] and not counts["partial"]:
             ctx.sink.message(
                 "SFT has nothing to learn from: no sampled trace was graded correct and no row has a reference "
                 "response the grader accepts (see the reference message above for what to set).",
                 level="warn",
             )
-        elif budget and not counts["sampled"]:
+        elif with_ref.tries and not counts["sampled"] and counts["fell_back"]:
             ctx.sink.message(
-                f"No sampled trace was graded correct in {budget} tries per question: SFT learns from the reference "
-                "responses alone (raise openrft.sft.samples_per_question for traces in the model's own words).",
+                f"No sampled trace was graded correct in {with_ref.tries} tries per question: SFT learns from the "
+                "reference responses alone (raise openrft.sft.samples_per_question for traces in the model's own "
+                "words).",
                 level="warn",
             )
         ctx.mark_done("synthesis")

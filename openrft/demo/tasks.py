@@ -229,6 +229,147 @@ def unit_price_rows(n: int, rng: random.Random) -> list[Row]:
     return rows
 
 
+# -- grader-only tasks: the rows hold no answer, only what the grader reads --------------------------------------
+
+_TOPICS = (
+    "the sea",
+    "a rainy morning",
+    "coffee",
+    "a night train",
+    "the moon",
+    "an old library",
+    "a mountain lake",
+    "a city park",
+    "winter",
+    "a small bakery",
+    "a thunderstorm",
+    "the desert",
+    "a football match",
+    "a garden",
+    "a busy market",
+    "autumn leaves",
+)
+_KEYWORDS = (
+    "silver",
+    "quiet",
+    "window",
+    "bright",
+    "bicycle",
+    "candle",
+    "river",
+    "orange",
+    "whisper",
+    "golden",
+    "paper",
+    "wooden",
+    "cold",
+    "smile",
+    "bridge",
+    "green",
+)
+CONSTRAINT_GRADER: dict[str, Any] = {
+    "type": "python",
+    "name": "requirements",
+    # Partial credit: the share of the three requirements the reply meets.
+    "source": (
+        "import re\n"
+        "def grade(sample, item):\n"
+        "    text = sample['output_text'].strip()\n"
+        '    words = re.findall(r"[A-Za-z0-9\']+", text)\n'
+        "    keyword = re.search(r'\\b' + re.escape(item['keyword']) + r'\\b', text, re.I) is not None\n"
+        "    short = 0 < len(words) <= int(item['max_words'])\n"
+        "    one_sentence = re.fullmatch(r'[^.!?\\n]+[.!?]', text) is not None\n"
+        "    return (keyword + short + one_sentence) / 3\n"
+    ),
+}
+
+
+def keyword_sentence_rows(n: int, rng: random.Random) -> list[Row]:
+    combos = [(t, k, w) for t in _TOPICS for k in _KEYWORDS for w in (8, 10, 12)]
+    if n > len(combos):
+        raise ValueError(f"keyword_sentence has {len(combos)} distinct prompts; {n} asked")
+    rng.shuffle(combos)
+    return [
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": f'Write one sentence about {topic} that uses the word "{keyword}". '
+                    f"Use at most {words} words.",
+                }
+            ],
+            "keyword": keyword,
+            "max_words": words,
+        }
+        for topic, keyword, words in combos[:n]
+    ]
+
+
+_CITIES = ("Berlin", "Madrid", "Oslo", "Lisbon", "Vienna", "Dublin", "Prague", "Warsaw", "Athens", "Zurich")
+_GOODS = ("chairs", "lamps", "mugs", "towels", "notebooks", "kettles", "pillows", "umbrellas")
+_ORDER_TEMPLATES = (
+    "Hi, this is {name} from {city}. Could you send me {qty} {goods}?",
+    "Hello! {name} here, writing from {city}. I would like to order {qty} {goods}.",
+    "My name is {name} and I live in {city}. Please deliver {qty} {goods} next week.",
+    "Good morning, I need {qty} {goods} shipped to {city}. Thanks, {name}",
+    "{name} from {city} again: put me down for {qty} {goods}, please.",
+    "Dear shop, please reserve {qty} {goods} for me. I will pick them up in {city}. Best, {name}",
+)
+JSON_INSTRUCTION = (
+    "Extract the customer's name, their city and the quantity ordered from the message. Reply with a JSON "
+    'object with the keys "name", "city" and "quantity" (a number), and nothing else.'
+)
+JSON_GRADER: dict[str, Any] = {
+    "type": "python",
+    "name": "extraction",
+    # Checked against the message itself (item.text): the row carries no expected JSON. A quarter for a JSON
+    # object with exactly the three keys, a quarter for each value that matches the message.
+    "source": (
+        "import json, re\n"
+        f"NAMES = {list(_NAMES)!r}\n"
+        f"CITIES = {list(_CITIES)!r}\n"
+        "def grade(sample, item):\n"
+        "    text = item['text']\n"
+        "    name = next(n for n in NAMES if re.search(r'\\b' + n + r'\\b', text))\n"
+        "    city = next(c for c in CITIES if c in text)\n"
+        "    quantity = int(re.search(r'\\b\\d+\\b', text).group(0))\n"
+        "    found = re.search(r'\\{.*\\}', sample['output_text'], re.S)\n"
+        "    if not found:\n"
+        "        return 0.0\n"
+        "    try:\n"
+        "        obj = json.loads(found.group(0))\n"
+        "    except ValueError:\n"
+        "        return 0.0\n"
+        "    if not isinstance(obj, dict):\n"
+        "        return 0.0\n"
+        "    score = 0.25 * (set(obj) == {'name', 'city', 'quantity'})\n"
+        "    score += 0.25 * (str(obj.get('name', '')).strip() == name)\n"
+        "    score += 0.25 * (str(obj.get('city', '')).strip() == city)\n"
+        "    score += 0.25 * (str(obj.get('quantity', '')).strip() == str(quantity))\n"
+        "    return score\n"
+    ),
+}
+
+
+def json_extract_rows(n: int, rng: random.Random) -> list[Row]:
+    rows: list[Row] = []
+    seen: set[str] = set()
+    while len(rows) < n:
+        text = rng.choice(_ORDER_TEMPLATES).format(
+            name=rng.choice(_NAMES),
+            city=rng.choice(_CITIES),
+            qty=rng.randint(2, 40),
+            goods=rng.choice(_GOODS),
+        )
+        if text in seen:
+            continue
+        seen.add(text)
+        rows.append(
+            {"messages": [{"role": "user", "content": f"{JSON_INSTRUCTION}\n\n{text}"}], "text": text}
+        )
+    return rows
+
+
 # -- the registry -------------------------------------------------------------------------------------------
 
 
@@ -246,6 +387,16 @@ USER_TASKS: dict[str, UserTask] = {
     "intent": UserTask("intent", "text classification", intent_rows, INTENT_GRADER, 0.25),
     "order_id": UserTask("order_id", "short extraction", order_id_rows, EXTRACT_GRADER, 0.0),
     "unit_price": UserTask("unit_price", "numeric skill", unit_price_rows, NUMERIC_GRADER, 0.0),
+    "keyword_sentence": UserTask(
+        "keyword_sentence",
+        "constraint following (grader only)",
+        keyword_sentence_rows,
+        CONSTRAINT_GRADER,
+        0.0,
+    ),
+    "json_extract": UserTask(
+        "json_extract", "JSON extraction (grader only)", json_extract_rows, JSON_GRADER, 0.0
+    ),
 }
 
 

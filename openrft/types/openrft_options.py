@@ -61,6 +61,7 @@ class AugmentationOptions(TypedDict, total=False):
 class SFTOptions(TypedDict, total=False):
     enabled: bool
     samples_per_question: Auto | int
+    samples_without_reference: Auto | int
     fallback_to_reference: bool
     teacher: Literal["policy"] | EndpointOptions
     temperature: float

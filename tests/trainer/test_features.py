@@ -171,7 +171,9 @@ def test_evaluate_job_on_a_held_out_file(
     )
     res = run_job(spec, RecordingSink(), ScriptedControl(), tmp_path / "w")
     base = evaluate_job(spec, tmp_path / "w", rft_files[0], adapter_dir=None)
-    tuned = evaluate_job(spec, tmp_path / "w", rft_files[0], adapter_dir=res.model_dir)
+    # The SFT checkpoint (the job's final model may be the base: the tiny model gains nothing on validation).
+    sft = max(res.checkpoints, key=lambda c: c.step)
+    tuned = evaluate_job(spec, tmp_path / "w", rft_files[0], adapter_dir=sft.path)
     assert base.n_questions == tuned.n_questions == 12
     assert 0.0 <= base.accuracy <= 1.0 and 0.0 <= tuned.accuracy <= 1.0
     # A high learning rate moves the tiny model far from its all-newline greedy output: the adapter was used.

@@ -93,6 +93,8 @@ class RunContext(Books):
     hf_trainer: Any = field(default=None, kw_only=True)
     """The HF trainer of the stage in progress: a pause saves its checkpoint."""
     step_times: list[float] = field(default_factory=list, kw_only=True)
+    stage_policy: str | None = field(default=None, kw_only=True)
+    """The stage whose starting policy ``policy_model`` is ("rl" once :meth:`policy_for_rl` built it)."""
 
     @property
     def reinforcement(self) -> bool:
@@ -163,10 +165,43 @@ class RunContext(Books):
             self.policy_model.enable_input_require_grads()
         return self.policy_model
 
-    def policy_after_sft(self) -> Any:
-        """The policy RL starts from: in memory, else the SFT adapter a previous process saved, else fresh."""
+    def rl_start(self) -> str:
+        """Where RL starts: "sft" (the SFT adapter) or "base" (a new adapter on the base model), as decided
+        after SFT (:func:`trainer.stages.rl.choose_rl_start`, kept in the run state)."""
+        return str((self.state.counters.get("rl_start") or {}).get("start", "sft"))
+
+    def policy_for_rl(self) -> Any:
+        """The policy RL and its probe start from: a freshly loaded base model with the saved SFT adapter, or a
+        new adapter where RL starts from the base. Loaded afresh rather than handed over from SFT: an SFT
+        trainer's engine (DeepSpeed ZeRO, FSDP) wraps and partitions its module and keeps hooks on it, which a
+        second trainer must not inherit; this is also exactly what a resumed job loads."""
+        if self.stage_policy == "rl":
+            return self.policy_model
+        from trainer.models import load_model
+
         adapter = self.store.artifacts / "sft_adapter"
-        return self.policy(adapter if self.policy_model is None and adapter.is_dir() else None)
+        start = adapter if self.rl_start() == "sft" and adapter.is_dir() else None
+        self.release_policy()
+        self.base_model = load_model(self.model_dir)
+        model = self.policy(start)
+        self.stage_policy = "rl"
+        return model
+
+    def release_policy(self) -> None:
+        """Drop the trained module and the base it wraps, and free their memory (a fresh one is loaded next)."""
+        import gc
+
+        self.policy_model = None
+        self.base_model = None
+        self.stage_policy = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover - torch is a trainer dependency
+            pass
 
     def begin_stage(self, stage: str) -> str | None:
         """Mark ``stage`` current; returns the HF checkpoint to resume it from, if one exists for it."""

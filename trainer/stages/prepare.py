@@ -27,7 +27,7 @@ def prepare(books: Books) -> RunContext:
         val_rows = load_rows(spec.validation_file, method=spec.method, param="validation_file")
         if opts.eval.max_samples:
             val_rows = val_rows[: opts.eval.max_samples]
-    if spec.method == "reinforcement" and opts.rl.enabled:
+    if spec.method == "reinforcement":  # the final model is chosen on validation, RL or not
         train_rows, val_rows = _hold_out(books, train_rows, val_rows)
     gpu = torch.cuda.is_available()
     plan = plan_run(

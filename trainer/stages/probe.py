@@ -26,7 +26,7 @@ def probe_rl(ctx: RunContext, rows: list[Row]) -> bool:
         if k == 0:
             return True
         picked = [rows[i * len(rows) // k] for i in range(k)]  # spread over the file, deterministic
-        model = ctx.policy_after_sft()
+        model = ctx.policy_for_rl()
         # The retry doubles the group, not the temperature: a hotter small model mostly rambles to the token
         # limit (slow, and no more often right).
         settings = [(plan.rl_temperature, plan.num_generations)]

@@ -60,4 +60,10 @@ def train_sft(
         else:  # the ranks hold the same weights after DDP; one copy is kept
             atomic_dir(adapter, lambda d: ctx.policy_model.save_pretrained(str(d)))
         barrier(ctx.world)
+        # The end of SFT stays a candidate for the final model whatever RL's checkpoints score (trainer.selection).
+        ctx.ckpts.pin(ctx.state.global_step)
+        # RL loads a fresh base model with this adapter (RunContext.policy_for_rl): free the engine SFT's
+        # trainer built around its module (DeepSpeed / FSDP keep hooks on it) and the module itself.
+        trainer.accelerator.free_memory()
+        ctx.release_policy()
     ctx.mark_done("sft")

@@ -149,7 +149,7 @@ class StageCallback(_callback_base()):  # type: ignore[misc]
                     metrics = trainer.evaluate()
                 rec["valid_loss"] = metrics.get("eval_loss")
         elif ctx.val_rows:
-            rec.update(validate(ctx, trainer.model))
+            rec.update(validate(ctx, trainer.model, step=rec["step"]))
             if self.watch is not None and not self.stop_now:
                 best = ctx.ckpts.best()
                 prior = best.metrics.get("full_valid_mean_reward") if best is not None else None

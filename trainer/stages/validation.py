@@ -48,9 +48,10 @@ def evaluate_rows(
     return combine(all_gather(res, ctx.world)) if ctx.world.distributed else res
 
 
-def validate(ctx: RunContext, model: Any) -> dict[str, Any]:
+def validate(ctx: RunContext, model: Any, *, step: int | None = None) -> dict[str, Any]:
     """The metrics of ``model`` on ``ctx.val_rows`` (the ``full_valid_*`` columns of the results file); a
-    collective under a launch (:func:`evaluate_rows`)."""
+    collective under a launch (:func:`evaluate_rows`). With ``step``, the per-row grades are kept in the run
+    state for the paired comparisons that choose the final model (trainer.selection)."""
     from trainer.watch import wilson_interval
 
     plan = ctx.plan
@@ -58,6 +59,8 @@ def validate(ctx: RunContext, model: Any) -> dict[str, Any]:
         ctx, model, ctx.val_rows, samples=plan.eval_samples, temperature=plan.eval_temperature
     )
     ctx.check_grader_errors(res.grader_errors, res.n_samples, "the validation evaluation")
+    if step is not None:
+        ctx.state.valid_scores[str(step)] = [round(q, 6) for q in res.per_question]
     out: dict[str, Any] = {
         "full_valid_mean_reward": res.mean_reward,
         "full_valid_accuracy": res.accuracy,
