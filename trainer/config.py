@@ -220,6 +220,12 @@ class RLConfig(_Strict):
     vllm_gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = Field(
         default=0.3, description="Colocate mode: GPU memory share for vLLM."
     )
+    dynamic_sampling: bool = Field(
+        default=True,
+        description="A prompt whose last group of rollouts all scored alike (no gradient) gives its place in the "
+        "next batches to prompts with reward spread, within the same rollout budget (DAPO's dynamic sampling; one "
+        "training process only).",
+    )
     probe_prompts: Annotated[int, Field(ge=0, le=256)] = Field(
         default=8,
         description="Before RL, sample a group of rollouts for this many training prompts and measure the share "

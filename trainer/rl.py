@@ -18,6 +18,7 @@ from trainer.rollouts import group_samples
 from trainer.watch import PROCESS_REWARD_ERROR
 
 if TYPE_CHECKING:
+    from trainer.curriculum import PromptStats
     from trainer.grading import Grader
     from trainer.prm import ProcessReward
 
@@ -41,6 +42,8 @@ class StepStats:
     rollout_versions: list[int] = field(default_factory=list)
     policy_lags: list[int] = field(default_factory=list)
     grader_usage: dict[str, dict[str, int]] = field(default_factory=dict)
+    prompts_deferred: int | None = None
+    """Dynamic sampling: prompts passed over so far because their last group was flat (trainer.curriculum)."""
     samples: list[dict[str, Any]] = field(default_factory=list)
     """The step's first group of completions with their rewards (rollouts.jsonl); not in the summary."""
 
@@ -60,6 +63,7 @@ class StepStats:
             "policy_lag": max(self.policy_lags) if self.policy_lags else None,
             "rollout_version": max(self.rollout_versions) if self.rollout_versions else None,
             "grader_usage": self.grader_usage or None,
+            "prompts_deferred": self.prompts_deferred,
         }
 
 
@@ -81,6 +85,7 @@ def merge_stats(parts: list[StepStats]) -> StepStats:
             for k, v in counts.items():
                 mine[k] = mine.get(k, 0) + v
         out.process_reward_error = p.process_reward_error or out.process_reward_error
+        out.prompts_deferred = p.prompts_deferred if p.prompts_deferred is not None else out.prompts_deferred
         out.grading_s = max(out.grading_s, p.grading_s)
         out.sampling_s = max(out.sampling_s, p.sampling_s)
         out.prm_s = max(out.prm_s, p.prm_s)
@@ -111,12 +116,14 @@ class GraderReward:
         num_generations: int,
         prm: ProcessReward | None = None,
         alpha: float = 1.0,
+        curriculum: PromptStats | None = None,
     ) -> None:
         self.grader = grader
         self.box = box
         self.num_generations = num_generations
         self.prm = prm
         self.alpha = alpha
+        self.curriculum = curriculum
 
     def __call__(self, prompts: list[Any], completions: list[Any], **columns: Any) -> list[float]:
         texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
@@ -157,6 +164,11 @@ class GraderReward:
             group = rewards[i : i + g]
             st.groups += 1
             st.zero_std_groups += int(max(group) - min(group) < 1e-9)
+            if self.curriculum is not None and "uid" in columns:
+                passed = [self.grader.correct(o) for o in outcome[i : i + g]]
+                self.curriculum.record(str(columns["uid"][i]), group, passed=passed)
+        if self.curriculum is not None:
+            st.prompts_deferred = self.curriculum.skipped
         return rewards
 
 
@@ -179,11 +191,27 @@ def make_grpo_trainer(**kwargs: Any) -> Any:
 
     box: StatsBox = kwargs.pop("stats_box")
     versions: PolicyVersions = kwargs.pop("policy_versions")
+    curriculum: PromptStats | None = kwargs.pop("curriculum", None)
 
     class OpenRFTGRPOTrainer(GRPOTrainer):
         """GRPOTrainer that times rollouts and tags each rollout batch with its policy version."""
 
         _rollout_version: int | None = None
+
+        def _get_train_sampler(self, dataset: Any = None) -> Any:
+            if curriculum is None:
+                return super()._get_train_sampler(dataset)
+            from trainer.curriculum import curriculum_sampler
+
+            data = self.train_dataset if dataset is None else dataset
+            return curriculum_sampler(
+                [str(u) for u in data["uid"]],
+                curriculum,
+                mini_repeat_count=self.num_generations,
+                batch_size=self.args.generation_batch_size // self.num_generations,
+                repeat_count=self.num_iterations * self.args.steps_per_generation,
+                seed=self.args.seed,
+            )
 
         def _generate_single_turn(self, *args: Any, **kw: Any) -> Any:
             t0 = time.perf_counter()

@@ -323,7 +323,8 @@ JSON_GRADER: dict[str, Any] = {
     "type": "python",
     "name": "extraction",
     # Checked against the message itself (item.text): the row carries no expected JSON. A quarter for a JSON
-    # object with exactly the three keys, a quarter for each value that matches the message.
+    # object with exactly the three keys, a quarter for each value that matches the message (the quantity as a
+    # JSON number, as the instruction asks).
     "source": (
         "import json, re\n"
         f"NAMES = {list(_NAMES)!r}\n"
@@ -345,7 +346,7 @@ JSON_GRADER: dict[str, Any] = {
         "    score = 0.25 * (set(obj) == {'name', 'city', 'quantity'})\n"
         "    score += 0.25 * (str(obj.get('name', '')).strip() == name)\n"
         "    score += 0.25 * (str(obj.get('city', '')).strip() == city)\n"
-        "    score += 0.25 * (str(obj.get('quantity', '')).strip() == str(quantity))\n"
+        "    score += 0.25 * (type(obj.get('quantity')) is int and obj['quantity'] == quantity)\n"
         "    return score\n"
     ),
 }

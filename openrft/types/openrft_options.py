@@ -85,6 +85,7 @@ class RLOptions(TypedDict, total=False):
     vllm_server_base_url: str | None
     vllm_group_port: int | None
     vllm_gpu_memory_utilization: float
+    dynamic_sampling: bool
     probe_prompts: int
     early_stop: bool
     patience: int

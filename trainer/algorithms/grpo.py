@@ -18,6 +18,7 @@ class GRPO:
     def build(self, ctx: RunContext, model: Any, rows: list[Row], callback: StageCallback) -> Any:
         from datasets import Dataset
 
+        from trainer.curriculum import PromptStats
         from trainer.prm import make_process_reward
         from trainer.rl import (
             GraderReward,
@@ -31,12 +32,15 @@ class GRPO:
         plan, opts = ctx.plan, ctx.options.rl
         box, versions = StatsBox(), PolicyVersions()
         prm = make_process_reward(ctx)
+        # Every rank must draw the same prompts, and each sees only its share of the groups: one process only.
+        curriculum = PromptStats() if opts.dynamic_sampling and not ctx.world.distributed else None
         reward = GraderReward(
             ctx.need_grader(),
             box,
             num_generations=plan.num_generations,
             prm=prm,
             alpha=ctx.options.prm.alpha if prm is not None else 1.0,
+            curriculum=curriculum,
         )
         data = Dataset.from_list(
             [{"prompt": ctx.prompt_for(r), "item_json": json.dumps(r.item), "uid": r.uid} for r in rows]
@@ -76,6 +80,7 @@ class GRPO:
             callbacks=[callback],
             stats_box=box,
             policy_versions=versions,
+            curriculum=curriculum,
         )
 
     def describe(self, ctx: RunContext) -> str:
