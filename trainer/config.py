@@ -21,13 +21,15 @@ SFT+RL(PRM)            defaults plus a ``prm``
 - ``batch_size`` (prompts per RL step): 2 on CPU, 8 on GPU; SFT: 4 on CPU, 8 on GPU (paper).
 - ``learning_rate_multiplier``: 1.0 times the base rate, 2e-4 for LoRA SFT (CPU) / 5e-5 (GPU, paper), 5e-5 for
   LoRA GRPO on CPU (few steps must move the policy) / 3e-5 on GPU (the paper's actor rate).
-- ``n_epochs``: SFT 3 on CPU, 8 on GPU (paper); RL 1 on CPU, 6 on GPU (the paper's episodes). On CPU the RL
-  step count is also capped at ``40 * compute_multiplier`` steps so a 100-row job fits in about an hour.
+- ``n_epochs``: SFT 3 on CPU, 8 on GPU (paper); RL 3 on CPU, 6 on GPU (the paper's episodes). On CPU the RL
+  step count is also capped at ``120 * compute_multiplier`` steps. RL follows its signal: it ends earlier when
+  ``rl.patience`` evaluations in a row do not beat its best (its start included), and on CPU after
+  ``rl.time_budget_minutes`` (12 by default), so it goes on only while validation keeps improving.
 - ``compute_multiplier``: scales the RL step budget and the rollouts per prompt (``num_generations``,
   4 on CPU, 8 on GPU, before scaling; at least 2).
 - ``reasoning_effort`` is the generation budget (max new tokens): CPU low/default/medium/high = 64/128/128/256,
   GPU 512/1024/1024/1536 (the paper's 1536 at high).
-- ``eval_interval``: about 4 evaluations per run (at least every step, at most every 50); ``eval_samples``: 1
+- ``eval_interval``: about 4 evaluations per epoch of RL (at least every step, at most every 50); ``eval_samples``: 1
   with greedy evaluation, 3 with the paper's protocol (temperature 0.6).
 - ``sft.samples_per_question`` (rejection-sampling tries of a row with a reference answer): 2 on CPU, 16 on GPU
   (the paper uses 64); ``sft.samples_without_reference`` (a row with none, best-of-k): 16 on CPU, 64 on GPU.
@@ -236,6 +238,11 @@ class RLConfig(_Strict):
         description="End RL early when it cannot learn: skip it when the probe finds no reward spread, stop "
         "after 3 steps whose groups all scored alike, or after `patience` evaluations without a new best "
         "(the best checkpoint is kept). False: report these, run every step.",
+    )
+    time_budget_minutes: Auto | Annotated[float, Field(gt=0)] | None = Field(
+        default="auto",
+        description="RL ends (its best checkpoint kept) once the stage has run this long. auto: 12 minutes on a "
+        "CPU, none on a GPU (steps and patience bound it there); null: none.",
     )
     patience: Annotated[int, Field(ge=0, le=1000)] = Field(
         default=2,
@@ -529,6 +536,8 @@ class RunPlan:
     vllm_mode: Literal["colocate", "server"] = "colocate"
     rl_temperature: float = 1.0
     """Rollout temperature (the RL probe may settle on another group size, not on another temperature yet)."""
+    rl_time_budget_s: float | None = None
+    """RL ends at its next step after this many seconds of the stage (None: no time budget)."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -604,19 +613,24 @@ def plan_run(
     rl_bs = int(_val(hp.batch_size, 8 if gpu else 2)) if is_rl else 0
     num_gen = int(_val(ext.rl.num_generations, max(2, round((8 if gpu else 4) * math.sqrt(compute)))))
     rl_lr = float(_val(ext.rl.learning_rate, 3e-5 if gpu else 5e-5)) * lr_mult
-    rl_epochs = int(_val(hp.n_epochs, 6 if gpu else 1)) if is_rl else 0
+    rl_epochs = int(_val(hp.n_epochs, 6 if gpu else 3)) if is_rl else 0
     steps_per_epoch = max(1, math.ceil(n_train / max(1, rl_bs))) if is_rl else 0
     if ext.rl.max_steps != "auto":
         rl_steps = int(ext.rl.max_steps)
     else:
         rl_steps = rl_epochs * steps_per_epoch
         if not gpu:
-            rl_steps = min(rl_steps, max(1, round(40 * compute)))
+            rl_steps = min(rl_steps, max(1, round(120 * compute)))
     rl_on = is_rl and ext.rl.enabled
     if not rl_on:
         rl_steps = 0
     max_len = _EFFORT_TOKENS[gpu][rl_hp.reasoning_effort]
-    interval = int(_val(rl_hp.eval_interval, min(50, max(1, math.ceil(rl_steps / 4))) if rl_steps else 1))
+    per_epoch = min(rl_steps, steps_per_epoch) if rl_steps else 0
+    interval = int(_val(rl_hp.eval_interval, min(50, max(1, math.ceil(per_epoch / 4))) if rl_steps else 1))
+    budget = ext.rl.time_budget_minutes
+    rl_time = (
+        (None if gpu else 12 * 60.0) if budget == "auto" else (None if budget is None else 60 * float(budget))
+    )
     paper = ext.eval.protocol == "paper"
     eval_samples = int(_val(rl_hp.eval_samples, 3 if paper else 1))
     eval_temp = ext.eval.temperature if ext.eval.temperature is not None else (0.6 if paper else 0.0)
@@ -646,6 +660,7 @@ def plan_run(
         # auto is a server only once a launcher started one (rollout_server_gpu) and gave its URL.
         vllm_mode="server" if ext.rl.vllm_mode == "server" or ext.rl.vllm_server_base_url else "colocate",
         rl_temperature=ext.rl.temperature,
+        rl_time_budget_s=rl_time if rl_on else None,
     )
 
 

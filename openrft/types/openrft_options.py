@@ -88,6 +88,7 @@ class RLOptions(TypedDict, total=False):
     dynamic_sampling: bool
     probe_prompts: int
     early_stop: bool
+    time_budget_minutes: Auto | float | None
     patience: int
 
 

@@ -82,12 +82,14 @@ def test_auto_rules_fit_the_hardware() -> None:
     cfg = parse_config("reinforcement", {}, {})
     cpu = plan_run(cfg, n_train=100, hardware=CPU)
     gpu = plan_run(cfg, n_train=100, hardware=GPU, vllm_available=True)
-    # CPU: a 100-row job stays within the hour budget; GPU: the paper's budgets.
-    assert cpu.rl_max_steps == 40 and cpu.num_generations == 4 and cpu.max_completion_length == 128
+    # CPU: RL may run 3 epochs of 50 steps, capped at 120 and bounded by patience and 12 minutes; GPU: the
+    # paper's budgets.
+    assert cpu.rl_max_steps == 120 and cpu.num_generations == 4 and cpu.max_completion_length == 128
+    assert cpu.rl_time_budget_s == 12 * 60 and gpu.rl_time_budget_s is None
     assert cpu.samples_per_question == 2 and cpu.rollout_engine == "transformers"
     assert gpu.rl_max_steps == 6 * 13  # 6 episodes of ceil(100 / 8) steps
     assert gpu.samples_per_question == 16 and gpu.sft_epochs == 8 and gpu.rollout_engine == "vllm"
-    assert cpu.eval_interval == 10
+    assert cpu.eval_interval == 13  # about 4 evaluations an epoch
     paper = plan_run(
         parse_config("reinforcement", {}, {"eval": {"protocol": "paper"}}), n_train=100, hardware=CPU
     )
@@ -99,7 +101,7 @@ def test_compute_multiplier_scales_budget() -> None:
         parse_config("reinforcement", {"compute_multiplier": 0.25}, {}), n_train=100, hardware=CPU
     )
     big = plan_run(parse_config("reinforcement", {"compute_multiplier": 4}, {}), n_train=1000, hardware=CPU)
-    assert small.rl_max_steps == 10 and big.rl_max_steps == 160
+    assert small.rl_max_steps == 30 and big.rl_max_steps == 480
     assert small.num_generations == 2 and big.num_generations == 8
 
 

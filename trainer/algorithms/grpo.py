@@ -84,12 +84,19 @@ class GRPO:
         )
 
     def describe(self, ctx: RunContext) -> str:
-        plan = ctx.plan
+        plan, opts = ctx.plan, ctx.options.rl
         prm = ctx.options.prm.type
+        ends = []
+        if opts.early_stop and opts.patience:
+            ends.append(f"{opts.patience} evaluations (every {plan.eval_interval} steps) without a new best")
+        if plan.rl_time_budget_s:
+            ends.append(f"{plan.rl_time_budget_s / 60:.0f} minutes")
         return (
-            f"RL (GRPO): {plan.rl_max_steps} steps, {plan.rl_batch_size} prompts x {plan.num_generations} rollouts "
-            f"per step, max {plan.max_completion_length} new tokens, lr {plan.rl_learning_rate:g}, "
-            f"rollouts by {plan.rollout_engine}" + (f", process reward: {prm}" if prm != "none" else "")
+            f"RL (GRPO): up to {plan.rl_max_steps} steps, {plan.rl_batch_size} prompts x {plan.num_generations} "
+            f"rollouts per step at temperature {plan.rl_temperature:g}, max {plan.max_completion_length} new "
+            f"tokens, lr {plan.rl_learning_rate:g}, rollouts by {plan.rollout_engine}"
+            + (f", process reward: {prm}" if prm != "none" else "")
+            + (f"; it goes on while validation improves and ends after {' or '.join(ends)}" if ends else "")
         )
 
 

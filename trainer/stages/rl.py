@@ -47,6 +47,9 @@ def choose_rl_start(ctx: RunContext) -> str:
     base = ctx.state.valid_scores.get("0")
     sft = ctx.state.valid_scores.get(str(sft_step)) if sft_step else None
     decision: dict[str, object] = {"start": "sft" if "sft" in ctx.state.done and sft_step else "base"}
+    for name, scores in (("base", base), ("sft", sft)):
+        if scores:  # the start's validation reward: what RL's evaluations must beat (StageCallback)
+            decision[name] = sum(scores) / len(scores)
     if base is not None and sft is not None and len(base) == len(sft):
         diff = paired_difference(base, sft)
         b, f = sum(base) / len(base), sum(sft) / len(sft)

@@ -113,6 +113,8 @@ class StageCallback(_callback_base()):  # type: ignore[misc]
         rec["training_s"] = max(
             0.0, rec["full_iteration_s"] - (rec.get("sampling_s") or 0) - (rec.get("grading_s") or 0)
         )
+        if self.watch is not None and not self.stop_now:
+            self._check_time_budget(rec)
         ctx.step_times.append(rec["full_iteration_s"])
         last = local_step >= trainer.state.max_steps or self.stop_now
         due = self.eval_every is not None and local_step % self.eval_every == 0
@@ -151,12 +153,41 @@ class StageCallback(_callback_base()):  # type: ignore[misc]
         elif ctx.val_rows:
             rec.update(validate(ctx, trainer.model, step=rec["step"]))
             if self.watch is not None and not self.stop_now:
-                best = ctx.ckpts.best()
-                prior = best.metrics.get("full_valid_mean_reward") if best is not None else None
-                improved = prior is None or rec["full_valid_mean_reward"] > float(prior) + 1e-9
+                prior = self._best_so_far()
+                improved = prior is None or rec["full_valid_mean_reward"] > prior + 1e-9
                 self.act([] if last else self.watch.on_eval(improved=improved))
         rec["eval_s"] = time.perf_counter() - t0
         rec["full_iteration_s"] += rec["eval_s"]
+
+    def _best_so_far(self) -> float | None:
+        """The best validation reward of this stage: its start (the model RL started from) and its evaluations."""
+        ctx = self.ctx
+        start = ctx.state.counters.get("rl_start") or {}
+        seen = [float(start[start["start"]])] if start.get(start.get("start", "")) is not None else []
+        seen += [
+            float(r["full_valid_mean_reward"])
+            for r in ctx.reporter.rows
+            if r.get("stage") == self.stage and r.get("full_valid_mean_reward") not in (None, "")
+        ]
+        return max(seen) if seen else None
+
+    def _check_time_budget(self, rec: dict[str, Any]) -> None:
+        """End the stage at this step once it has run for the plan's time budget (a resumed stage counts its
+        earlier steps too)."""
+        budget = self.ctx.plan.rl_time_budget_s
+        if budget is None:
+            return
+        spent = rec["full_iteration_s"] + sum(
+            float(r.get("full_iteration_s") or 0)
+            for r in self.ctx.reporter.rows
+            if r.get("stage") == self.stage
+        )
+        if spent >= budget:
+            self.ctx.sink.message(
+                f"RL ended at its time budget ({budget / 60:.0f} min, openrft.rl.time_budget_minutes): the best "
+                "checkpoint is kept."
+            )
+            self.stop_now = True
 
     def act(self, verdicts: list[Verdict]) -> None:
         """Carry out the RL watch's verdicts: a warning event, a failed job, or the stage ended early."""
