@@ -19,8 +19,9 @@ SFT+RL(PRM)            defaults plus a ``prm``
 "auto" rules (documented here, applied in :func:`plan_run`):
 
 - ``batch_size`` (prompts per RL step): 2 on CPU, 8 on GPU; SFT: 4 on CPU, 8 on GPU (paper).
-- ``learning_rate_multiplier``: 1.0 times the base rate, 2e-4 for LoRA SFT (CPU) / 5e-5 (GPU, paper), 5e-5 for
-  LoRA GRPO on CPU (few steps must move the policy) / 3e-5 on GPU (the paper's actor rate).
+- ``learning_rate_multiplier``: 1.0 times the base rate, 2e-4 for LoRA SFT (CPU) / 5e-5 (GPU, paper), 2e-4 for
+  LoRA GRPO on CPU (tens of steps must move the policy: bench/results/quality.md) / 3e-5 on GPU (the paper's
+  actor rate). ``rl.temperature``: 0.8 on CPU, 1.0 on GPU.
 - ``n_epochs``: SFT 3 on CPU, 8 on GPU (paper); RL 3 on CPU, 6 on GPU (the paper's episodes). On CPU the RL
   step count is also capped at ``120 * compute_multiplier`` steps. RL follows its signal: it ends earlier when
   ``rl.patience`` evaluations in a row do not beat its best (its start included), and on CPU after
@@ -196,7 +197,11 @@ class RLConfig(_Strict):
     learning_rate: Auto | Annotated[float, Field(gt=0, le=1)] = Field(
         default="auto", description="RL learning rate (before learning_rate_multiplier)."
     )
-    temperature: Annotated[float, Field(gt=0, le=2)] = Field(default=1.0, description="Rollout temperature.")
+    temperature: Auto | Annotated[float, Field(gt=0, le=2)] = Field(
+        default="auto",
+        description="Rollout temperature. auto: 0.8 on a CPU (a small model's samples at 1.0 "
+        "are mostly noise), 1.0 on a GPU.",
+    )
     beta: Annotated[float, Field(ge=0, le=1)] = Field(
         default=0.0, description="KL coefficient to the reference policy (0 skips the reference model)."
     )
@@ -246,7 +251,8 @@ class RLConfig(_Strict):
     )
     patience: Annotated[int, Field(ge=0, le=1000)] = Field(
         default=2,
-        description="End RL when this many evaluations in a row do not beat the best checkpoint (0: never).",
+        description="End RL when this many evaluations in a row do not beat its best so far (the validation "
+        "reward of the model it started from included; 0: never).",
     )
 
     @field_validator("algorithm")
@@ -612,7 +618,7 @@ def plan_run(
 
     rl_bs = int(_val(hp.batch_size, 8 if gpu else 2)) if is_rl else 0
     num_gen = int(_val(ext.rl.num_generations, max(2, round((8 if gpu else 4) * math.sqrt(compute)))))
-    rl_lr = float(_val(ext.rl.learning_rate, 3e-5 if gpu else 5e-5)) * lr_mult
+    rl_lr = float(_val(ext.rl.learning_rate, 3e-5 if gpu else 2e-4)) * lr_mult
     rl_epochs = int(_val(hp.n_epochs, 6 if gpu else 3)) if is_rl else 0
     steps_per_epoch = max(1, math.ceil(n_train / max(1, rl_bs))) if is_rl else 0
     if ext.rl.max_steps != "auto":
@@ -659,7 +665,7 @@ def plan_run(
         rollout_engine=engine,
         # auto is a server only once a launcher started one (rollout_server_gpu) and gave its URL.
         vllm_mode="server" if ext.rl.vllm_mode == "server" or ext.rl.vllm_server_base_url else "colocate",
-        rl_temperature=ext.rl.temperature,
+        rl_temperature=float(_val(ext.rl.temperature, 1.0 if gpu else 0.8)),
         rl_time_budget_s=rl_time if rl_on else None,
     )
 

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 FIRST_ROUND_WITHOUT_REFERENCE = 4
 """Tries per question in the first best-of-k round of a row without a reference answer."""
+MIN_ROUND_YIELD = 0.1
+"""A growing round is sampled only while the previous one solved at least this share of the questions it tried:
+below it, the tries cost more than RL spends to learn the same (bench/results/quality.md)."""
 
 
 @dataclass
@@ -86,6 +89,7 @@ def rejection_sample(
     teacher does not produce what the grader accepts (a reply format it does not know yet), and the remaining
     tries would cost as much for as little."""
     budgets = [Budget(budget, per_round)] * len(rows) if isinstance(budget, int) else list(budget)
+    yields: dict[Budget, float] = {}  # per budget class: the share of the last round's questions it solved
     for r in rows:
         results.setdefault(r.uid, Synthesized(uid=r.uid))
     while True:
@@ -93,9 +97,11 @@ def rejection_sample(
         first_round_done = len(tried) >= min_first_round and min(t.tries for t in tried) >= 1
         if first_round_done and not any(t.source == "sampled" for t in tried):
             return results
-        asks = _next_round(rows, budgets, results)
+        asks = _next_round(rows, budgets, results, yields)
         if not asks:
             return results
+        asked = dict.fromkeys(budgets, 0)
+        before = _solved_by_class(rows, budgets, results)
         for n, todo in asks.items():
             outs = teacher.sample(
                 [prompts[i] for i in todo], n=n, temperature=temperature, max_new_tokens=max_new_tokens
@@ -113,14 +119,29 @@ def rejection_sample(
                     res.response, res.source = text, "sampled"
             for i in todo:
                 results[rows[i].uid].tries += n
+                asked[budgets[i]] += 1
+        after = _solved_by_class(rows, budgets, results)
+        for b, n_asked in asked.items():
+            if n_asked:
+                yields[b] = (after[b] - before[b]) / n_asked
         if on_round is not None:
             on_round(results)
 
 
-def _next_round(
+def _solved_by_class(
     rows: list[Row], budgets: list[Budget], results: dict[str, Synthesized]
+) -> dict[Budget, int]:
+    out = dict.fromkeys(budgets, 0)
+    for r, b in zip(rows, budgets, strict=True):
+        out[b] += results[r.uid].source == "sampled"
+    return out
+
+
+def _next_round(
+    rows: list[Row], budgets: list[Budget], results: dict[str, Synthesized], yields: dict[Budget, float]
 ) -> dict[int, list[int]]:
-    """Tries per unsolved row this round, as {tries: row indexes}."""
+    """Tries per unsolved row this round, as {tries: row indexes}; a growing class goes on only while its rounds
+    pay (``MIN_ROUND_YIELD``)."""
     classes: dict[Budget, list[int]] = {}
     for i, b in enumerate(budgets):
         classes.setdefault(b, []).append(i)
@@ -128,7 +149,7 @@ def _next_round(
     for b, members in classes.items():
         unsolved = [i for i in members if results[rows[i].uid].source != "sampled"]
         todo = [i for i in unsolved if results[rows[i].uid].tries < b.tries]
-        if not todo:
+        if not todo or (b.grow and yields.get(b, 1.0) < MIN_ROUND_YIELD):
             continue
         started = any(results[rows[i].uid].tries for i in members)
         grow = b.first

@@ -77,7 +77,7 @@ class RLOptions(TypedDict, total=False):
     num_generations: Auto | int
     max_steps: Auto | int
     learning_rate: Auto | float
-    temperature: float
+    temperature: Auto | float
     beta: float
     loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"]
     rollout_engine: Literal["auto", "transformers", "vllm"]

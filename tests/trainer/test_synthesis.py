@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from trainer.data import Row
 from trainer.grading import Grader
 from trainer.references import reference_responses, worked_reasoning
-from trainer.synthesis import Synthesized, rejection_sample
+from trainer.synthesis import Budget, Synthesized, keep_partial, rejection_sample
 
 LIKE = {
     "type": "string_check",
@@ -244,3 +245,67 @@ def test_a_first_round_without_one_correct_trace_ends_sampling() -> None:
     results: dict[str, Synthesized] = {}
     sample_all(data, teacher, results)
     assert len(teacher.asked) == 20 and all(r.tries == 1 for r in results.values())  # one round, not four
+
+
+PARTIAL = {
+    "type": "python",
+    "name": "p",
+    "source": "def grade(sample, item):\n"
+    "    t = sample['output_text']\n"
+    "    return 1.0 if 'yes' in t else 0.5 if 'maybe' in t else 0.0\n",
+}
+
+
+def _grow(data: list[Row], teacher: ScriptedTeacher, budget: Budget) -> dict[str, Synthesized]:
+    results: dict[str, Synthesized] = {}
+    with Grader(PARTIAL) as g:
+        rejection_sample(
+            data,
+            [r.messages for r in data],
+            teacher,
+            g,
+            budget=[budget] * len(data),
+            temperature=1.0,
+            max_new_tokens=16,
+            results=results,
+            min_first_round=1000,
+        )
+    return results
+
+
+def test_best_of_k_rounds_grow_with_the_share_unsolved() -> None:
+    data = rows(10)
+    script = {i: ["yes"] + ["no"] * 20 for i in range(5)}  # half solved at once
+    script.update({i: ["no"] * 20 for i in range(5, 10)})
+    script[5] = ["no", "no", "no", "yes"] + ["no"] * 20  # solved in the second round
+    teacher = ScriptedTeacher(script)
+    results = _grow(data, teacher, Budget(8, first=2, grow=True))
+    rounds = Counter(n for _, n in teacher.asked)
+    # Round 1: 2 tries each; round 2: 5 of 10 unsolved -> 2 x 10 / 5 = 4 tries each; round 3: 4 unsolved ->
+    # ceil(2 x 10 / 4) = 5, capped at the 2 left of 8; then the budget is spent.
+    assert rounds == {2: 10 + 4, 4: 5}
+    assert all(results[str(i)].source == "sampled" for i in range(6))
+    assert [results[str(i)].tries for i in range(10)] == [2] * 5 + [6] + [8] * 4
+
+
+def test_best_of_k_stops_where_rounds_do_not_pay() -> None:
+    data = rows(20)
+    teacher = ScriptedTeacher({i: (["yes"] if i == 0 else []) + ["no"] * 20 for i in range(20)})
+    results = _grow(data, teacher, Budget(16, first=2, grow=True))
+    assert len(teacher.asked) == 20  # round 1 solved 1 of 20 (5%): no second round
+    assert sum(r.source == "sampled" for r in results.values()) == 1
+
+
+def test_partial_credit_keeps_a_best_try_above_its_questions_mean() -> None:
+    data = rows(3)
+    teacher = ScriptedTeacher(
+        {
+            0: ["no", "maybe", "no", "no"],  # best 0.5 above the mean 0.125: kept as partial
+            1: ["maybe"] * 4,  # every try alike: nothing better than its mean
+            2: ["no"] * 4,
+        }
+    )
+    results = _grow(data, teacher, Budget(4, first=4, grow=True, partial=True))
+    assert keep_partial(results["0"]) and results["0"].best_text == "maybe"
+    assert results["0"].mean_score == 0.125
+    assert not keep_partial(results["1"]) and not keep_partial(results["2"])

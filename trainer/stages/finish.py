@@ -94,14 +94,18 @@ def summarize(ctx: RunContext, choice: Choice) -> None:
         data[f"{name}_valid_mean_reward"] = round(c.mean, 4)
         parts.append(f"{_STAGE_NAMES[name]} {c.mean:.3f}" + (f" (step {c.step})" if name == "rl" else ""))
     added = []
+    rl_from = ctx.rl_start()  # RL's gain is over the model it started from
     for earlier, later in (("base", "sft"), ("sft", "rl"), ("base", "rl")):
         a, b = by_stage.get(earlier), by_stage.get(later)
         if a is None or b is None or len(a.scores) != len(b.scores):
             continue
         diff = paired_difference(a.scores, b.scores)
         data[f"{later}_minus_{earlier}"] = {"mean": diff.mean, "low": diff.low, "high": diff.high}
-        if (earlier, later) != ("base", "rl") or "sft" not in by_stage:
-            added.append(f"{_STAGE_NAMES[later]} over {_STAGE_NAMES[earlier]} {diff.describe()}")
+        if later == "sft" or earlier == rl_from:
+            start = " (its start)" if later == "rl" else ""
+            added.append(f"{_STAGE_NAMES[later]} over {_STAGE_NAMES[earlier]}{start} {diff.describe()}")
+    if "rl" in by_stage:
+        data["rl_start"] = rl_from
     chosen = choice.chosen
     kept = (
         "the base model: nothing trained here beat it on these rows by more than their noise, so the fine-tuned "
