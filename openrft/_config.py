@@ -40,8 +40,9 @@ def resolve_api_key(api_key: str | None) -> str:
     return key
 
 
-def resolve_base_url(base_url: str | None) -> str:
-    url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+def resolve_base_url(base_url: object | None) -> str:
+    """``base_url`` is a string, or the SDK's URL object when the client is copied (``with_options``)."""
+    url = (str(base_url) if base_url else os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise OpenRFTError(f"The base URL must start with http:// or https://, got {url!r}.")
     return url

@@ -11,12 +11,12 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from openai.types.fine_tuning import FineTuningJobEvent
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from openrft.types.fine_tuning_job import FineTuningJob
-from openrft.types.fine_tuning_job_event import FineTuningJobEvent
 
 EventCallback = Callable[[FineTuningJobEvent], None]
 _LEVEL_STYLE = {"warn": "yellow", "error": "bold red"}
@@ -69,7 +69,7 @@ class ProgressState:
         self.status = ""
 
     def apply_event(self, event: FineTuningJobEvent) -> None:
-        data = event.data or {}
+        data = event.data if isinstance(event.data, dict) else {}
         if event.type != "metrics" or "step" not in data:
             return
         self.step = int(data["step"])

@@ -7,14 +7,20 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from openrft._exceptions import APIStatusError
-from openrft._retry import retry_after_seconds
+from openrft._exceptions import APIStatusError, error_message
 
 R = TypeVar("R")
 
 
 def is_loading(exc: BaseException) -> bool:
     return isinstance(exc, APIStatusError) and exc.status_code == 503 and exc.code == "model_loading"
+
+
+def _retry_after(exc: APIStatusError) -> float | None:
+    try:
+        return float(exc.response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
 
 
 def retry_while_loading(
@@ -29,6 +35,6 @@ def retry_while_loading(
             if not is_loading(exc) or time.monotonic() >= deadline:
                 raise
             if on_wait is not None:
-                on_wait(exc.message)
-            wait = retry_after_seconds(exc.response.headers) or 5.0
+                on_wait(error_message(exc))
+            wait = _retry_after(exc) or 5.0
             time.sleep(max(0.5, min(wait, deadline - time.monotonic(), 15.0)))

@@ -110,27 +110,49 @@ def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.set_defaults(func=_run_server)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from openrft.commands import add_client_commands
+SERVER_COMMANDS = frozenset({"serve", "worker", "migrate", "keys"})
 
+
+def build_parser(*, client_commands: bool = True) -> argparse.ArgumentParser:
+    """The whole command; without the client commands for a server command, which then never loads the
+    client's SDK (about a second of start-up)."""
     parser = argparse.ArgumentParser(
         prog="openrft", description="OpenRFT: self-hosted reinforcement fine-tuning"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     add_server_commands(sub)
-    add_client_commands(sub)
+    if client_commands:
+        from openrft.commands import add_client_commands
+
+        add_client_commands(sub)
     return parser
+
+
+def _api_error_line(exc: Exception) -> str | None:
+    """The line for an error of the SDK, or None. The SDK is only looked at if it was loaded (the server's
+    commands never load it, so cannot raise its errors)."""
+    if "openai" not in sys.modules:
+        return None
+    from openrft._exceptions import APIConnectionError, APIStatusError, APITimeoutError, status_line
+
+    if isinstance(exc, APITimeoutError):
+        return f"Request timed out: {exc.request.method} {exc.request.url.path}. Raise --timeout if the service is busy."
+    if isinstance(exc, APIConnectionError):
+        url = exc.request.url.copy_with(path="/", query=None)
+        return (
+            f"Connection error: could not reach {url}. Is the service running? Start it with: openrft serve"
+        )
+    if isinstance(exc, APIStatusError):
+        return status_line(exc)
+    return None
 
 
 def _error_line(exc: Exception) -> str:
     from pydantic import ValidationError
 
-    from openrft import APIConnectionError, APITimeoutError
-
-    if isinstance(exc, APITimeoutError):
-        return f"{exc.message} Raise --timeout if the service is busy."
-    if isinstance(exc, APIConnectionError):
-        return f"{exc.message} Is the service running? Start it with: openrft serve"
+    api = _api_error_line(exc)
+    if api is not None:
+        return api
     if isinstance(exc, ValidationError):  # the server's settings: each message, without pydantic's frame
         return "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
     if isinstance(exc, OSError) and exc.strerror:
@@ -156,7 +178,8 @@ def run_command(args: argparse.Namespace, func: Callable[[argparse.Namespace], i
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    server_command = bool(argv) and argv[0] in SERVER_COMMANDS
+    args = build_parser(client_commands=not server_command).parse_args(argv)
     args.argv = argv  # what a server command hands on to the server's entry point
     return run_command(args, args.func)
 

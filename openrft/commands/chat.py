@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
+
+from openai import omit
 
 from openrft import OpenRFT
 from openrft._model_loading import retry_while_loading
 from openrft.commands.common import connection_options, err, make_client
 
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
+
 EXIT_WORDS = frozenset({"exit", "quit", "/exit", "/quit"})
 
 
-def _reply(client: OpenRFT, args: argparse.Namespace, messages: list[dict[str, Any]]) -> str:
+def _reply(client: OpenRFT, args: argparse.Namespace, messages: list[ChatCompletionMessageParam]) -> str:
     """Send the conversation; print the reply as it arrives. A model still loading is waited for."""
     waited: list[str] = []
 
@@ -25,27 +30,31 @@ def _reply(client: OpenRFT, args: argparse.Namespace, messages: list[dict[str, A
     return retry_while_loading(lambda: _send(client, args, messages), timeout=args.timeout, on_wait=note)
 
 
-def _send(client: OpenRFT, args: argparse.Namespace, messages: list[dict[str, Any]]) -> str:
+def _send(client: OpenRFT, args: argparse.Namespace, messages: list[ChatCompletionMessageParam]) -> str:
     """One request; the reply is printed as it streams in (reasoning, if any, dimmed on stderr)."""
-    sampling: dict[str, Any] = {"max_tokens": args.max_tokens, "temperature": args.temperature}
+    temperature = omit if args.temperature is None else args.temperature
     if args.no_stream:
-        done = client.chat.completions.create(model=args.model, messages=messages, **sampling)
+        done = client.chat.completions.create(
+            model=args.model, messages=messages, max_tokens=args.max_tokens, temperature=temperature
+        )
         message = done.choices[0].message
-        if message.reasoning_content:
-            err.print(message.reasoning_content, style="dim", markup=False)
+        reasoning = getattr(message, "reasoning_content", None)  # the service's field beside OpenAI's
+        if reasoning:
+            err.print(reasoning, style="dim", markup=False)
         text = message.content or ""
         sys.stdout.write(text + "\n")
         return text
     parts: list[str] = []
     with client.chat.completions.create(
-        model=args.model, messages=messages, stream=True, **sampling
+        model=args.model, messages=messages, stream=True, max_tokens=args.max_tokens, temperature=temperature
     ) as stream:
         for chunk in stream:
             if not chunk.choices:
                 continue
             delta = chunk.choices[0].delta
-            if delta.reasoning_content:
-                err.print(delta.reasoning_content, style="dim", end="", markup=False)
+            reasoning = getattr(delta, "reasoning_content", None)
+            if reasoning:
+                err.print(reasoning, style="dim", end="", markup=False)
             if delta.content:
                 parts.append(delta.content)
                 sys.stdout.write(delta.content)
@@ -56,7 +65,9 @@ def _send(client: OpenRFT, args: argparse.Namespace, messages: list[dict[str, An
 
 def chat(args: argparse.Namespace) -> int:
     client = make_client(args)
-    history: list[dict[str, Any]] = [{"role": "system", "content": args.system}] if args.system else []
+    history: list[ChatCompletionMessageParam] = (
+        [{"role": "system", "content": args.system}] if args.system else []
+    )
     if args.message is not None:
         _reply(client, args, [*history, {"role": "user", "content": args.message}])
         return 0

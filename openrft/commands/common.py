@@ -9,12 +9,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from openai import BaseModel
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from openrft import OpenRFT
-from openrft._models import BaseModel
 
 # Results go to stdout; progress and notices to stderr, so `--json` output can be piped.
 out = Console(highlight=False, soft_wrap=True)
@@ -99,10 +99,12 @@ def when(ts: int | None) -> str:
 
 
 def print_json(objects: BaseModel | Iterable[BaseModel]) -> None:
+    """The objects as the API sent them. ``warnings=False``: the SDK types a grader by OpenAI's grader types,
+    and one of this service's own (``multiple_choice``) is printed as sent, without pydantic's complaint."""
     if isinstance(objects, BaseModel):
-        out.print_json(objects.to_json())
+        out.print_json(objects.to_json(warnings=False))
     else:
-        out.print_json(json.dumps([o.to_dict() for o in objects]))
+        out.print_json(json.dumps([o.to_dict(mode="json", warnings=False) for o in objects]))
 
 
 def print_object(obj: BaseModel, title: str, rows: Sequence[tuple[str, Any]], *, as_json: bool) -> None:

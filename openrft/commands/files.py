@@ -97,7 +97,7 @@ def get(args: argparse.Namespace) -> int:
 
 def content(args: argparse.Namespace) -> int:
     """A file's bytes (a job's result files: metrics CSV, rollouts JSONL) to stdout or ``--output``."""
-    data = make_client(args).files.content(args.file_id)
+    data = make_client(args).files.content(args.file_id).content
     if args.output:
         Path(args.output).write_bytes(data)
         err.print(f"wrote {len(data)} bytes to {args.output}", markup=False)

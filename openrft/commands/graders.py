@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any, cast
 
 from openrft.commands.common import connection_options, json_object_arg, make_client, out, print_json
 
 
 def run(args: argparse.Namespace) -> int:
     result = make_client(args).graders.run(
-        grader=json_object_arg(args.grader, "--grader"),
+        grader=cast(Any, json_object_arg(args.grader, "--grader")),  # checked by the server
         model_sample=args.sample,
         item=json_object_arg(args.item, "--item") if args.item else None,
     )
@@ -19,14 +20,15 @@ def run(args: argparse.Namespace) -> int:
     out.print(f"reward {result.reward:g}")
     for name, value in (result.sub_rewards or {}).items():
         out.print(f"  {name}: {value}")
-    errors = {k: v for k, v in (result.metadata.get("errors") or {}).items() if v}
+    errors = {k: v for k, v in result.metadata.errors.to_dict().items() if v}
     if errors:
         out.print(f"grader errors: {', '.join(f'{k}={v}' for k, v in errors.items())}", markup=False)
     return 0
 
 
 def validate(args: argparse.Namespace) -> int:
-    print_json(make_client(args).graders.validate(grader=json_object_arg(args.grader, "--grader")))
+    grader = cast(Any, json_object_arg(args.grader, "--grader"))  # checked by the server
+    print_json(make_client(args).graders.validate(grader=grader))
     return 0
 
 

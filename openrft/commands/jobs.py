@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rich.text import Text
 
 from openrft import BadRequestError, NotFoundError, OpenRFT
+from openrft._exceptions import error_message
 from openrft.commands.common import (
     CLIError,
     connection_options,
@@ -67,10 +68,10 @@ def report(job: FineTuningJob) -> int:
 
 def _check_grader(client: OpenRFT, grader: dict[str, Any]) -> None:
     try:
-        client.graders.validate(grader=grader)
+        client.graders.validate(grader=cast(Any, grader))  # any grader type the server knows
     except BadRequestError as exc:
         param = f" ({exc.param})" if exc.param else ""
-        raise CLIError(f"--grader{param}: {exc.message}") from None
+        raise CLIError(f"--grader{param}: {error_message(exc)}") from None
 
 
 def create(args: argparse.Namespace) -> int:
@@ -138,7 +139,7 @@ def get(args: argparse.Namespace) -> int:
     rows = [
         ("status", job.status),
         ("model", job.model),
-        ("method", job.method.get("type")),
+        ("method", job.method.type if job.method else None),
         ("training file", job.training_file),
         ("validation file", job.validation_file),
         ("fine-tuned model", job.fine_tuned_model),
@@ -228,9 +229,7 @@ def rollouts(args: argparse.Namespace) -> int:
             f"{job.id} has no rollouts file (it is {job.status}; a reinforcement job that trained with RL "
             "gets one when it succeeds)"
         )
-    lines = [
-        json.loads(line) for line in client.files.content(found[0]).decode().splitlines() if line.strip()
-    ]
+    lines = [json.loads(line) for line in client.files.content(found[0]).text.splitlines() if line.strip()]
     steps = sorted({r["step"] for r in lines})
     wanted = {args.step} if args.step is not None else set(steps[-args.last :])
     lines = [r for r in lines if r["step"] in wanted]

@@ -6,10 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from openrft import OpenRFT
 from openrft._model_loading import retry_while_loading
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,11 @@ class Score:
         return (float(ci.low), float(ci.high))
 
 
-def prompt(row: dict[str, Any], system_prompt: str | None) -> list[dict[str, Any]]:
-    """The same conversation training used: the job's system prompt, then the row's messages."""
+def prompt(row: dict[str, Any], system_prompt: str | None) -> list[ChatCompletionMessageParam]:
+    """The same conversation training used: the job's system prompt, then the row's messages (in the
+    shape the file validation checked)."""
     head = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return head + [dict(m) for m in row["messages"]]
+    return cast("list[ChatCompletionMessageParam]", head + [dict(m) for m in row["messages"]])
 
 
 def ask(
@@ -87,7 +91,7 @@ def grade(
     graded = []
     for row, reply in zip(rows, replies, strict=True):
         item = {k: v for k, v in row.items() if k != "messages"}
-        result = client.graders.run(grader=grader, model_sample=reply, item=item)
-        errors = (result.metadata.get("errors") or {}) if isinstance(result.metadata, dict) else {}
-        graded.append(Graded(reply=reply, reward=result.reward, parsed=not errors.get("sample_parse_error")))
+        result = client.graders.run(grader=cast(Any, grader), model_sample=reply, item=item)
+        parsed = not result.metadata.errors.sample_parse_error
+        graded.append(Graded(reply=reply, reward=result.reward, parsed=parsed))
     return graded

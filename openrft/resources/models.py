@@ -1,40 +1,44 @@
-"""``client.models``: base models, fine-tuned models and their checkpoints."""
-
-# ruff: noqa: ASYNC109  (a per-call HTTP timeout, like openai-python; not an asyncio deadline)
+"""``client.models``: the SDK's resource, its models parsed with their ``parent`` and ``root`` (a fine-tuned
+model or checkpoint names the model it was trained from). Delete is the SDK's."""
 
 from __future__ import annotations
 
-from openrft._base_client import NOT_GIVEN, NotGiven, Timeout
-from openrft._resource import AsyncResource, SyncResource, quote_id
-from openrft.pagination import AsyncPaginator, SyncCursorPage
+from typing import TYPE_CHECKING
+
+from openai.pagination import AsyncPage, SyncPage
+from openai.resources import models as sdk
+from typing_extensions import Unpack
+
+from openrft._request import RequestExtras, path_id, request_options
 from openrft.types.model import Model
-from openrft.types.model_deleted import ModelDeleted
+
+if TYPE_CHECKING:
+    from openai._base_client import AsyncPaginator
 
 __all__ = ["AsyncModels", "Models"]
 
 
 def _path(model: str) -> str:
-    return f"/models/{quote_id(model, safe=':/')}"
+    return f"/models/{path_id(model, safe=':/')}"
 
 
-class Models(SyncResource):
-    def list(self, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> SyncCursorPage[Model]:
-        return self._list("/models", Model, {}, timeout=timeout)
+class Models(sdk.Models):
+    def list(self, **extras: Unpack[RequestExtras]) -> SyncPage[Model]:  # type: ignore[override]  # see jobs.list
+        return self._get_api_list(
+            "/models", page=SyncPage[Model], options=request_options(extras), model=Model
+        )
 
-    def retrieve(self, model: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> Model:
-        return self._client.get(_path(model), Model, timeout=timeout)
-
-    def delete(self, model: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> ModelDeleted:
-        """Delete a fine-tuned model (base models cannot be deleted)."""
-        return self._client.delete(_path(model), ModelDeleted, timeout=timeout)
+    def retrieve(self, model: str, **extras: Unpack[RequestExtras]) -> Model:
+        return self._get(_path(model), options=request_options(extras), cast_to=Model)
 
 
-class AsyncModels(AsyncResource):
-    def list(self, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> AsyncPaginator[Model]:
-        return self._list("/models", Model, {}, timeout=timeout)
+class AsyncModels(sdk.AsyncModels):
+    def list(  # type: ignore[override]
+        self, **extras: Unpack[RequestExtras]
+    ) -> AsyncPaginator[Model, AsyncPage[Model]]:
+        return self._get_api_list(
+            "/models", page=AsyncPage[Model], options=request_options(extras), model=Model
+        )
 
-    async def retrieve(self, model: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> Model:
-        return await self._client.get(_path(model), Model, timeout=timeout)
-
-    async def delete(self, model: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> ModelDeleted:
-        return await self._client.delete(_path(model), ModelDeleted, timeout=timeout)
+    async def retrieve(self, model: str, **extras: Unpack[RequestExtras]) -> Model:
+        return await self._get(_path(model), options=request_options(extras), cast_to=Model)

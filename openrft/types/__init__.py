@@ -1,9 +1,15 @@
-"""Response models (one per file) and typed request parameters."""
+"""Response models and typed request parameters: the SDK's own models, with this service's extensions where it
+has them (a job's ``openrft`` options and ``paused`` status, a model's ``parent``)."""
 
-from openrft.types.chat_completion import ChatCompletion, ChatCompletionMessage, CompletionUsage
-from openrft.types.chat_completion_chunk import ChatCompletionChunk, ChoiceDelta
-from openrft.types.file_deleted import FileDeleted
-from openrft.types.file_object import FileObject
+from openai.types import FileDeleted, FileObject, ModelDeleted
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
+from openai.types.completion_usage import CompletionUsage
+from openai.types.fine_tuning import FineTuningJobEvent
+from openai.types.fine_tuning.alpha import GraderRunResponse, GraderValidateResponse
+from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
+from openai.types.fine_tuning.jobs.fine_tuning_job_checkpoint import Metrics as CheckpointMetrics
+
 from openrft.types.fine_tuning_job import (
     STOPPED_STATUSES,
     TERMINAL_STATUSES,
@@ -11,12 +17,7 @@ from openrft.types.fine_tuning_job import (
     JobError,
     JobStatus,
 )
-from openrft.types.fine_tuning_job_checkpoint import CheckpointMetrics, FineTuningJobCheckpoint
-from openrft.types.fine_tuning_job_event import FineTuningJobEvent
-from openrft.types.grader_run_response import GraderRunResponse
-from openrft.types.grader_validate_response import GraderValidateResponse
 from openrft.types.model import Model
-from openrft.types.model_deleted import ModelDeleted
 from openrft.types.openrft_options import (
     AugmentationOptions,
     EndpointOptions,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from openrft._models import BaseModel
+from openai.types.fine_tuning import fine_tuning_job as sdk
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -19,40 +19,15 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled
 STOPPED_STATUSES: frozenset[str] = TERMINAL_STATUSES | {"paused"}
 ACTIVE_STATUSES: frozenset[str] = frozenset({"validating_files", "queued", "running"})
 
-
-class JobError(BaseModel):
-    code: str
-    message: str
-    param: str | None = None
+JobError = sdk.Error
 
 
-class FineTuningJob(BaseModel):
-    """A fine-tuning job. ``status`` is one of :data:`JobStatus` (kept a plain string so a newer server's
-    states never break parsing)."""
+class FineTuningJob(sdk.FineTuningJob):
+    """The SDK's fine-tuning job plus this service's extension. ``status`` may also be ``"paused"`` (see
+    :data:`JobStatus`; responses are not validated, so a newer server's states never break parsing)."""
 
-    id: str
-    object: Literal["fine_tuning.job"] = "fine_tuning.job"
-    created_at: int
-    error: JobError | None = None
-    fine_tuned_model: str | None = None
-    finished_at: int | None = None
-    hyperparameters: dict[str, Any] = {}
-    model: str
-    organization_id: str
-    result_files: list[str] = []
-    seed: int
-    status: str
-    trained_tokens: int | None = None
-    training_file: str
-    validation_file: str | None = None
-    estimated_finish: int | None = None
-    """Unix time the service expects the job to finish (updated as it trains)."""
-    integrations: list[dict[str, Any]] | None = None
-    metadata: dict[str, str] | None = None
-    method: dict[str, Any] = {}
-    suffix: str | None = None
     openrft: dict[str, Any] | None = None
-    """The OpenRFT extension options the job was created with."""
+    """The OpenRFT extension options the job was created with, each resolved to its value."""
 
     @property
     def is_terminal(self) -> bool:

@@ -1,18 +1,12 @@
 from __future__ import annotations
 
-from typing import Literal
-
-from openrft._models import BaseModel
+from openai.types import model as sdk
 
 __all__ = ["Model"]
 
 
-class Model(BaseModel):
+class Model(sdk.Model):
     """A base model, or a fine-tuned model / checkpoint (``parent`` is the model it was trained from)."""
 
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str
     parent: str | None = None
     root: str | None = None

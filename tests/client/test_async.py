@@ -28,7 +28,7 @@ def test_async_files_jobs_models_graders(make_async: Callable[[], AsyncOpenRFT])
             f = await client.files.create(_rows(3), filename="a.jsonl", validate="reinforcement")
             await client.files.create(_rows(1), filename="b.jsonl")
             assert (await client.files.retrieve(f.id)).filename == "a.jsonl"
-            assert await client.files.content(f.id) == _rows(3)
+            assert (await client.files.content(f.id)).content == _rows(3)
             with pytest.raises(FileValidationError):
                 await client.files.create(b"[1]\n", validate="reinforcement")
 
@@ -85,6 +85,6 @@ def test_async_files_jobs_models_graders(make_async: Callable[[], AsyncOpenRFT])
             )
             assert alpha.reward == 0.0
             validated = await client.graders.validate(grader={"type": "multiple_choice"})
-            assert validated.grader["reference"] == "{{ item.answer }}"
+            assert validated.to_dict()["grader"]["reference"] == "{{ item.answer }}"
 
     asyncio.run(run())

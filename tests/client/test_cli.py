@@ -147,6 +147,7 @@ def test_graders_run_and_validate(live: LiveService) -> None:
     assert json.loads(full.stdout)["reward"] == 0
     normalized = run_cli("graders", "validate", "-g", '{"type": "multiple_choice"}', live=live)
     assert json.loads(normalized.stdout)["grader"]["labels"][:2] == ["A", "B"]
+    assert normalized.stderr == ""  # a grader type of this service's own prints as sent, without warnings
     bad = one_error_line(run_cli("graders", "validate", "-g", '{"type": "nonsense"}', live=live))
     assert "invalid_grader" in bad
 
@@ -217,3 +218,23 @@ def test_get_commands_share_one_output_style(live: LiveService, train_file: Path
         raw = json.loads(run_cli(*args, "--json", live=live).stdout)
         assert raw["id"] == title
     assert "filename\ttrain.jsonl" in run_cli("files", "get", uploaded["id"], live=live).stdout
+
+
+def test_server_commands_and_the_servers_imports_never_load_the_sdk() -> None:
+    """`openrft serve` (and worker, migrate, keys) and the server's `openrft.validation` import stay as light as
+    before the client was built on the SDK, whose import costs about a second."""
+    from openrft.cli import SERVER_COMMANDS, build_parser
+    from openrft.cli_doc import _subcommands
+
+    assert {name for name, _, _ in _subcommands(build_parser(client_commands=False))} == SERVER_COMMANDS
+    code = (
+        "import sys, openrft.validation, openrft.cli\n"
+        "try:\n    openrft.cli.main(['serve', '--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'openai' not in sys.modules, 'the SDK was loaded'\n"
+        "openrft.cli.main(['models', '--help'])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr  # the models command's help exits 0, having loaded the SDK
+    assert "--host" in result.stdout and "{list,get,delete}" in result.stdout

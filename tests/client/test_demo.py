@@ -51,10 +51,11 @@ def test_job_options_name_no_reference_and_are_accepted(client: OpenRFT, tmp_pat
     )
     client.fine_tuning.jobs.cancel(job.id)
     assert job.openrft and job.openrft["rl"]["max_steps"] == 8
-    assert job.method["reinforcement"]["hyperparameters"]["eval_interval"] == 4
+    method = job.to_dict()["method"]
+    assert method["reinforcement"]["hyperparameters"]["eval_interval"] == 4
     assert job.openrft["max_minutes"] == 20 and job.openrft["eval"]["at_start"] is False
     assert "max_minutes" not in job_options(DemoOptions())["openrft"]  # no budget unless asked
-    assert job.method["reinforcement"]["grader"]["type"] == "python"
+    assert method["reinforcement"]["grader"]["type"] == "python"
 
 
 def test_replies_are_graded_by_the_jobs_grader(client: OpenRFT) -> None:

@@ -36,7 +36,7 @@ def test_upload_from_path_bytes_file_object_and_tuple(client: OpenRFT, tmp_path:
     ]
     for f in (from_path, from_str, from_bytes, from_obj, from_tuple):
         assert f.id.startswith("file-") and f.bytes == len(data) and f.purpose == "fine-tune"
-        assert client.files.content(f.id) == data
+        assert client.files.content(f.id).content == data
     assert client.files.retrieve(from_obj.id).id == from_obj.id
 
 

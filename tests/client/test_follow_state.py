@@ -14,14 +14,14 @@ from openrft.types import FineTuningJob, FineTuningJobEvent
 
 
 def event(i: int, message: str = "", data: dict[str, Any] | None = None) -> FineTuningJobEvent:
-    return FineTuningJobEvent(
+    return FineTuningJobEvent.construct(  # as the SDK builds a response's models: without validation
         id=f"ftevent-{i}", created_at=1_700_000_000 + i, level="info", message=message or f"event {i}",
-        data=data, type="metrics" if data else "message",
+        data=data, type="metrics" if data else "message", object="fine_tuning.job.event",
     )  # fmt: skip
 
 
 def job(status: str = "running", estimated_finish: int | None = None) -> FineTuningJob:
-    return FineTuningJob(
+    return FineTuningJob.construct(
         id="ftjob-1", created_at=1, model="m", organization_id="org", seed=1, status=status,
         training_file="file-1", estimated_finish=estimated_finish,
     )  # fmt: skip

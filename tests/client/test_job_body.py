@@ -84,3 +84,42 @@ def test_typed_options_match_the_server_config() -> None:
 
     params = set(typing.get_type_hints(Jobs.create)) - {"return"}
     assert set(typing.get_type_hints(opts.OpenRFTOptions)) <= params
+
+
+def test_create_sends_the_options_in_the_body_and_parses_the_job() -> None:
+    """Against a scripted server: OpenAI's fields and the ``openrft`` object in one JSON body (a caller's own
+    ``extra_body`` keys win), and the job parsed with its extension, through ``with_raw_response`` too."""
+    import json
+
+    from openrft import OpenRFT
+    from openrft.types import FineTuningJob
+    from tests.client.fake_server import Reply, fake_server
+
+    job = {
+        "id": "ftjob-1", "object": "fine_tuning.job", "created_at": 1, "model": "m", "organization_id": "org",
+        "seed": 3, "status": "paused", "training_file": "file-1", "result_files": [], "hyperparameters": {},
+        "openrft": {"icl_k": 3, "rl": {"max_steps": 8}},
+    }  # fmt: skip
+    with fake_server([Reply(200, job), Reply(200, job, {"x-request-id": "req_7"})]) as srv:
+        client = OpenRFT(api_key="k", base_url=srv.base_url)
+        created = client.fine_tuning.jobs.create(
+            model="m", training_file="file-1", grader=GRADER, seed=3, icl_k=3, rl={"max_steps": 8},
+            extra_body={"suffix": "x"},
+        )  # fmt: skip
+        raw = client.fine_tuning.jobs.with_raw_response.retrieve("ftjob-1")
+    assert (
+        isinstance(created, FineTuningJob)
+        and created.openrft == job["openrft"]
+        and created.status == "paused"
+    )
+    sent = json.loads(srv.seen[0].body)
+    assert sent == {
+        "model": "m",
+        "training_file": "file-1",
+        "seed": 3,
+        "method": {"type": "reinforcement", "reinforcement": {"grader": GRADER}},
+        "openrft": {"icl_k": 3, "rl": {"max_steps": 8}},
+        "suffix": "x",
+    }
+    assert raw.headers["x-request-id"] == "req_7" and srv.seen[1].path == "/v1/fine_tuning/jobs/ftjob-1"
+    assert isinstance(raw.parse(), FineTuningJob) and raw.parse().openrft == job["openrft"]

@@ -45,10 +45,11 @@ def test_create_sends_typed_openrft_options_and_method(client: OpenRFT) -> None:
     try:
         assert job.id.startswith("ftjob-") and job.status == "validating_files"
         assert (job.model, job.seed, job.suffix, job.metadata) == ("tiny-test", 7, "typed", {"tag": tag})
-        assert job.method["type"] == "reinforcement"
-        assert job.method["reinforcement"]["grader"]["reference"] == "{{ item.answer }}"
-        hp = job.method["reinforcement"]["hyperparameters"]
-        assert (hp["n_epochs"], hp["batch_size"], hp["reasoning_effort"]) == (1, 2, "low")
+        assert job.method is not None and job.method.type == "reinforcement"
+        assert job.method.reinforcement is not None
+        assert job.method.reinforcement.to_dict()["grader"]["reference"] == "{{ item.answer }}"
+        hp = job.method.reinforcement.hyperparameters
+        assert hp is not None and (hp.n_epochs, hp.batch_size, hp.reasoning_effort) == (1, 2, "low")
         assert job.openrft is not None
         assert job.openrft["rl"]["max_steps"] == 3 and job.openrft["rl"]["temperature"] == 0.9
         assert (job.openrft["icl_k"], job.openrft["max_minutes"], job.openrft["lora_rank"]) == (2, 5, 4)

@@ -1,15 +1,15 @@
-"""Retries with backoff (408/409/429/5xx, connection errors and timeouts), ``retry-after`` honoured, and the
-exception per status code: against a scripted local server, since a live service does not fail on demand."""
+"""The client's retries (408/409/429/5xx, connection errors and timeouts, ``retry-after`` honoured) and its
+exception per status code: the SDK's, checked through ``OpenRFT`` against a scripted local server (a live
+service does not fail on demand), with what this package adds on top: whole-file re-uploads, the CLI's one-line
+errors, and waiting out a loading model."""
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import io
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from openrft import (
@@ -25,8 +25,7 @@ from openrft import (
     RateLimitError,
     UnprocessableEntityError,
 )
-from openrft._exceptions import APIStatusError
-from openrft._retry import retry_after_seconds, retry_delay
+from openrft._exceptions import APIStatusError, status_line
 from tests.client.fake_server import MODEL, Reply, error, fake_server
 from tests.support import free_port
 
@@ -44,7 +43,9 @@ def test_429_waits_retry_after_ms_then_succeeds() -> None:
     assert model.id == "m"
     first, second = srv.seen
     assert second.at - first.at >= 0.3
-    assert "x-openrft-retry-count" not in first.headers and second.headers["x-openrft-retry-count"] == "1"
+    assert (
+        first.headers["x-stainless-retry-count"] == "0" and second.headers["x-stainless-retry-count"] == "1"
+    )
     assert second.headers["authorization"] == "Bearer sk-test"
 
 
@@ -62,17 +63,7 @@ def test_gives_up_after_max_retries_with_the_last_error() -> None:
         pytest.raises(InternalServerError) as info,
     ):
         client_for(srv.base_url, max_retries=2).models.retrieve("m")
-    assert len(srv.seen) == 3 and info.value.status_code == 500 and info.value.message == "boom"
-
-
-def test_backoff_grows_without_retry_after() -> None:
-    with fake_server([error(500), error(500), Reply(200, MODEL)]) as srv:
-        client_for(srv.base_url).models.retrieve("m")
-    gap1 = srv.seen[1].at - srv.seen[0].at
-    gap2 = srv.seen[2].at - srv.seen[1].at
-    # 0.5 s then 1 s, each with up to 25% jitter (upper bounds loose: a busy machine adds latency)
-    assert 0.375 - 0.05 <= gap1 <= 0.5 + 0.6
-    assert 0.75 - 0.05 <= gap2 <= 1.0 + 0.6  # the lower bound exceeds the first wait: it grew
+    assert len(srv.seen) == 3 and info.value.status_code == 500 and info.value.message.endswith("boom")
 
 
 def test_x_should_retry_overrides_the_status() -> None:
@@ -105,25 +96,27 @@ def test_one_exception_class_per_status(status: int, cls: type[APIStatusError]) 
     err = info.value
     assert type(err) is cls
     assert (err.status_code, err.message, err.type, err.param, err.code, err.request_id) == (
-        status, "nope", "t", "p", "c", "req_1"
+        status, f"Error code: {status} - nope", "t", "p", "c", "req_1"
     )  # fmt: skip
-    assert str(err) == f"nope ({status}, c, param=p, request req_1)"
+    assert status_line(err) == f"nope ({status}, c, param=p, request req_1)"  # what the CLI prints
 
 
 def test_non_json_error_body_still_raises_a_readable_error() -> None:
     with (
         fake_server([Reply(502, raw=b"<html>Bad gateway</html>", content_type="text/html")]) as srv,
-        pytest.raises(InternalServerError, match="Bad gateway"),
+        pytest.raises(InternalServerError) as info,
     ):
         client_for(srv.base_url, max_retries=0).models.retrieve("m")
+    assert status_line(info.value) == "<html>Bad gateway</html> (502)"
 
 
 def test_connection_error_is_retried_then_raised() -> None:
     port = free_port()  # nothing listens here
     started = time.monotonic()
-    with pytest.raises(APIConnectionError, match=f"could not reach http://127.0.0.1:{port}/"):
+    with pytest.raises(APIConnectionError) as info:
         client_for(f"http://127.0.0.1:{port}/v1", max_retries=1).models.list()
     assert time.monotonic() - started >= 0.375  # one backoff happened
+    assert str(info.value.request.url) == f"http://127.0.0.1:{port}/v1/models"
 
 
 def test_timeout_is_retried_then_raised() -> None:
@@ -150,18 +143,6 @@ def test_retried_upload_resends_the_whole_file(tmp_path: Path) -> None:
             assert attempt.method == "POST" and attempt.path == "/v1/files"
             assert content in attempt.body
             assert b'name="purpose"' in attempt.body and b"fine-tune" in attempt.body
-
-
-def test_retry_delay_rules() -> None:
-    assert retry_delay(0, httpx.Headers({"retry-after-ms": "1500"})) == 1.5
-    assert retry_delay(0, httpx.Headers({"retry-after": "2"})) == 2.0
-    date = email.utils.formatdate(time.time() + 5, usegmt=True)
-    after = retry_after_seconds(httpx.Headers({"retry-after": date}))
-    assert after is not None and 3 <= after <= 5.5
-    # over 60 s or nonsense: ignored, exponential backoff instead
-    assert retry_delay(0, httpx.Headers({"retry-after": "3600"})) <= 0.5
-    assert retry_delay(0, httpx.Headers({"retry-after": "soon"})) <= 0.5
-    assert 4.5 <= retry_delay(4) <= 8.0 and retry_delay(10) <= 8.0
 
 
 def test_async_client_retries_the_same_way(tmp_path: Path) -> None:

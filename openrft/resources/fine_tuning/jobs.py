@@ -1,5 +1,6 @@
-"""``client.fine_tuning.jobs``: create (OpenAI's fields plus typed OpenRFT options), list, retrieve, cancel,
-pause, resume, events, checkpoints, and the ``wait`` / ``follow`` helpers."""
+"""``client.fine_tuning.jobs``: the SDK's resource with typed OpenRFT options on ``create`` (sent in the
+body's ``"openrft"`` object, the SDK's ``extra_body`` way), jobs parsed with their ``openrft`` field, and the
+``wait`` / ``follow`` helpers. Events, checkpoints, paging, retries and errors are the SDK's."""
 
 # ruff: noqa: ASYNC109  (a per-call HTTP timeout, like openai-python; not an asyncio deadline)
 
@@ -7,19 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, cast
 
+from openai import Omit, omit
+from openai.pagination import AsyncCursorPage, SyncCursorPage
+from openai.resources.fine_tuning import jobs as sdk
+from openai.types.fine_tuning import FineTuningJobEvent
 from rich.console import Console
+from typing_extensions import Unpack
 
-from openrft._base_client import NOT_GIVEN, NotGiven, Timeout
 from openrft._follow import EventCallback, EventCursor, JobProgress
-from openrft._resource import AsyncResource, SyncResource, quote_id
-from openrft.pagination import AsyncPaginator, SyncCursorPage
+from openrft._request import RequestExtras, given, path_id, request_options
 from openrft.resources.fine_tuning._job_body import job_body
-from openrft.resources.fine_tuning.checkpoints import AsyncCheckpoints, Checkpoints
 from openrft.types.fine_tuning_job import STOPPED_STATUSES, FineTuningJob
-from openrft.types.fine_tuning_job_event import FineTuningJobEvent
 from openrft.types.openrft_options import (
     AugmentationOptions,
     DistributedOptions,
@@ -31,16 +33,39 @@ from openrft.types.openrft_options import (
     SFTOptions,
 )
 
+if TYPE_CHECKING:
+    from openai._base_client import AsyncPaginator
+
 __all__ = ["AsyncJobs", "Jobs"]
 
+_PATH = "/fine_tuning/jobs"
 _EVENTS_PAGE = 100
+# create's OpenAI fields besides model and training_file, and its OpenRFT keywords (every option of the object)
+_SDK_FIELDS = ("validation_file", "suffix", "seed", "metadata", "integrations", "method", "hyperparameters")
+_OPENRFT_KEYWORDS = tuple(OpenRFTOptions.__annotations__)
 
 
-def _list_params(after: str | None, limit: int | None, metadata: Mapping[str, str] | None) -> dict[str, Any]:
-    params: dict[str, Any] = {"after": after, "limit": limit}
-    for key, value in (metadata or {}).items():
-        params[f"metadata[{key}]"] = value
-    return {k: v for k, v in params.items() if v is not None}
+def _create_request(args: Mapping[str, Any]) -> tuple[dict[str, Any], RequestExtras]:
+    """From ``create``'s arguments (its ``locals()``): the body of OpenAI's fields, and the request's extras
+    with the OpenRFT options in ``extra_body`` (whose own keys, if the caller passed any, win)."""
+    body = job_body(
+        model=args["model"],
+        training_file=args["training_file"],
+        **{name: given(args[name]) for name in _SDK_FIELDS},
+        grader=args["grader"],
+        openrft=args["openrft"],
+        openrft_keywords={name: args[name] for name in _OPENRFT_KEYWORDS},
+    )
+    extras: RequestExtras = args["extras"]
+    options = body.pop("openrft", None)
+    if options:
+        extra_body = cast("Mapping[str, Any]", extras.get("extra_body") or {})
+        extras = {**extras, "extra_body": {"openrft": options, **extra_body}}
+    return body, extras
+
+
+def _list_query(after: Any, limit: Any, metadata: Any) -> dict[str, Any]:
+    return {"after": given(after), "limit": given(limit), "metadata": given(metadata) or None}
 
 
 def _check_wait(job: FineTuningJob, statuses: Iterable[str], deadline: float | None) -> bool:
@@ -51,24 +76,20 @@ def _check_wait(job: FineTuningJob, statuses: Iterable[str], deadline: float | N
     return False
 
 
-class Jobs(SyncResource):
-    @property
-    def checkpoints(self) -> Checkpoints:
-        return Checkpoints(self._client)
-
+class Jobs(sdk.Jobs):
     def create(
         self,
         *,
         model: str,
         training_file: str,
-        validation_file: str | None = None,
-        suffix: str | None = None,
-        seed: int | None = None,
-        metadata: Mapping[str, str] | None = None,
+        validation_file: str | Omit | None = None,
+        suffix: str | Omit | None = None,
+        seed: int | Omit | None = None,
+        metadata: Mapping[str, str] | Omit | None = None,
         integrations: Any = None,
-        method: Mapping[str, Any] | None = None,
+        method: Mapping[str, Any] | Omit | None = None,
         grader: Mapping[str, Any] | None = None,
-        hyperparameters: ReinforcementHyperparameters | Mapping[str, Any] | None = None,
+        hyperparameters: ReinforcementHyperparameters | Mapping[str, Any] | Omit | None = None,
         openrft: OpenRFTOptions | Mapping[str, Any] | None = None,
         augmentation: AugmentationOptions | None = None,
         sft: SFTOptions | None = None,
@@ -86,98 +107,48 @@ class Jobs(SyncResource):
         max_minutes: float | None = None,
         merge_weights: bool | None = None,
         keep_checkpoints: int | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
+        **extras: Unpack[RequestExtras],
     ) -> FineTuningJob:
         """Create a job. ``grader=`` is a shortcut for ``method={"type": "reinforcement", ...}``; the OpenRFT
-        keywords (``sft``, ``rl``, ``icl_k``, ``max_minutes``...) fill the job's ``"openrft"`` object."""
-        body = job_body(
-            model=model,
-            training_file=training_file,
-            validation_file=validation_file,
-            suffix=suffix,
-            seed=seed,
-            metadata=metadata,
-            integrations=integrations,
-            method=method,
-            grader=grader,
-            hyperparameters=hyperparameters,
-            openrft=openrft,
-            openrft_keywords={
-                "augmentation": augmentation,
-                "sft": sft,
-                "rl": rl,
-                "prm": prm,
-                "eval": eval,
-                "distributed": distributed,
-                "icl_k": icl_k,
-                "system_prompt": system_prompt,
-                "reference": reference,
-                "response_template": response_template,
-                "lora_rank": lora_rank,
-                "lora_alpha": lora_alpha,
-                "lora_dropout": lora_dropout,
-                "max_minutes": max_minutes,
-                "merge_weights": merge_weights,
-                "keep_checkpoints": keep_checkpoints,
-            },
-        )
-        return self._client.post(
-            "/fine_tuning/jobs",
-            FineTuningJob,
-            body=body,
-            extra_headers=extra_headers,
-            extra_body=extra_body,
-            timeout=timeout,
-        )
+        keywords (``sft``, ``rl``, ``icl_k``, ``max_minutes``...) are merged over ``openrft`` into the job's
+        ``"openrft"`` object."""
+        body, extras = _create_request(locals())
+        return self._post(_PATH, body=body, options=request_options(extras), cast_to=FineTuningJob)
 
-    def list(
+    # The SDK's pages are invariant in their item type, so a page of the subclass is no override for mypy.
+    def list(  # type: ignore[override]
         self,
         *,
-        after: str | None = None,
-        limit: int | None = None,
-        metadata: Mapping[str, str] | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
+        after: str | Omit | None = omit,
+        limit: int | Omit | None = omit,
+        metadata: Mapping[str, str] | Omit | None = omit,
+        **extras: Unpack[RequestExtras],
     ) -> SyncCursorPage[FineTuningJob]:
         """Newest first; iterate the page for every job. ``metadata={"k": "v"}`` keeps jobs with all pairs."""
-        return self._list(
-            "/fine_tuning/jobs", FineTuningJob, _list_params(after, limit, metadata), timeout=timeout
+        return self._get_api_list(
+            _PATH,
+            page=SyncCursorPage[FineTuningJob],
+            options=request_options(extras, _list_query(after, limit, metadata)),
+            model=FineTuningJob,
         )
 
-    def retrieve(self, fine_tuning_job_id: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> FineTuningJob:
-        return self._client.get(
-            f"/fine_tuning/jobs/{quote_id(fine_tuning_job_id)}", FineTuningJob, timeout=timeout
+    def retrieve(self, fine_tuning_job_id: str, **extras: Unpack[RequestExtras]) -> FineTuningJob:
+        return self._get(
+            f"{_PATH}/{path_id(fine_tuning_job_id)}", options=request_options(extras), cast_to=FineTuningJob
         )
 
-    def cancel(self, fine_tuning_job_id: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> FineTuningJob:
-        return self._action(fine_tuning_job_id, "cancel", timeout)
+    def cancel(self, fine_tuning_job_id: str, **extras: Unpack[RequestExtras]) -> FineTuningJob:
+        return self._action(fine_tuning_job_id, "cancel", extras)
 
-    def pause(self, fine_tuning_job_id: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> FineTuningJob:
-        return self._action(fine_tuning_job_id, "pause", timeout)
+    def pause(self, fine_tuning_job_id: str, **extras: Unpack[RequestExtras]) -> FineTuningJob:
+        return self._action(fine_tuning_job_id, "pause", extras)
 
-    def resume(self, fine_tuning_job_id: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> FineTuningJob:
-        return self._action(fine_tuning_job_id, "resume", timeout)
+    def resume(self, fine_tuning_job_id: str, **extras: Unpack[RequestExtras]) -> FineTuningJob:
+        return self._action(fine_tuning_job_id, "resume", extras)
 
-    def _action(self, job_id: str, action: str, timeout: Timeout | NotGiven) -> FineTuningJob:
-        return self._client.post(
-            f"/fine_tuning/jobs/{quote_id(job_id)}/{action}", FineTuningJob, timeout=timeout
-        )
-
-    def list_events(
-        self,
-        fine_tuning_job_id: str,
-        *,
-        after: str | None = None,
-        limit: int | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
-    ) -> SyncCursorPage[FineTuningJobEvent]:
-        """Newest first, like OpenAI's."""
-        return self._list(
-            f"/fine_tuning/jobs/{quote_id(fine_tuning_job_id)}/events",
-            FineTuningJobEvent,
-            _list_params(after, limit, None),
-            timeout=timeout,
+    def _action(self, job_id: str, action: str, extras: RequestExtras) -> FineTuningJob:
+        return self._post(
+            f"{_PATH}/{path_id(job_id)}/{action}", options=request_options(extras), cast_to=FineTuningJob
         )
 
     def wait(
@@ -226,24 +197,20 @@ class Jobs(SyncResource):
                 job = self.retrieve(fine_tuning_job_id)
 
 
-class AsyncJobs(AsyncResource):
-    @property
-    def checkpoints(self) -> AsyncCheckpoints:
-        return AsyncCheckpoints(self._client)
-
+class AsyncJobs(sdk.AsyncJobs):
     async def create(
         self,
         *,
         model: str,
         training_file: str,
-        validation_file: str | None = None,
-        suffix: str | None = None,
-        seed: int | None = None,
-        metadata: Mapping[str, str] | None = None,
+        validation_file: str | Omit | None = None,
+        suffix: str | Omit | None = None,
+        seed: int | Omit | None = None,
+        metadata: Mapping[str, str] | Omit | None = None,
         integrations: Any = None,
-        method: Mapping[str, Any] | None = None,
+        method: Mapping[str, Any] | Omit | None = None,
         grader: Mapping[str, Any] | None = None,
-        hyperparameters: ReinforcementHyperparameters | Mapping[str, Any] | None = None,
+        hyperparameters: ReinforcementHyperparameters | Mapping[str, Any] | Omit | None = None,
         openrft: OpenRFTOptions | Mapping[str, Any] | None = None,
         augmentation: AugmentationOptions | None = None,
         sft: SFTOptions | None = None,
@@ -261,102 +228,43 @@ class AsyncJobs(AsyncResource):
         max_minutes: float | None = None,
         merge_weights: bool | None = None,
         keep_checkpoints: int | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
+        **extras: Unpack[RequestExtras],
     ) -> FineTuningJob:
-        body = job_body(
-            model=model,
-            training_file=training_file,
-            validation_file=validation_file,
-            suffix=suffix,
-            seed=seed,
-            metadata=metadata,
-            integrations=integrations,
-            method=method,
-            grader=grader,
-            hyperparameters=hyperparameters,
-            openrft=openrft,
-            openrft_keywords={
-                "augmentation": augmentation,
-                "sft": sft,
-                "rl": rl,
-                "prm": prm,
-                "eval": eval,
-                "distributed": distributed,
-                "icl_k": icl_k,
-                "system_prompt": system_prompt,
-                "reference": reference,
-                "response_template": response_template,
-                "lora_rank": lora_rank,
-                "lora_alpha": lora_alpha,
-                "lora_dropout": lora_dropout,
-                "max_minutes": max_minutes,
-                "merge_weights": merge_weights,
-                "keep_checkpoints": keep_checkpoints,
-            },
-        )
-        return await self._client.post(
-            "/fine_tuning/jobs",
-            FineTuningJob,
-            body=body,
-            extra_headers=extra_headers,
-            extra_body=extra_body,
-            timeout=timeout,
-        )
+        body, extras = _create_request(locals())
+        return await self._post(_PATH, body=body, options=request_options(extras), cast_to=FineTuningJob)
 
-    def list(
+    def list(  # type: ignore[override]
         self,
         *,
-        after: str | None = None,
-        limit: int | None = None,
-        metadata: Mapping[str, str] | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
-    ) -> AsyncPaginator[FineTuningJob]:
-        return self._list(
-            "/fine_tuning/jobs", FineTuningJob, _list_params(after, limit, metadata), timeout=timeout
+        after: str | Omit | None = omit,
+        limit: int | Omit | None = omit,
+        metadata: Mapping[str, str] | Omit | None = omit,
+        **extras: Unpack[RequestExtras],
+    ) -> AsyncPaginator[FineTuningJob, AsyncCursorPage[FineTuningJob]]:
+        return self._get_api_list(
+            _PATH,
+            page=AsyncCursorPage[FineTuningJob],
+            options=request_options(extras, _list_query(after, limit, metadata)),
+            model=FineTuningJob,
         )
 
-    async def retrieve(
-        self, fine_tuning_job_id: str, *, timeout: Timeout | NotGiven = NOT_GIVEN
-    ) -> FineTuningJob:
-        return await self._client.get(
-            f"/fine_tuning/jobs/{quote_id(fine_tuning_job_id)}", FineTuningJob, timeout=timeout
+    async def retrieve(self, fine_tuning_job_id: str, **extras: Unpack[RequestExtras]) -> FineTuningJob:
+        return await self._get(
+            f"{_PATH}/{path_id(fine_tuning_job_id)}", options=request_options(extras), cast_to=FineTuningJob
         )
 
-    async def cancel(
-        self, fine_tuning_job_id: str, *, timeout: Timeout | NotGiven = NOT_GIVEN
-    ) -> FineTuningJob:
-        return await self._action(fine_tuning_job_id, "cancel", timeout)
+    async def cancel(self, fine_tuning_job_id: str, **extras: Unpack[RequestExtras]) -> FineTuningJob:
+        return await self._action(fine_tuning_job_id, "cancel", extras)
 
-    async def pause(
-        self, fine_tuning_job_id: str, *, timeout: Timeout | NotGiven = NOT_GIVEN
-    ) -> FineTuningJob:
-        return await self._action(fine_tuning_job_id, "pause", timeout)
+    async def pause(self, fine_tuning_job_id: str, **extras: Unpack[RequestExtras]) -> FineTuningJob:
+        return await self._action(fine_tuning_job_id, "pause", extras)
 
-    async def resume(
-        self, fine_tuning_job_id: str, *, timeout: Timeout | NotGiven = NOT_GIVEN
-    ) -> FineTuningJob:
-        return await self._action(fine_tuning_job_id, "resume", timeout)
+    async def resume(self, fine_tuning_job_id: str, **extras: Unpack[RequestExtras]) -> FineTuningJob:
+        return await self._action(fine_tuning_job_id, "resume", extras)
 
-    async def _action(self, job_id: str, action: str, timeout: Timeout | NotGiven) -> FineTuningJob:
-        return await self._client.post(
-            f"/fine_tuning/jobs/{quote_id(job_id)}/{action}", FineTuningJob, timeout=timeout
-        )
-
-    def list_events(
-        self,
-        fine_tuning_job_id: str,
-        *,
-        after: str | None = None,
-        limit: int | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
-    ) -> AsyncPaginator[FineTuningJobEvent]:
-        return self._list(
-            f"/fine_tuning/jobs/{quote_id(fine_tuning_job_id)}/events",
-            FineTuningJobEvent,
-            _list_params(after, limit, None),
-            timeout=timeout,
+    async def _action(self, job_id: str, action: str, extras: RequestExtras) -> FineTuningJob:
+        return await self._post(
+            f"{_PATH}/{path_id(job_id)}/{action}", options=request_options(extras), cast_to=FineTuningJob
         )
 
     async def wait(
@@ -399,7 +307,7 @@ class AsyncJobs(AsyncResource):
                 await asyncio.sleep(poll_interval)
                 job = await self.retrieve(fine_tuning_job_id)
 
-    async def _events_until(self, job_id: str, stop_id: str | None) -> Any:
+    async def _events_until(self, job_id: str, stop_id: str | None) -> AsyncIterator[FineTuningJobEvent]:
         async for event in self.list_events(job_id, limit=_EVENTS_PAGE):
             yield event
             if event.id == stop_id:
