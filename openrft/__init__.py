@@ -13,11 +13,7 @@ from typing import TYPE_CHECKING, Any
 from openrft._version import __version__
 
 if TYPE_CHECKING:
-    from openai._base_client import AsyncPaginator
-    from openai.pagination import AsyncCursorPage, SyncCursorPage
-
-    from openrft._client import AsyncOpenRFT, OpenRFT
-    from openrft._exceptions import (
+    from openai import (
         APIConnectionError,
         APIError,
         APIResponseValidationError,
@@ -26,40 +22,17 @@ if TYPE_CHECKING:
         AuthenticationError,
         BadRequestError,
         ConflictError,
-        FileValidationError,
         InternalServerError,
         NotFoundError,
-        OpenRFTError,
         PermissionDeniedError,
         RateLimitError,
         UnprocessableEntityError,
     )
+    from openai._base_client import AsyncPaginator
+    from openai.pagination import AsyncCursorPage, SyncCursorPage
 
-_CLIENT = ("AsyncOpenRFT", "OpenRFT")
-_PAGES = ("AsyncCursorPage", "SyncCursorPage")
-_EXCEPTIONS = (
-    "APIConnectionError",
-    "APIError",
-    "APIResponseValidationError",
-    "APIStatusError",
-    "APITimeoutError",
-    "AuthenticationError",
-    "BadRequestError",
-    "ConflictError",
-    "FileValidationError",
-    "InternalServerError",
-    "NotFoundError",
-    "OpenRFTError",
-    "PermissionDeniedError",
-    "RateLimitError",
-    "UnprocessableEntityError",
-)
-_WHERE = {
-    **dict.fromkeys(_CLIENT, "openrft._client"),
-    **dict.fromkeys(_PAGES, "openai.pagination"),
-    "AsyncPaginator": "openai._base_client",
-    **dict.fromkeys(_EXCEPTIONS, "openrft._exceptions"),
-}
+    from openrft._client import AsyncOpenRFT, OpenRFT
+    from openrft._exceptions import FileValidationError, OpenRFTError
 
 __all__ = [
     "APIConnectionError",
@@ -86,9 +59,25 @@ __all__ = [
 ]
 
 
+# Where the names of __all__ live; the rest (but __version__) are the SDK's exceptions, from `openai`.
+_WHERE = {
+    "AsyncOpenRFT": "openrft._client",
+    "OpenRFT": "openrft._client",
+    "FileValidationError": "openrft._exceptions",
+    "OpenRFTError": "openrft._exceptions",
+    "AsyncCursorPage": "openai.pagination",
+    "SyncCursorPage": "openai.pagination",
+    "AsyncPaginator": "openai._base_client",
+}
+
+
 def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
+    if name not in __all__:
         raise AttributeError(f"module 'openrft' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_WHERE[name]), name)
+    value = getattr(importlib.import_module(_WHERE.get(name, "openai")), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

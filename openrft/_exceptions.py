@@ -1,50 +1,17 @@
-"""The SDK's exceptions (one class per HTTP status, connection and timeout errors), under the names this package
-has always exported, plus the one error of its own: a file that failed local validation.
-
-``OpenRFTError`` is the SDK's ``OpenAIError``: the base of every error the client raises.
-"""
+"""The client's errors are the SDK's (one class per HTTP status, connection and timeout errors; ``openrft``
+exports them under the names it always had) plus one of its own: a file that failed local validation.
+``OpenRFTError`` is the SDK's ``OpenAIError``, the base of every error the client raises. And how an API error
+reads to a person."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from openai import (
-    APIConnectionError,
-    APIError,
-    APIResponseValidationError,
-    APIStatusError,
-    APITimeoutError,
-    AuthenticationError,
-    BadRequestError,
-    ConflictError,
-    InternalServerError,
-    NotFoundError,
-    PermissionDeniedError,
-    RateLimitError,
-    UnprocessableEntityError,
-)
+from openai import APIError, APIStatusError
 from openai import OpenAIError as OpenRFTError
 
 if TYPE_CHECKING:
     from openrft.validation import ValidationReport
-
-__all__ = [
-    "APIConnectionError",
-    "APIError",
-    "APIResponseValidationError",
-    "APIStatusError",
-    "APITimeoutError",
-    "AuthenticationError",
-    "BadRequestError",
-    "ConflictError",
-    "FileValidationError",
-    "InternalServerError",
-    "NotFoundError",
-    "OpenRFTError",
-    "PermissionDeniedError",
-    "RateLimitError",
-    "UnprocessableEntityError",
-]
 
 
 class FileValidationError(OpenRFTError):

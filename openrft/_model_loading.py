@@ -7,7 +7,9 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from openrft._exceptions import APIStatusError, error_message
+from openai import APIStatusError
+
+from openrft._exceptions import error_message
 
 R = TypeVar("R")
 

@@ -133,7 +133,9 @@ def _api_error_line(exc: Exception) -> str | None:
     commands never load it, so cannot raise its errors)."""
     if "openai" not in sys.modules:
         return None
-    from openrft._exceptions import APIConnectionError, APIStatusError, APITimeoutError, status_line
+    from openai import APIConnectionError, APIStatusError, APITimeoutError
+
+    from openrft._exceptions import status_line
 
     if isinstance(exc, APITimeoutError):
         return f"Request timed out: {exc.request.method} {exc.request.url.path}. Raise --timeout if the service is busy."

@@ -14,6 +14,7 @@ import pytest
 
 from openrft import (
     APIConnectionError,
+    APIStatusError,
     APITimeoutError,
     AsyncOpenRFT,
     AuthenticationError,
@@ -25,7 +26,7 @@ from openrft import (
     RateLimitError,
     UnprocessableEntityError,
 )
-from openrft._exceptions import APIStatusError, status_line
+from openrft._exceptions import status_line
 from tests.client.fake_server import MODEL, Reply, error, fake_server
 from tests.support import free_port
 
@@ -195,3 +196,30 @@ def test_retry_while_loading_waits_out_a_cold_model() -> None:
         retry_while_loading(lambda: client_for(srv.base_url, max_retries=0).models.retrieve("m"), timeout=10)
     with fake_server([loading()] * 5) as srv, pytest.raises(InternalServerError, match="loading"):
         retry_while_loading(lambda: client_for(srv.base_url, max_retries=0).models.retrieve("m"), timeout=0.5)
+
+
+def test_the_packages_names_are_the_sdks_classes() -> None:
+    """Every exported name resolves (they load on first use); the errors are the SDK's own classes, so code that
+    catches ``openai.NotFoundError`` catches this client's too."""
+    import openai
+
+    import openrft
+
+    values = {name: getattr(openrft, name) for name in openrft.__all__}
+    assert set(openrft.__all__) <= set(dir(openrft))
+    for name in (
+        "NotFoundError",
+        "RateLimitError",
+        "APIConnectionError",
+        "APITimeoutError",
+        "APIStatusError",
+    ):
+        assert values[name] is getattr(openai, name)
+    assert values["OpenRFTError"] is openai.OpenAIError and issubclass(
+        values["FileValidationError"], openai.OpenAIError
+    )
+    assert issubclass(values["OpenRFT"], openai.OpenAI) and issubclass(
+        values["AsyncOpenRFT"], openai.AsyncOpenAI
+    )
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        openrft.nothing  # noqa: B018
