@@ -68,6 +68,8 @@ class DemoResult:
     before: Score | None = None
     after: Score | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    stages: dict[str, Any] | None = None
+    """The job's summary event: each stage's validation reward and the paired differences between them."""
 
     @property
     def ok(self) -> bool:
@@ -97,6 +99,38 @@ def job_options(opts: DemoOptions) -> dict[str, Any]:
         },
         "openrft": openrft,
     }
+
+
+def stage_summary(client: OpenRFT, job_id: str) -> dict[str, Any] | None:
+    """The data of the job's summary event (what each stage changed on validation), if it has one."""
+    for event in client.fine_tuning.jobs.list_events(job_id, limit=100):
+        data = event.data if isinstance(event.data, dict) else None
+        if data and data.get("stage") == "summary":
+            return data
+    return None
+
+
+def rl_line(stages: dict[str, Any] | None) -> str | None:
+    """What RL added over the model it started from, on the job's validation rows, with the paired interval."""
+    if not stages:
+        return None
+    start = stages.get("rl_start", "sft")
+    diff = stages.get(f"rl_minus_{start}")
+    if diff is None:
+        return None
+    name = "SFT" if start == "sft" else "the base model"
+    kept = (
+        "the job keeps the RL model"
+        if stages.get("chosen_stage") == "rl"
+        else f"the job keeps {'the SFT model' if stages.get('chosen_stage') == 'sft' else 'the base model'}: RL's "
+        "difference is not above what these rows can tell apart"
+    )
+    return (
+        f"RL's part, on the job's {stages.get('valid_rows')} validation messages: {name} "
+        f"{stages.get(f'{start}_valid_mean_reward', 0.0):.2f} -> RL {stages.get('rl_valid_mean_reward', 0.0):.2f}, "
+        f"a paired difference of {diff['mean']:+.2f} (95% interval {diff['low']:+.2f} to {diff['high']:+.2f}); "
+        f"{kept}."
+    )
 
 
 class Demo:
@@ -166,7 +200,7 @@ class Demo:
         job = client.fine_tuning.jobs.follow(job.id, console=self.console, poll_interval=opts.poll_interval)
         timings["training"] = time.monotonic() - t0
         tuned = job.fine_tuned_model or self._best_checkpoint(client, job)
-        result = DemoResult(job=job, tuned_model=tuned, timings=timings)
+        result = DemoResult(job=job, tuned_model=tuned, timings=timings, stages=stage_summary(client, job.id))
         if job.status not in ("succeeded", "paused") or tuned is None:
             detail = f": {job.error.message}" if job.error else ""
             if job.status == "paused":
@@ -243,6 +277,9 @@ class Demo:
             f"accuracy went from {result.before.accuracy:.0%} to {result.after.accuracy:.0%} ({gain:+.0%}); "
             f"{verdict}. Total time {t.get('total', 0) / 60:.1f} min."
         )
+        rl = rl_line(result.stages)
+        if rl:
+            self.console.print(rl)
         running = self.service.base_url if self.service is not None and self.opts.keep_running else None
         home = self.opts.home if self.service is not None else None
         self.console.print("Try it:")

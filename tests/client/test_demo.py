@@ -154,3 +154,22 @@ def test_try_it_lines_are_whole_shell_commands_that_do_not_wrap(tmp_path) -> Non
     for line in lines:
         console.print(f"  {line}", markup=False, soft_wrap=True)
     assert buffer.getvalue().splitlines() == [f"  {lines[0]}"]
+
+
+def test_the_demo_says_what_rl_added() -> None:
+    from openrft.demo.run import rl_line
+
+    stages = {
+        "stage": "summary",
+        "valid_rows": 40,
+        "chosen_stage": "sft",
+        "rl_start": "sft",
+        "sft_valid_mean_reward": 0.8,
+        "rl_valid_mean_reward": 0.825,
+        "rl_minus_sft": {"mean": 0.025, "low": -0.03, "high": 0.08},
+    }
+    line = rl_line(stages)
+    assert line is not None and "SFT 0.80 -> RL 0.82" in line and "+0.03 (95% interval -0.03 to +0.08)" in line
+    assert "keeps the SFT model" in line
+    assert "keeps the RL model" in (rl_line({**stages, "chosen_stage": "rl"}) or "")
+    assert rl_line({"stage": "summary", "valid_rows": 40}) is None and rl_line(None) is None
