@@ -28,13 +28,16 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
+ARITH_ROWS = [
+    {"messages": [{"role": "user", "content": f"What is {a} + {b}?"}], "answer": str(a + b)} for a, b in ARITH
+]
+
+
 @pytest.fixture
 def rft_files(tmp_path: Path) -> tuple[Path, Path]:
-    rows = [
-        {"messages": [{"role": "user", "content": f"What is {a} + {b}?"}], "answer": str(a + b)}
-        for a, b in ARITH
-    ]
-    return write_jsonl(tmp_path / "train.jsonl", rows), write_jsonl(tmp_path / "valid.jsonl", rows[:3])
+    return write_jsonl(tmp_path / "train.jsonl", ARITH_ROWS), write_jsonl(
+        tmp_path / "valid.jsonl", ARITH_ROWS[:3]
+    )
 
 
 @pytest.fixture
