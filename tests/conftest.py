@@ -48,11 +48,31 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook, which tags a group's tests
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Modules with a slow test first (each module's tests stay together and in order): with workers, the
     longest work starts first. The order is the same in every worker, as xdist requires."""
     heavy = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in heavy)
+    if getattr(config.option, "loadgroup", False):
+        _tag_xdist_groups(items)
+
+
+def _tag_xdist_groups(items: list[pytest.Item]) -> None:
+    """``--dist loadgroup`` finds a test's group in a ``@name`` suffix of its node id, which pytest-xdist 3.8
+    writes to ``item._nodeid``; pytest 9.2 reads the id from ``item._id`` instead, so the suffix is lost and a
+    group's tests are spread over the workers (pytest-xdist issue 1386). Write it where pytest reads it."""
+    try:
+        from _pytest.nodeid import coerce_node_id  # pytest >= 9.2; before it, xdist's own suffix works
+    except ImportError:
+        return
+    for item in items:
+        names = {
+            str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+            for m in item.iter_markers("xdist_group")
+        }
+        if names and "@" not in item.nodeid.rpartition("]")[2]:
+            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(sorted(names))}")  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")
@@ -62,10 +82,21 @@ def test_home() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny Llama + tokenizer built locally (no downloads), shared by the whole session."""
+    """A tiny Llama + tokenizer built locally (no downloads), built once per run: the parallel workers share it
+    (the first builds it under a file lock) and read it only."""
+    from filelock import FileLock
+
     from tests.support.tiny import build_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's directory, above each worker's own
+    out, done = root / "tiny-model", root / "tiny-model.built"
+    with FileLock(str(root / "tiny-model.lock")):
+        if not done.exists():
+            build_tiny_model(out)
+            done.touch()
+    return out
 
 
 @pytest.fixture(scope="session")

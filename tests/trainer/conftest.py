@@ -14,10 +14,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see trainer.run_job: the 
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.support.tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
+def tiny_model(tiny_model_dir: Path) -> Path:
+    return tiny_model_dir  # tests/conftest.py's: one build per run
 
 
 ARITH = [(i, j) for i in range(2, 8) for j in range(3, 5)]
