@@ -19,8 +19,11 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider tests/test_import_rules.py  # the import table of docs/DESIGN.md
 
+# The suite on every core (pytest-xdist; tests/conftest.py says how tests share services and stay apart).
+# TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= auto
 test: setup services lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 openapi: setup
 	$(BIN)/python -m app.openapi_export openapi.yaml

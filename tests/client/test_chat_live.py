@@ -13,7 +13,10 @@ from openrft._model_loading import retry_while_loading
 from tests.client.test_cli import one_error_line, run_cli
 from tests.support import LiveService
 
-pytestmark = pytest.mark.slow  # the first request starts the model's engine process
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.xdist_group("chat-live"),
+]  # the first request starts the model's engine process
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 

@@ -135,7 +135,7 @@ def seed_training(session: Session, job_id: str) -> str:
     return job.fine_tuned_model
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # test_dashboard and test_docs_pages: one API
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     home = tmp_path_factory.mktemp("dashboard-home")
     svc = LiveService(home=home, env={})
@@ -159,7 +159,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
         svc.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 

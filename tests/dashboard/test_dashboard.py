@@ -15,7 +15,7 @@ from core import jobstore
 from core.db.models import Job
 from tests.dashboard.conftest import TRAIN, VALID, Seeded, metrics_event
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dashboard")]  # one API, one Chromium
 
 
 def open_with_key(page: Any, seeded: Seeded, path: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.dashboard.conftest import Seeded
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dashboard")]
 
 
 def test_home_links_the_dashboard_and_the_docs(seeded: Seeded) -> None:

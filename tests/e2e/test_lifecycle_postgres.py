@@ -6,7 +6,7 @@ import pytest
 
 from tests.e2e.lifecycle import run_cancel, run_full_lifecycle, run_pause_resume, sdk
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("e2e-postgres")]
 
 
 def test_full_lifecycle(pg_service):

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from tests.support import create_database
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("query-plans")]  # one seeded database
 
 
 @pytest.fixture(scope="module")

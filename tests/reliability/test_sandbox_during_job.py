@@ -15,7 +15,7 @@ from tests.e2e.lifecycle import TERMINAL, all_events, sdk, upload_rows, wait_sta
 from tests.reliability.conftest import Service
 from tests.support import arithmetic_rows
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.xdist_group("reliability-shared-service")]
 
 LEAKED = 666.0  # the reward the grader gives itself when an attack got through
 

@@ -17,7 +17,7 @@ from schemathesis.specs.openapi.checks import (
 from tests.reliability.conftest import Service
 from tests.support import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("schemathesis")]  # one live API
 
 schema = schemathesis.openapi.from_path(REPO / "openapi.yaml")
 

@@ -18,7 +18,7 @@ from tests.e2e.lifecycle import TERMINAL, all_events, sdk, upload_rows, wait_sta
 from tests.reliability.conftest import Service, tiny_models_env
 from tests.support import supervised_rows, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.xdist_group("storage-faults")]
 
 
 def _mount(path: Path, size: str) -> bool:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.reliability.conftest import Service
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("streaming-limits")]  # one live API
 
 UPLOAD_LIMIT = 64 << 20
 REQUEST_LIMIT = 4 << 20

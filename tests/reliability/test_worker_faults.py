@@ -19,7 +19,7 @@ from tests.e2e.lifecycle import TERMINAL, all_events, sdk, upload_rows, wait_sta
 from tests.reliability.conftest import Service
 from tests.support import REPO, STRING_CHECK_GRADER, arithmetic_rows, supervised_rows, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.xdist_group("reliability-shared-service")]
 
 
 @pytest.fixture

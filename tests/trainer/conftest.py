@@ -14,10 +14,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see trainer.run_job: the 
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.support.tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
+def tiny_model(tiny_model_dir: Path) -> Path:
+    return tiny_model_dir  # tests/conftest.py's: one build per run
 
 
 ARITH = [(i, j) for i in range(2, 8) for j in range(3, 5)]
@@ -28,13 +26,16 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
+ARITH_ROWS = [
+    {"messages": [{"role": "user", "content": f"What is {a} + {b}?"}], "answer": str(a + b)} for a, b in ARITH
+]
+
+
 @pytest.fixture
 def rft_files(tmp_path: Path) -> tuple[Path, Path]:
-    rows = [
-        {"messages": [{"role": "user", "content": f"What is {a} + {b}?"}], "answer": str(a + b)}
-        for a, b in ARITH
-    ]
-    return write_jsonl(tmp_path / "train.jsonl", rows), write_jsonl(tmp_path / "valid.jsonl", rows[:3])
+    return write_jsonl(tmp_path / "train.jsonl", ARITH_ROWS), write_jsonl(
+        tmp_path / "valid.jsonl", ARITH_ROWS[:3]
+    )
 
 
 @pytest.fixture

@@ -6,13 +6,14 @@ import csv
 import json
 import shutil
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 
-from tests.trainer.conftest import LIKE_GRADER, RecordingSink, ScriptedControl
-from trainer import JobSpec, TrainerError, run_job
+from tests.trainer.conftest import ARITH_ROWS, LIKE_GRADER, RecordingSink, ScriptedControl, write_jsonl
+from trainer import JobResult, JobSpec, TrainerError, run_job
 
 
 def _lora_weights(adapter_dir: Path) -> dict[str, Any]:
@@ -73,9 +74,28 @@ def test_supervised_trains_lora(tiny_model: Path, sft_files: tuple[Path, Path], 
     assert res.trained_tokens > 0
 
 
-def test_reinforcement_end_to_end(tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path) -> None:
+@dataclass
+class Run:
+    sink: RecordingSink
+    result: JobResult
+    workdir: Path
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """One uninterrupted run of ``rft_spec`` (the rft_files rows): checked whole by the end-to-end test, and
+    the run the paused-and-resumed one must match step for step."""
+    root = tmp_path_factory.mktemp("reference")
+    files = (write_jsonl(root / "train.jsonl", ARITH_ROWS), write_jsonl(root / "valid.jsonl", ARITH_ROWS[:3]))
     sink = RecordingSink()
-    res = run_job(rft_spec(tiny_model, rft_files), sink, ScriptedControl(), tmp_path / "work")
+    res = run_job(rft_spec(tiny_model, files), sink, ScriptedControl(), root / "work")
+    return Run(sink, res, root / "work")
+
+
+# The two tests of the reference run share it: one worker runs both.
+@pytest.mark.xdist_group("pipeline-reference-run")
+def test_reinforcement_end_to_end(reference_run: Run) -> None:
+    sink, res = reference_run.sink, reference_run.result
     assert res.status == "succeeded" and res.model_dir is not None
     sft = sink.steps("sft")
     rl = sink.steps("rl")
@@ -101,9 +121,9 @@ def test_reinforcement_end_to_end(tiny_model: Path, rft_files: tuple[Path, Path]
     trained = any(float(w.abs().sum()) > 0 for k, w in final.items() if "lora_B" in k)
     assert trained == (summary["chosen_stage"] != "base")
     if trained:
-        chosen = _lora_weights(tmp_path / "work" / "checkpoints" / f"step-{summary['chosen_step']}")
+        chosen = _lora_weights(reference_run.workdir / "checkpoints" / f"step-{summary['chosen_step']}")
         assert all(bool((chosen[k] == w).all()) for k, w in final.items())
-    assert (tmp_path / "work" / "final" / "adapter" / "adapter_config.json").is_file()
+    assert (reference_run.workdir / "final" / "adapter" / "adapter_config.json").is_file()
     # One group per RL step: the same prompt, each completion with the reward it was trained on.
     lines = _rollouts(res.rollouts_file)
     per_step = Counter(r["step"] for r in lines)
@@ -139,13 +159,12 @@ def test_keep_best_three(tiny_model: Path, rft_files: tuple[Path, Path], tmp_pat
     assert len(kept) == 3 and len(res.checkpoints) == 3
 
 
+@pytest.mark.xdist_group("pipeline-reference-run")
 def test_pause_then_resume_continues_at_same_step(
-    tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path
+    tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path, reference_run: Run
 ) -> None:
     spec = rft_spec(tiny_model, rft_files)
-    # Reference run without interruption.
-    ref = RecordingSink()
-    run_job(spec, ref, ScriptedControl(), tmp_path / "ref")
+    ref = reference_run.sink  # the same job without interruption
     # Same job paused right after step 5 (RL step 2), then resumed from the snapshot.
     sink, ctl = RecordingSink(), ScriptedControl()
     sink.on_metrics = lambda d: setattr(ctl, "request", "pause") if d.get("step") == 5 else None
