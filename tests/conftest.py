@@ -46,6 +46,12 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        # torch's intra-op threads, one per core by default, in every worker and every process a test starts:
+        # with more threads than cores each op waits for a descheduled peer (measured here: a 16x32-token
+        # generate took 30 s with 2 threads on a busy 2-core machine, 14 s with 1). Split the cores instead.
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook, which tags a group's tests
