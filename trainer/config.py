@@ -19,9 +19,10 @@ SFT+RL(PRM)            defaults plus a ``prm``
 "auto" rules (documented here, applied in :func:`plan_run`):
 
 - ``batch_size`` (prompts per RL step): 2 on CPU, 8 on GPU; SFT: 4 on CPU, 8 on GPU (paper).
-- ``learning_rate_multiplier``: 1.0 times the base rate, 2e-4 for LoRA SFT (CPU) / 5e-5 (GPU, paper), 2e-4 for
-  LoRA GRPO on CPU (tens of steps must move the policy: bench/results/quality.md) / 3e-5 on GPU (the paper's
-  actor rate). ``rl.temperature``: 0.8 on CPU, 1.0 on GPU.
+- ``learning_rate_multiplier``: 1.0 times the base rate, 2e-4 for LoRA SFT (CPU) / 5e-5 (GPU, paper); LoRA GRPO
+  on CPU 2e-4 from a fresh adapter (RL from the base: tens of steps must move the policy) and 5e-5 when it
+  continues the SFT adapter (2e-4 undid SFT within 4 steps on a binary task: bench/results/quality.md), 3e-5 on
+  GPU (the paper's actor rate). ``rl.temperature``: 0.8 on CPU, 1.0 on GPU.
 - ``n_epochs``: SFT 3 on CPU, 8 on GPU (paper); RL 3 on CPU, 6 on GPU (the paper's episodes). On CPU the RL
   step count is also capped at ``120 * compute_multiplier`` steps. RL follows its signal: it ends earlier when
   ``rl.patience`` evaluations in a row do not beat its best (its start included), and on CPU after
@@ -33,7 +34,8 @@ SFT+RL(PRM)            defaults plus a ``prm``
 - ``eval_interval``: about 4 evaluations per epoch of RL (at least every step, at most every 50); ``eval_samples``: 1
   with greedy evaluation, 3 with the paper's protocol (temperature 0.6).
 - ``sft.samples_per_question`` (rejection-sampling tries of a row with a reference answer): 2 on CPU, 16 on GPU
-  (the paper uses 64); ``sft.samples_without_reference`` (a row with none, best-of-k): 16 on CPU, 64 on GPU.
+  (the paper uses 64); ``sft.samples_without_reference`` (rows with none, best-of-k: tries per question on
+  average, at most twice that on one): 8 on CPU, 64 on GPU.
 """
 
 from __future__ import annotations
@@ -156,9 +158,10 @@ class SFTConfig(_Strict):
     )
     samples_without_reference: Auto | Annotated[int, Field(ge=0, le=256)] = Field(
         default="auto",
-        description="Tries per question with no reference answer (the grader alone knows what is right): "
-        "best-of-k rounds, more tries for the questions still unsolved, up to this many. Under a partial-credit "
-        "grader a question none solved keeps its best try when it beats the mean of its tries.",
+        description="Tries per question with no reference answer (the grader alone knows what is right), on "
+        "average: best-of-k rounds give the questions still unsolved more tries (at most twice this on one) while "
+        "the rounds keep solving questions. Under a partial-credit grader a question none solved keeps its best "
+        "try when it beats the mean of its tries.",
     )
     fallback_to_reference: bool = Field(
         default=True,
@@ -531,6 +534,9 @@ class RunPlan:
     rl_batch_size: int
     num_generations: int
     rl_learning_rate: float
+    """RL's rate from a fresh adapter (RL from the base); the RL stage narrows the plan to
+    ``rl_learning_rate_from_sft`` when it continues the SFT adapter."""
+    rl_learning_rate_from_sft: float
     rl_epochs: int
     rl_max_steps: int
     max_completion_length: int
@@ -614,11 +620,12 @@ def plan_run(
         sft_bs = int(_val(hp.batch_size, 8 if gpu else 4))
     sft_lr = float(_val(ext.sft.learning_rate, 5e-5 if gpu else 2e-4)) * lr_mult
     samples = int(_val(ext.sft.samples_per_question, 16 if gpu else 2))
-    search = int(_val(ext.sft.samples_without_reference, 64 if gpu else 16))
+    search = int(_val(ext.sft.samples_without_reference, 64 if gpu else 8))
 
     rl_bs = int(_val(hp.batch_size, 8 if gpu else 2)) if is_rl else 0
     num_gen = int(_val(ext.rl.num_generations, max(2, round((8 if gpu else 4) * math.sqrt(compute)))))
     rl_lr = float(_val(ext.rl.learning_rate, 3e-5 if gpu else 2e-4)) * lr_mult
+    rl_lr_sft = float(_val(ext.rl.learning_rate, 3e-5 if gpu else 5e-5)) * lr_mult
     rl_epochs = int(_val(hp.n_epochs, 6 if gpu else 3)) if is_rl else 0
     steps_per_epoch = max(1, math.ceil(n_train / max(1, rl_bs))) if is_rl else 0
     if ext.rl.max_steps != "auto":
@@ -655,6 +662,7 @@ def plan_run(
         rl_batch_size=rl_bs,
         num_generations=num_gen,
         rl_learning_rate=rl_lr,
+        rl_learning_rate_from_sft=rl_lr_sft,
         rl_epochs=rl_epochs,
         rl_max_steps=rl_steps,
         max_completion_length=max_len,

@@ -231,7 +231,7 @@ def _run_reinforcement(ctx: RunContext) -> None:
     from trainer.sft import sft_steps
     from trainer.stages.probe import probe_rl
     from trainer.stages.references import references
-    from trainer.stages.rl import choose_rl_start, train_rl
+    from trainer.stages.rl import choose_rl_start, start_plan, train_rl
     from trainer.stages.sft import train_sft
     from trainer.stages.validation import validate
 
@@ -274,6 +274,7 @@ def _run_reinforcement(ctx: RunContext) -> None:
         train_sft(ctx, sft_examples, None, offset=0, eval_every=None, rank_by_loss=False)
     if plan.rl_enabled and "rl" not in state.done:
         ctx.on_main(lambda: choose_rl_start(ctx))
+        start_plan(ctx)
         if probe_rl(ctx, rl_rows):  # a collective: the ranks share the probe's prompts
             train_rl(ctx, rl_rows, offset=state.stage_offsets["rl"])
         else:

@@ -64,6 +64,8 @@ class Budget:
     first: int = 1
     grow: bool = False
     """False: ``first`` tries a round throughout (the paper's procedure, one a round)."""
+    mean: float | None = None
+    """The class's tries on average per question (its whole budget: ``mean`` x its questions), if bounded."""
     partial: bool = False
     """Keep the best try of an unsolved question when it beats the mean of its tries (grader-only rows)."""
 
@@ -155,6 +157,11 @@ def _next_round(
         grow = b.first
         if started and b.grow:
             grow = math.ceil(b.first * len(members) / len(unsolved))
+        if b.mean is not None:
+            left = int(b.mean * len(members)) - sum(results[rows[i].uid].tries for i in members)
+            if left < len(todo):
+                continue
+            grow = min(grow, left // len(todo))
         for i in todo:
             n = min(max(1, grow), b.tries - results[rows[i].uid].tries)
             asks.setdefault(n, []).append(i)
@@ -192,9 +199,10 @@ def synthesize_traces(ctx: RunContext) -> list[dict[str, Any]]:
     grader = ctx.need_grader()
     with_ref = Budget(plan.samples_per_question)
     without_ref = Budget(
-        plan.samples_without_reference,
+        2 * plan.samples_without_reference,
         first=min(FIRST_ROUND_WITHOUT_REFERENCE, plan.samples_without_reference),
         grow=True,
+        mean=plan.samples_without_reference,
         partial=True,  # only ever applies under a partial-credit grader: a 0/1 grader's best try is 0 or solved
     )
     budgets = [with_ref if refs.get(r.uid) else without_ref for r in rows]
@@ -240,7 +248,8 @@ def synthesize_traces(ctx: RunContext) -> list[dict[str, Any]]:
                 )
             if n_without:
                 plans.append(
-                    f"best-of-k rounds of up to {without_ref.tries} tries for each of the {n_without} without one"
+                    f"best-of-k rounds for the {n_without} without one, {without_ref.mean:g} tries per question on "
+                    f"average, more for the ones still unsolved (at most {without_ref.tries})"
                 )
             ctx.sink.message(
                 f"Synthesizing reasoning traces from {teacher.name} (temperature {ext.sft.temperature}, max "

@@ -116,3 +116,26 @@ def test_rl_ends_at_its_time_budget() -> None:
     cb = _callback(rows, {"start": "sft"}, None)
     cb._check_time_budget({"full_iteration_s": 1e6})
     assert not cb.stop_now
+
+
+@pytest.mark.parametrize(("start", "rate"), [("sft", 5e-5), ("base", 2e-4)])
+def test_rl_from_sft_learns_gently(start: str, rate: float) -> None:
+    from dataclasses import replace
+
+    from trainer.config import Hardware, parse_config, plan_run
+    from trainer.stages.rl import start_plan
+
+    plan = plan_run(
+        parse_config("reinforcement", {}, {}), n_train=80, hardware=Hardware(gpu=False, cpu_count=2)
+    )
+    ctx = SimpleNamespace(plan=plan, rl_start=lambda: start)
+    ctx.narrow_plan = lambda **kw: setattr(ctx, "plan", replace(ctx.plan, **kw))
+    start_plan(ctx)  # type: ignore[arg-type]
+    assert ctx.plan.rl_learning_rate == rate
+    # A rate the user sets is used from either start.
+    mine = plan_run(
+        parse_config("reinforcement", {"learning_rate_multiplier": 2.0}, {"rl": {"learning_rate": 1e-4}}),
+        n_train=80,
+        hardware=Hardware(gpu=False, cpu_count=2),
+    )
+    assert mine.rl_learning_rate == mine.rl_learning_rate_from_sft == 2e-4

@@ -309,3 +309,14 @@ def test_partial_credit_keeps_a_best_try_above_its_questions_mean() -> None:
     assert keep_partial(results["0"]) and results["0"].best_text == "maybe"
     assert results["0"].mean_score == 0.125
     assert not keep_partial(results["1"]) and not keep_partial(results["2"])
+
+
+def test_a_class_budget_bounds_best_of_k() -> None:
+    data = rows(10)
+    script = {i: ["yes"] + ["no"] * 20 for i in range(5)}
+    script.update({i: ["no"] * 20 for i in range(5, 10)})
+    teacher = ScriptedTeacher(script)
+    results = _grow(data, teacher, Budget(16, first=2, grow=True, mean=4))
+    # 40 tries in all: round 1 takes 20, round 2 would give the 5 unsolved 4 each (20 more): exactly the budget.
+    assert sum(r.tries for r in results.values()) == 40
+    assert Counter(n for _, n in teacher.asked) == {2: 10, 4: 5}

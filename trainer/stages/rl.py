@@ -74,3 +74,10 @@ def choose_rl_start(ctx: RunContext) -> str:
     ctx.state.counters["rl_start"] = decision
     ctx.save_state()
     return str(decision["start"])
+
+
+def start_plan(ctx: RunContext) -> None:
+    """The plan's learning rate for where RL starts: gentler when it continues the SFT adapter (applied on every
+    rank and again on a resume, from the decision kept in the run state)."""
+    if ctx.rl_start() == "sft":
+        ctx.narrow_plan(rl_learning_rate=ctx.plan.rl_learning_rate_from_sft)
