@@ -4,6 +4,7 @@ this process only proxies, so it never loads torch)."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -21,6 +22,7 @@ from serving.registry import FineTunedRecord
 from serving.service import ServingConfig, ServingService
 
 log = logging.getLogger("openrft.serving")
+_build_lock = threading.Lock()
 
 
 class StoredModels:
@@ -78,10 +80,16 @@ def build_serving(settings: Settings) -> ServingService:
 
 
 def get_serving(request: Request) -> ServingService:
+    """The app's one ServingService, built on first use. FastAPI runs this dependency in its thread pool, so
+    a burst of first requests (a grader batch right after a restart) comes here on several threads at once:
+    without the lock each built its own service, whose supervisor started its own engine of the model."""
     app = request.app
     service: ServingService | None = getattr(app.state, "serving", None)
     if service is None:
-        service = app.state.serving = build_serving(get_settings())
+        with _build_lock:
+            service = getattr(app.state, "serving", None)
+            if service is None:
+                service = app.state.serving = build_serving(get_settings())
     return service
 
 

@@ -233,13 +233,18 @@ class ServingSupervisor:
     def _backoff(self, engine: ManagedEngine) -> float:
         return float(min(self.config.max_restart_backoff, 2.0 ** min(engine.restarts, 10)))
 
-    def _spawn(self, engine: ManagedEngine) -> None:
-        engine.state = EngineState.STARTING
-        engine.adapters.clear()
-        engine.health_failures = 0
+    @staticmethod
+    def _start_future() -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # Nobody may be waiting when a start fails; mark the exception retrieved to keep the loop quiet.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return future
+
+    def _spawn(self, engine: ManagedEngine, future: asyncio.Future[None] | None = None) -> None:
+        engine.state = EngineState.STARTING
+        engine.adapters.clear()
+        engine.health_failures = 0
+        future = future if future is not None and not future.done() else self._start_future()
         engine.started = future
         task = asyncio.create_task(self._start(engine, future), name=f"start-engine-{engine.base_model}")
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
@@ -333,11 +338,18 @@ class ServingSupervisor:
             engine._log_file = None
 
     async def restart(self, engine: ManagedEngine, reason: str) -> None:
+        """Start ``engine`` again, once: concurrent health checks that all found it dead (a burst of requests
+        that failed together asks for one each) make one new process, not one each."""
+        if engine.state != EngineState.READY:
+            return  # already being restarted (or stopped)
+        # Requests from now on wait for the new process, not for the old one being stopped.
+        engine.state = EngineState.STARTING
+        engine.started = future = self._start_future()
         log.warning("restarting the engine of %s: %s", engine.base_model, reason)
         engine.last_error = reason
         await self._kill(engine)
         engine.restarts += 1
-        self._spawn(engine)
+        self._spawn(engine, future)
 
     async def check(self, engine: ManagedEngine) -> bool:
         """Health-check ``engine`` now; restarts it when it died or failed too many checks in a row."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -333,3 +335,59 @@ def test_backends_are_a_registry_by_name(tmp_path: Path) -> None:
             await supervisor.close()
 
     asyncio.run(main())
+
+
+@dataclass(frozen=True)
+class CountingBackend(FakeBackend):
+    """A FakeBackend that records each engine process it launches."""
+
+    launches: list[str] = dataclasses.field(default_factory=list)
+
+    def launch(self, **kwargs: Any) -> EngineLaunch:
+        self.launches.append(kwargs["served_model_name"])
+        return super().launch(**kwargs)
+
+
+def test_a_burst_of_failed_calls_restarts_a_hung_engine_once(tmp_path: Path) -> None:
+    """A burst of calls on a cold service starts one engine. Then the engine stops answering (hung, not
+    dead): each call of the next burst fails and asks for a health check, and all those checks see it fail
+    together. Exactly one new engine process is started, and the calls after it are answered by it."""
+    backend = CountingBackend(startup_delay=0.5)
+
+    async def main() -> None:
+        supervisor = supervisor_with(backend, tmp_path, health_interval=60, wait_for_ready=20)
+        service = ServingService(ModelRegistry({"base": "src"}, lambda mid: None), supervisor, EngineProxy())
+        body = {"model": "base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        try:
+            cold = await asyncio.gather(*(service.chat_completions(body) for _ in range(8)))
+            assert all(isinstance(r, ProxyResponse) and r.status_code == 200 for r in cold)
+            assert backend.launches == ["base"]
+            engine = supervisor.engines()[0]
+            hung = engine.client
+            assert hung is not None and engine.process is not None
+            old_pid = engine.process.pid
+
+            async def no_answer(deadline: float = 2.0) -> bool:
+                await asyncio.sleep(0.05)
+                return False
+
+            hung.health = no_answer  # type: ignore[method-assign]
+            checks = await asyncio.gather(*(supervisor.check(engine) for _ in range(8)))
+            assert not any(checks)
+            again = await asyncio.gather(*(service.chat_completions(body) for _ in range(8)))
+            assert all(isinstance(r, ProxyResponse) and r.status_code == 200 for r in again)
+            assert backend.launches == ["base", "base"], backend.launches
+            assert engine.restarts == 1 and engine.process is not None and engine.process.pid != old_pid
+            assert _gone(old_pid)  # the hung process was stopped, not left running beside the new one
+        finally:
+            await service.close()
+
+    asyncio.run(main())
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (no such process, or a zombie not reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
