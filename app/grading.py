@@ -11,7 +11,9 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from app.errors import bad_request
 from core.settings import Settings, grader_settings
+from trainer.graders.registry import judge_models
 
 _pool: ProcessPoolExecutor | None = None
 _lock = threading.Lock()
@@ -33,6 +35,34 @@ def _executor() -> ProcessPoolExecutor:
             # spawn: a clean interpreter, not a fork of the API with its threads and connections.
             _pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
         return _pool
+
+
+def judge_model_names(settings: Settings) -> list[str] | None:
+    """The models a score_model / label_model grader can name here: this service's base models (judged by
+    its own engines) and the models OPENRFT_GRADER_MODELS maps to an endpoint; None when
+    OPENRFT_GRADER_BASE_URL sends every grader model to an endpoint whose models this service cannot list."""
+    if settings.grader_base_url:
+        return None
+    return sorted({*settings.all_base_models, *settings.grader_models})
+
+
+def check_judge_models(spec: dict[str, Any], settings: Settings, *, at: str = "") -> None:
+    """Refuse a validated grader whose judge model nothing here can answer (a 400 naming the field), instead
+    of a job that fails at its first grading with 404s buried in grader errors."""
+    known = judge_model_names(settings)
+    if known is None:
+        return
+    for param, model in judge_models(spec):
+        if model not in known:
+            raise bad_request(
+                f"Invalid grader: the grader model {model!r} is not served by this service. Models it can "
+                f"judge with: {', '.join(known)}. To judge with another model, map it to an "
+                "OpenAI-compatible endpoint in the server's environment: "
+                f'OPENRFT_GRADER_MODELS=\'{{"{model}": {{"base_url": "https://host/v1", "api_key": "..."}}}}\' '
+                "(or OPENRFT_GRADER_BASE_URL for one endpoint that serves every grader model), then restart.",
+                param=at + param,
+                code="invalid_grader",
+            )
 
 
 def run_grader_isolated(

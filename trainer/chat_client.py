@@ -24,6 +24,9 @@ RETRY_STATUS = frozenset({408, 409, 429})
 """Besides every 5xx: the statuses worth asking again (what OpenAI's SDK retries)."""
 MAX_WAIT_S = 30.0
 """The longest wait between tries, whether from back-off or from a server's Retry-After."""
+LOADING_WAIT_S = 600.0
+"""How long a server that answers 503 ``model_loading`` (an engine starting: this service's own, or vLLM's) is
+waited for; those answers do not use up the retries. A first large model takes minutes to load."""
 _RETRY_TRANSPORT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError)
 
 
@@ -39,8 +42,11 @@ class ChatError(Exception):
         status: int | None = None,
         retryable: bool = False,
         retry_after: float | None = None,
+        loading: bool = False,
     ) -> None:
         super().__init__(message)
+        self.loading = loading
+        """The server said the model is still loading (503 ``model_loading``): worth waiting for."""
         self.url = url
         self.message = message
         self.status = status
@@ -71,6 +77,17 @@ def retry_after(headers: httpx.Headers) -> float | None:
             continue
         return max(0.0, when.timestamp() - time.time())
     return None
+
+
+def error_code(resp: httpx.Response) -> str | None:
+    """The ``error.code`` of an OpenAI-shaped error body, if any."""
+    try:
+        data = resp.json()
+    except ValueError:
+        return None
+    err = data.get("error") if isinstance(data, dict) else None
+    code = err.get("code") if isinstance(err, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def upstream_message(resp: httpx.Response) -> str:
@@ -130,8 +147,18 @@ class _Endpoint:
         return min(self.backoff_s * 2 ** (state.attempt_number - 1), MAX_WAIT_S)
 
     def _policy(self) -> dict[str, Any]:
+        loading = 0
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            nonlocal loading
+            exc = state.outcome.exception() if state.outcome is not None else None
+            if isinstance(exc, ChatError) and exc.loading:
+                loading += 1
+                return state.idle_for >= LOADING_WAIT_S
+            return state.attempt_number - loading >= self.retries + 1
+
         return {
-            "stop": tenacity.stop_after_attempt(self.retries + 1),
+            "stop": stop,
             "wait": self._wait,
             "retry": tenacity.retry_if_exception(_retryable),
             "reraise": True,
@@ -151,6 +178,7 @@ class _Endpoint:
                 status=status,
                 retryable=status in RETRY_STATUS or status >= 500,
                 retry_after=retry_after(resp.headers),
+                loading=status == 503 and error_code(resp) == "model_loading",
             )
         try:
             data = resp.json()

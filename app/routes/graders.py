@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import PrincipalDep, SettingsDep
-from app.grading import run_grader_isolated
+from app.grading import check_judge_models, run_grader_isolated
 from app.ratelimit import RateLimited
 from app.schemas.common import ERROR_RESPONSES
 from app.schemas.jobs import GraderObject
@@ -49,6 +49,7 @@ class GraderValidateResponse(BaseModel):
 @router.post("/run", response_model=GraderRunResponse, dependencies=[Depends(RateLimited("graders"))])
 def run_grader_endpoint(body: GraderRunRequest, _: PrincipalDep, settings: SettingsDep) -> dict[str, Any]:
     spec = validate_grader(body.grader)
+    check_judge_models(spec, settings)
     item = body.item
     if item is None and body.reference_answer is not None:
         item = (
@@ -60,5 +61,9 @@ def run_grader_endpoint(body: GraderRunRequest, _: PrincipalDep, settings: Setti
 
 
 @router.post("/validate", response_model=GraderValidateResponse)
-def validate_grader_endpoint(body: GraderValidateRequest, _: PrincipalDep) -> GraderValidateResponse:
-    return GraderValidateResponse(grader=validate_grader(body.grader))
+def validate_grader_endpoint(
+    body: GraderValidateRequest, _: PrincipalDep, settings: SettingsDep
+) -> GraderValidateResponse:
+    spec = validate_grader(body.grader)
+    check_judge_models(spec, settings)
+    return GraderValidateResponse(grader=spec)

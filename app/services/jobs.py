@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from app.auth import Principal
 from app.deps import owned_or_404
 from app.errors import APIError, bad_request, domain_error
+from app.grading import check_judge_models
 from app.item_fields import first_missing, item_variables, template_item_variables
 from app.schemas.jobs import JobCreate
 from core import ids, jobstore
@@ -88,6 +89,7 @@ def create_job(
             inner["grader"] = validate_grader(inner["grader"])
         except GraderValidationError as exc:
             raise domain_error(exc, grader_at="method.reinforcement.") from exc
+        check_judge_models(inner["grader"], settings, at="method.reinforcement.")
     if mtype == "reinforcement":
         references = [("method.reinforcement.grader", v) for v in item_variables(inner["grader"])]
         reference_template = (body.openrft or {}).get("reference")

@@ -2,7 +2,8 @@
 vLLM's error shape and the SSE framing.
 
 Extra fields are accepted and ignored, as vLLM and OpenAI do, so SDK additions never break a call. Options
-the engine cannot honour (tools, logprobs, structured output) are refused with a 400 instead of ignored.
+the engine cannot honour (tools, logprobs) are refused with a 400 instead of ignored; ``response_format`` is
+honoured by constrained decoding (serving.engine.structured).
 """
 
 from __future__ import annotations
@@ -60,8 +61,6 @@ class ChatCompletionRequest(_Request):
             raise ValueError("logprobs are not supported by this engine")
         if self.tools and self.tool_choice != "none":
             raise ValueError("tool calling is not supported by this engine")
-        if self.response_format and self.response_format.get("type", "text") != "text":
-            raise ValueError("response_format other than 'text' is not supported by this engine")
         return self
 
     @property

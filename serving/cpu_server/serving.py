@@ -30,6 +30,7 @@ from serving.engine.engine import Event, InferenceEngine, RequestDone, RequestRe
 from serving.engine.lora import AdapterFormatError
 from serving.engine.reasoning import THINK_START, ReasoningSplitter, split_reasoning
 from serving.engine.sampling import SamplingParams
+from serving.engine.structured import GrammarError, grammar_for
 
 log = logging.getLogger("openrft.serving.cpu_server")
 
@@ -123,6 +124,10 @@ class EngineServer:
 
     def _params(self, req: ChatCompletionRequest | CompletionRequest, max_tokens: int) -> SamplingParams:
         try:
+            grammar = grammar_for(getattr(req, "response_format", None))
+        except GrammarError as exc:
+            raise EngineHTTPError(400, str(exc), param="response_format") from exc
+        try:
             return SamplingParams(
                 max_tokens=max_tokens,
                 temperature=1.0 if req.temperature is None else req.temperature,
@@ -135,6 +140,7 @@ class EngineServer:
                 presence_penalty=req.presence_penalty,
                 frequency_penalty=req.frequency_penalty,
                 ignore_eos=req.ignore_eos,
+                grammar=grammar,
             )
         except ValueError as exc:
             raise EngineHTTPError(400, str(exc)) from exc
@@ -155,7 +161,8 @@ class EngineServer:
         try:
             self.engine.validate(prompt_ids, params, lora)
         except RequestRejected as exc:
-            raise EngineHTTPError(400, str(exc)) from exc
+            param = "response_format" if params.grammar and "response_format" in str(exc) else None
+            raise EngineHTTPError(400, str(exc), param=param) from exc
         except AdapterUnknownError as exc:
             raise EngineHTTPError(404, f"The model `{lora}` does not exist.", param="model") from exc
         return self.engine.generate(prompt_ids, params, lora)
@@ -193,7 +200,8 @@ class EngineServer:
         prompt_ids = self._encode(prompt)
         params = self._params(req, self._max_tokens(req.requested_max_tokens, len(prompt_ids)))
         events = self._start(prompt_ids, params, lora)
-        in_reasoning = self.reasoning and prompt.rstrip().endswith(THINK_START)
+        # Constrained output is the answer itself, never a reasoning section a template opened.
+        in_reasoning = self.reasoning and not params.grammar and prompt.rstrip().endswith(THINK_START)
         model = req.model or self.served_model_name
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if req.stream:

@@ -28,6 +28,7 @@ from serving.engine.adapters import AdapterSlots, AdapterUnknownError
 from serving.engine.kv import PaddedBatch, check_supported
 from serving.engine.lora import LoraBatch, wrap_linear_modules
 from serving.engine.sampling import SamplingParams, apply_penalties, sample_token
+from serving.engine.structured import Constrainer, GrammarError
 from serving.engine.text import IncrementalDetokenizer, StopStringTracker
 
 log = logging.getLogger("openrft.serving.engine")
@@ -83,6 +84,8 @@ class _Sequence:
     detokenizer: IncrementalDetokenizer
     stops: StopStringTracker
     generator: torch.Generator | None
+    matcher: Any = None
+    """The llguidance matcher of a structured-output request: what may come next."""
     generated: list[int] = field(default_factory=list)
     unsent: list[int] = field(default_factory=list)
     finish_reason: str | None = None
@@ -138,6 +141,8 @@ class InferenceEngine:
         wrappers = wrap_linear_modules(model, targets, self._lora_batch, max_loras + 1, max_lora_rank)
         self.adapters = AdapterSlots(wrappers, max_loras=max_loras, max_rank=max_lora_rank, dtype=self.dtype)
         self.eos_ids = self._eos_ids()
+        vocab = int(getattr(config, "vocab_size", 0) or len(tokenizer))
+        self.constrainer = Constrainer(tokenizer, vocab)
         params = inspect.signature(model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self.stats = EngineStats()
@@ -204,6 +209,11 @@ class InferenceEngine:
             )
         if lora_name is not None and not self.adapters.is_registered(lora_name):
             raise AdapterUnknownError(f"The model `{lora_name}` does not exist.")
+        if params.grammar is not None:
+            try:
+                self.constrainer.check(params.grammar)
+            except GrammarError as exc:
+                raise RequestRejected(str(exc)) from exc
 
     async def generate(
         self, prompt_ids: list[int], params: SamplingParams, lora_name: str | None = None
@@ -399,6 +409,7 @@ class InferenceEngine:
             detokenizer=IncrementalDetokenizer(self.tokenizer, request.prompt_ids),
             stops=StopStringTracker(request.params.stop),
             generator=generator,
+            matcher=self.constrainer.matcher(request.params.grammar) if request.params.grammar else None,
         )
 
     def _decode_step(self) -> None:
@@ -420,7 +431,16 @@ class InferenceEngine:
         """Sample the next token of ``seq`` and emit what it adds to the text."""
         params = seq.request.params
         logits = apply_penalties(logits, seq.generated, params.presence_penalty, params.frequency_penalty)
+        if seq.matcher is not None:
+            logits = self.constrainer.mask(seq.matcher, logits)
+            if not torch.isfinite(logits).any():  # the grammar allows nothing more (cannot happen unstopped)
+                seq.finish_reason = "stop"
+                seq.request.emit(SequenceDelta(seq.index, seq.stops.flush(), seq.unsent, "stop"))
+                seq.unsent = []
+                return
         token = sample_token(logits, params, seq.generator)
+        if seq.matcher is not None:
+            seq.matcher.consume_token(token)
         seq.generated.append(token)
         seq.unsent.append(token)
         seq.next_position += 1
@@ -430,7 +450,7 @@ class InferenceEngine:
             seq.finish_reason = "stop"
         else:
             text = seq.stops.add(seq.detokenizer.add(token))
-            if seq.stops.stopped:
+            if seq.stops.stopped or (seq.matcher is not None and seq.matcher.is_stopped()):
                 seq.finish_reason = "stop"
             elif len(seq.generated) >= params.max_tokens or seq.next_position >= self.max_model_len:
                 seq.finish_reason = "length"

@@ -24,6 +24,8 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     ignore_eos: bool = False
+    grammar: str | None = None
+    """An llguidance grammar the output must follow (``response_format``; serving.engine.structured)."""
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:

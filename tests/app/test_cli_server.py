@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 from tests.support import REPO, free_port, wait_until
@@ -107,8 +108,10 @@ def _wait_healthy(port: int) -> None:
 
 
 def test_model_graders_call_this_service_at_its_port_with_its_own_key(tmp_path):
-    """A plain `openrft serve --port N` (auto-generated key, no grader settings): a score_model grader
-    reaches this service at port N and is let in; the unknown model is the only problem left."""
+    """A plain `openrft serve --port N` (auto-generated key, no grader settings): model graders judge with this
+    service's own models, through its own key; a grader naming a model nothing here serves (an OpenAI model
+    name) is refused at validate and at graders/run, with the models it can judge with and the setting that
+    adds one, instead of failing at run time with a 404 buried in grader errors."""
     port = free_port()
     home = tmp_path / "home"
     proc = _serve(home, port, tmp_path / "serve.out", "--no-worker")
@@ -122,19 +125,21 @@ def test_model_graders_call_this_service_at_its_port_with_its_own_key(tmp_path):
         grader = {
             "type": "score_model",
             "name": "judge",
-            "model": "no-such-model",
+            "model": "gpt-4.1",
             "input": [{"role": "user", "content": "Rate: {{ sample.output_text }}"}],
         }
-        resp = httpx.post(
-            f"http://127.0.0.1:{port}/v1/fine_tuning/alpha/graders/run",
-            json={"grader": grader, "model_sample": "hi"},
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=120,
-        )
-        assert resp.status_code == 200, resp.text
-        details = resp.json()["metadata"]["errors"]["model_grader_server_error_details"]
-        assert f"HTTP 404 from http://127.0.0.1:{port}/v1/chat/completions" in details
-        assert "model_not_found" in details
+        sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
+        for call in (
+            lambda: sdk.fine_tuning.alpha.graders.validate(grader=grader),  # type: ignore[arg-type]
+            lambda: sdk.fine_tuning.alpha.graders.run(grader=grader, model_sample="hi"),  # type: ignore[arg-type]
+        ):
+            with pytest.raises(openai.BadRequestError) as refused:
+                call()
+            error = refused.value.body
+            assert isinstance(error, dict) and error["param"] == "grader.model", error
+            assert error["code"] == "invalid_grader"
+            assert "'gpt-4.1' is not served by this service" in error["message"]
+            assert "smollm2-135m-instruct" in error["message"] and "OPENRFT_GRADER_MODELS" in error["message"]
         # The internal key sees base models only: it is its own organization, no tenant's.
         models = httpx.get(
             f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {internal}"}
@@ -209,8 +214,9 @@ def test_sigterm_stops_every_child(tmp_path):
 @pytest.mark.slow
 def test_a_score_model_grader_is_answered_by_this_services_own_engine(tmp_path, tiny_model_dir):
     """The whole path with nothing configured: grader -> this service (internal key) -> the CPU engine of
-    the base model -> a reply the grader reads (the tiny random model's reply is no score: a parse error,
-    not a server error). SIGTERM then stops the engine process as well."""
+    the base model -> a reply the grader reads. The grader asks for a json_schema answer and the engine
+    decodes under it, so even the tiny random model's reply parses into a score, and the bundled SmolLM2
+    rates a right answer. SIGTERM then stops the engine processes as well."""
     import json as jsonlib
 
     import psutil
@@ -231,20 +237,39 @@ def test_a_score_model_grader_is_answered_by_this_services_own_engine(tmp_path, 
             "name": "judge",
             "model": "tiny-test",
             "input": [{"role": "user", "content": "Rate 0-1: {{ sample.output_text }}"}],
-            "sampling_params": {"max_completions_tokens": 8, "temperature": 0},
+            "sampling_params": {"max_completions_tokens": 96, "temperature": 0},
         }
-        resp = httpx.post(
-            f"http://127.0.0.1:{port}/v1/fine_tuning/alpha/graders/run",
-            json={"grader": grader, "model_sample": "hi"},
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=300,
-        )
-        assert resp.status_code == 200, resp.text
-        result = resp.json()
-        errors = result["metadata"]["errors"]
-        assert not errors["model_grader_server_error"], errors["model_grader_server_error_details"]
-        assert result["metadata"]["sampled_model_name"] == "tiny-test"
-        assert result["model_grader_token_usage_per_model"]["tiny-test"]["completion_tokens"] > 0
+        sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, timeout=600)
+        result = sdk.fine_tuning.alpha.graders.run(grader=grader, model_sample="hi")  # type: ignore[arg-type]
+        errors = result.metadata.errors
+        assert not errors.model_grader_server_error, errors.model_grader_server_error_details
+        assert not errors.model_grader_parse_error, result.metadata
+        assert result.metadata.sampled_model_name == "tiny-test"
+        assert result.api_model_grader_token_usage_per_model["tiny-test"]["completion_tokens"] > 0  # type: ignore[index]
+        assert isinstance(result.metadata.token_usage, int) and result.metadata.token_usage > 0
+        assert 0.0 <= result.reward <= 1.0
+        # The bundled SmolLM2 as the judge: a parsed score, for the right and for a wrong answer.
+        judge = {
+            "type": "score_model",
+            "name": "smol",
+            "model": "smollm2-135m-instruct",
+            "input": [
+                {"role": "system", "content": "You grade answers to arithmetic questions."},
+                {
+                    "role": "user",
+                    "content": "Question: {{ item.question }} Reference answer: {{ item.answer }} "
+                    "Student answer: {{ sample.output_text }}",
+                },
+            ],
+            "sampling_params": {"max_completions_tokens": 160, "temperature": 0},
+        }
+        item = {"question": "What is 2 + 2?", "answer": "4"}
+        for sample in ("4", "7"):
+            scored = sdk.fine_tuning.alpha.graders.run(grader=judge, model_sample=sample, item=item)  # type: ignore[arg-type]
+            assert not scored.metadata.errors.model_grader_parse_error, scored.metadata
+            assert not scored.metadata.errors.model_grader_server_error, scored.metadata
+            assert scored.metadata.sampled_model_name == "smollm2-135m-instruct"
+            assert 0.0 <= scored.reward <= 1.0
         children = _descendants(proc.pid)
         assert any("serving.cpu_server" in " ".join(psutil.Process(p).cmdline()) for p in children)
         proc.send_signal(signal.SIGTERM)

@@ -413,3 +413,45 @@ def test_grader_item_fields_are_checked_against_the_rows(client, auth):
     body = _rft_body(train, openrft={"reference": "{{ item.solution }}"})
     assert_error(client.post("/v1/fine_tuning/jobs", headers=auth, json=body), 400, param="openrft.reference")
     assert client.post("/v1/fine_tuning/jobs", headers=auth, json=_rft_body(train, valid)).status_code == 200
+
+
+def test_unknown_judge_models_are_refused_with_the_models_and_the_setting(client, auth, app_settings):
+    """A score_model naming a model nothing here serves (OpenAI's gpt-4.1) is refused at job creation, at the
+    field, with the models this service judges with and how to add one; mapping it makes it acceptable."""
+    train, valid = _files(client, auth)
+    judge = {
+        "type": "score_model",
+        "model": "gpt-4.1",
+        "input": [{"role": "user", "content": "Rate {{ sample.output_text }}"}],
+    }
+    body = _rft_body(train, valid)
+    body["method"]["reinforcement"]["grader"] = {
+        "type": "multi",
+        "graders": {"exact": dict(STRING_CHECK_GRADER), "judge": judge},
+        "calculate_output": "exact + judge",
+    }
+    err = assert_error(
+        client.post("/v1/fine_tuning/jobs", headers=auth, json=body),
+        400,
+        param="method.reinforcement.grader.graders.judge.model",
+        code="invalid_grader",
+    )
+    assert "tiny-test" in err["message"] and "smollm2-135m-instruct" in err["message"]
+    assert "OPENRFT_GRADER_MODELS" in err["message"] and "OPENRFT_GRADER_BASE_URL" in err["message"]
+    validate = client.post("/v1/fine_tuning/alpha/graders/validate", headers=auth, json={"grader": judge})
+    assert_error(validate, 400, param="grader.model", code="invalid_grader")
+    # a base model of this service judges; a model mapped to an endpoint does too
+    ok = client.post(
+        "/v1/fine_tuning/alpha/graders/validate",
+        headers=auth,
+        json={"grader": {**judge, "model": "tiny-test"}},
+    )
+    assert ok.status_code == 200, ok.text
+    mapped = app_settings.model_copy(update={"grader_models": {"gpt-4.1": {"base_url": "http://judge/v1"}}})
+    from core.settings import get_settings
+
+    client.app.dependency_overrides[get_settings] = lambda: mapped
+    try:
+        assert client.post("/v1/fine_tuning/jobs", headers=auth, json=body).status_code == 200
+    finally:
+        client.app.dependency_overrides.pop(get_settings)

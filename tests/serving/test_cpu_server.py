@@ -272,3 +272,65 @@ def test_both_streams_end_an_error_the_same_way(tiny_model_dir: Path, path: str)
         frames = [e.removeprefix("data: ") for e in events if e]
         assert frames[-1] == "[DONE]" and "partial" in "".join(frames[:-2])
         assert f'"type":"{kind}","code":{status}' in frames[-2]
+
+
+SCORE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "result": {"type": "number", "minimum": 0, "maximum": 1},
+        "why": {"type": "string", "maxLength": 12},
+    },
+    "required": ["result", "why"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_json_schema_output_parses_and_follows_the_schema(client: openai.OpenAI, stream: bool) -> None:
+    """The tiny model, random weights and all, answers a json_schema request with JSON of that schema:
+    constrained decoding, not the model, makes it parse."""
+    import json
+
+    import jsonschema
+
+    fmt = {"type": "json_schema", "json_schema": {"name": "score", "strict": True, "schema": SCORE_SCHEMA}}
+    texts = []
+    for seed in range(3):
+        kwargs: dict[str, Any] = dict(
+            model="tiny", messages=MESSAGES, max_tokens=200, temperature=1.0, seed=seed, response_format=fmt
+        )
+        if stream:
+            chunks = list(client.chat.completions.create(stream=True, **kwargs))
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        else:
+            r = client.chat.completions.create(**kwargs)
+            text, finish = r.choices[0].message.content or "", [r.choices[0].finish_reason]
+        # maxLength bounds the string, so the grammar ends well within max_tokens: a whole answer each time.
+        assert finish == ["stop"], text
+        jsonschema.validate(json.loads(text), SCORE_SCHEMA)
+        texts.append(text)
+    plain = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=20, temperature=0)  # type: ignore[arg-type]
+    assert not (plain.choices[0].message.content or "").startswith('{"result"')
+
+
+def test_json_object_and_bad_schemas(client: openai.OpenAI) -> None:
+    import json
+
+    r = client.chat.completions.create(
+        model="tiny",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        max_tokens=300,
+        temperature=0,
+        response_format={"type": "json_object"},
+    )
+    text = r.choices[0].message.content or ""
+    assert text.startswith("{")
+    if r.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(text), dict)
+    bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "strin"}}}
+    with pytest.raises(openai.BadRequestError, match="strin") as err:
+        client.chat.completions.create(model="tiny", messages=MESSAGES, response_format=bad)  # type: ignore[arg-type]
+    assert err.value.body["param"] == "response_format"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError, match="not supported"):
+        client.chat.completions.create(model="tiny", messages=MESSAGES, response_format={"type": "xml"})  # type: ignore[arg-type]

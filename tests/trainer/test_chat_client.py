@@ -154,3 +154,22 @@ def test_teacher_failure_is_a_trainer_error_with_the_upstream_message() -> None:
         teacher.sample([[{"role": "user", "content": "q"}]], n=1, temperature=0.7, max_new_tokens=8)
     assert err.value.code == "teacher_error" and "HTTP 400" in err.value.message
     assert len(up.requests) == 1  # a request the server rejects is not sent again
+
+
+def test_an_engine_that_is_loading_is_waited_for_beyond_the_retries() -> None:
+    """A 503 model_loading (this service's engine starting on first use) does not use up the retries: the
+    client keeps asking, as the server's Retry-After says, until the model answers."""
+    loading = httpx.Response(
+        503,
+        headers={"retry-after": "10"},
+        json={"error": {"message": "The model 'm' is loading", "code": "model_loading"}},
+    )
+    up, waits = Upstream(*[loading] * 6, httpx.Response(200, json=OK)), []
+    with client(up, waits, retries=1) as chat:
+        assert chat.create(BODY) == OK
+    assert len(up.requests) == 7 and waits == [10.0] * 6
+    # another 503 still counts against the retries
+    up, waits = Upstream(httpx.Response(503, json={"error": {"message": "down", "code": "x"}})), []
+    with client(up, waits, retries=1) as chat, pytest.raises(ChatError):
+        chat.create(BODY)
+    assert len(up.requests) == 2

@@ -259,12 +259,9 @@ def run_grader(
                 )
     other_details = [f"{k}: {d}" for k, d in outcome.errors if k not in DETAIL_KEYS]
     sub = dict(outcome.sub_scores)
-    total = None
-    if outcome.usage:
-        total = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cached_tokens": 0}
-        for counts in outcome.usage.values():
-            for k in total:
-                total[k] += counts.get(k, 0)
+    # OpenAI's SDK types metadata.token_usage as one int (the total); the per-model counts are in
+    # model_grader_token_usage_per_model.
+    total = sum(int(c.get("total_tokens", 0)) for c in outcome.usage.values()) if outcome.usage else None
     metadata: dict[str, Any] = {
         "name": normalized["name"],
         "type": normalized["type"],

@@ -39,6 +39,8 @@ class GraderType:
     """The type's fields (the validator's list of accepted and required fields; the OpenAPI schema)."""
     nestable: ClassVar[bool] = True
     """Whether it may be a sub-grader of a multi grader."""
+    judge: ClassVar[bool] = False
+    """Whether a model (its ``model`` field) gives the score: score_model, label_model."""
     order: ClassVar[int] = 100
     """Where the type is listed (error messages, the OpenAPI union): OpenAI's types first, then OpenRFT's."""
 
@@ -118,6 +120,16 @@ def grader_types() -> tuple[GraderType, ...]:
 
 def build_node(spec: dict[str, Any], settings: GraderSettings) -> Node:
     return of(spec).node(spec, settings)
+
+
+def judge_models(spec: dict[str, Any], param: str = "grader") -> Iterator[tuple[str, str]]:
+    """``(param, model)`` of every judge model in a validated spec, sub-graders included
+    (``grader.graders.<key>.model``)."""
+    if of(spec).judge:
+        yield f"{param}.model", spec["model"]
+    graders = spec.get("graders")
+    for key, child in graders.items() if isinstance(graders, dict) else ():
+        yield from judge_models(child, f"{param}.graders.{key}")
 
 
 def walk(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:

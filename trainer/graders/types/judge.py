@@ -50,6 +50,8 @@ class SamplingParams(BaseModel):
 class JudgeType(GraderType):
     """A grader type whose score a judge model gives, as ``{"result": ...}``."""
 
+    judge = True
+
     def instruction(self, spec: dict[str, Any]) -> str:
         """What the system prompt asks the model to answer (``GraderSettings.model_format_instruction``)."""
         raise NotImplementedError

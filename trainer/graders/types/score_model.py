@@ -17,6 +17,7 @@ from trainer.graders.types.judge import (
     check_sampling_params,
 )
 
+MAX_STEPS = 3
 _STEP = {
     "type": "object",
     "properties": {"description": {"type": "string"}, "conclusion": {"type": "string"}},
@@ -67,9 +68,13 @@ class ScoreModel(JudgeType):
         )
 
     def result_schema(self, spec: dict[str, Any]) -> dict[str, Any]:
+        lo, hi = spec["range"]
+        # Bounded steps and result: under constrained decoding a small judge otherwise writes steps until
+        # its token budget runs out and never reaches the result.
+        steps = {"type": "array", "items": _STEP, "maxItems": MAX_STEPS}
         return {
             "type": "object",
-            "properties": {"steps": {"type": "array", "items": _STEP}, "result": {"type": "number"}},
+            "properties": {"steps": steps, "result": {"type": "number", "minimum": lo, "maximum": hi}},
             "required": ["steps", "result"],
             "additionalProperties": False,
         }
