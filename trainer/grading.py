@@ -10,9 +10,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainer.interface import TrainerError
+
+if TYPE_CHECKING:
+    from trainer.control import Stopper
 
 
 @dataclass
@@ -33,8 +36,11 @@ class Grader:
         settings: dict[str, Any] | None = None,
         *,
         pass_threshold: float | None = None,
+        stopper: Stopper | None = None,
     ) -> None:
         self.spec = spec
+        self.stopper = stopper
+        """Polled while a batch is graded: a cancel or pause stops the batch (its requests are dropped)."""
         self.settings = settings or {}
         self.pass_threshold = pass_threshold if pass_threshold is not None else 1.0
         self._threshold_override = pass_threshold
@@ -72,8 +78,15 @@ class Grader:
             raise RuntimeError("Grader used outside its context manager")
         if not completions:
             return Grades(scores=[])
+        stopper = self.stopper
+        if stopper is not None:
+            stopper.check(budget=False)  # between batches too: a stop never waits for the next one
         t0 = time.perf_counter()
-        res = self._engine.grade_batch(list(completions), list(items))
+        res = self._engine.grade_batch(
+            list(completions),
+            list(items),
+            interrupt=(lambda: stopper.check(budget=False)) if stopper is not None else None,
+        )
         dt = time.perf_counter() - t0
         self.seconds += dt
         self.calls += 1

@@ -351,3 +351,63 @@ def test_a_grader_that_always_fails_fails_the_job_early(
         run_job(spec, sink, ScriptedControl(), tmp_path / "work")
     assert err.value.code == "grader_error" and "The grader failed on 100%" in err.value.message
     assert not sink.steps("sft") and not sink.steps("rl")  # found at the baseline evaluation, before training
+
+
+@pytest.mark.parametrize(
+    ("stage", "openrft"),
+    [
+        ("synthesis", {"icl_k": 0}),
+        ("validation", {"sft": {"enabled": False}, "icl_k": 0}),
+    ],
+)
+def test_cancel_while_a_model_grader_works_ends_the_job_in_seconds(
+    tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path, stage: str, openrft: dict[str, Any]
+) -> None:
+    """A score_model judge that takes a minute per call (a busy CPU engine): the user cancels while the stage
+    waits on it (synthesis, or the baseline validation), and the job ends within seconds, its judge
+    requests dropped, instead of after the batch."""
+    import threading
+    import time
+
+    from tests.trainer.graders.servers import completion, serve
+
+    cancel_at: list[float] = []
+    hang, release = threading.Event(), threading.Event()
+    ctl = ScriptedControl()
+
+    def judge(path: str, body: dict[str, Any], headers: dict[str, str], rec: Any) -> tuple[int, Any]:
+        if hang.is_set():
+            if not cancel_at:
+                cancel_at.append(time.monotonic())
+                ctl.request = "cancel"
+            release.wait(60)
+        return 200, completion('{"steps": [], "result": 0}')
+
+    class Sink(RecordingSink):
+        def message(self, text: str, *, level: str = "info") -> None:
+            super().message(text, level=level)
+            if text.startswith("Reference responses"):  # the next grading is the stage's
+                hang.set()
+
+    sink = Sink()
+    with serve(judge) as (url, _rec):
+        spec = rft_spec(tiny_model, rft_files, **openrft).model_copy(
+            update={
+                "grader": {
+                    "type": "score_model",
+                    "name": "judge",
+                    "model": "slow-judge",
+                    "input": [{"role": "user", "content": "{{ item.answer }} {{ sample.output_text }}"}],
+                },
+                "grader_settings": {"models": {"slow-judge": {"base_url": url + "/v1"}}},
+            }
+        )
+        try:
+            res = run_job(spec, sink, ctl, tmp_path / "work")
+            ended = time.monotonic()
+        finally:
+            release.set()
+    assert res.status == "cancelled" and cancel_at, sink.messages()
+    assert ended - cancel_at[0] < 5.0, ended - cancel_at[0]
+    assert not any("Synthesized" in m for m in sink.messages()) or stage == "validation"
+    assert not sink.steps()  # nothing after the stage that was cancelled

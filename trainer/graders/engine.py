@@ -14,7 +14,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,12 +137,32 @@ class GraderEngine:
         return asyncio.run_coroutine_threadsafe(self._grade(samples, items), loop)
 
     def grade_batch(
-        self, samples: Sequence[Sample | str | dict[str, Any]], items: Sequence[Any]
+        self,
+        samples: Sequence[Sample | str | dict[str, Any]],
+        items: Sequence[Any],
+        *,
+        interrupt: Callable[[], None] | None = None,
+        poll_s: float = 0.25,
     ) -> BatchResult:
-        """Grade ``samples[i]`` against ``items[i]``; blocks. Not callable from the engine's own loop."""
+        """Grade ``samples[i]`` against ``items[i]``; blocks. Not callable from the engine's own loop.
+
+        ``interrupt`` is called every ``poll_s`` seconds while the batch runs; what it raises (a job's cancel
+        or pause) cancels the batch's requests still in flight and is raised here: a batch of model-grader
+        calls can take minutes, and a stop must not wait for it."""
         if self._thread is not None and threading.current_thread() is self._thread:
             raise RuntimeError("grade_batch called from the engine's own loop; use agrade_batch")
-        return self._submit(samples, items).result()
+        future = self._submit(samples, items)
+        if interrupt is None:
+            return future.result()  # type: ignore[no-any-return]
+        while True:
+            try:
+                return future.result(timeout=poll_s)  # type: ignore[no-any-return]
+            except concurrent.futures.TimeoutError:
+                try:
+                    interrupt()
+                except BaseException:
+                    future.cancel()
+                    raise
 
     async def agrade_batch(
         self, samples: Sequence[Sample | str | dict[str, Any]], items: Sequence[Any]

@@ -56,7 +56,12 @@ def prepare(books: Books) -> RunContext:
         from trainer.grading import Grader
 
         if spec.grader:
-            grader = Grader(spec.grader, spec.grader_settings, pass_threshold=opts.eval.pass_threshold)
+            grader = Grader(
+                spec.grader,
+                spec.grader_settings,
+                pass_threshold=opts.eval.pass_threshold,
+                stopper=books.stopper,
+            )
             grader.__enter__()
     ctx = RunContext(
         **{f.name: getattr(books, f.name) for f in fields(Books)},
