@@ -93,7 +93,10 @@ class ProgressState:
             return self.status
         if self.estimated_finish is None:
             return "estimating..."
-        return format_seconds(self.estimated_finish - (now or time.time())) + " left"
+        left = self.estimated_finish - (now or time.time())
+        if left < 1:  # the service re-estimates as stages end; until it does, say so rather than "0s left"
+            return "past the estimate, re-estimating..."
+        return format_seconds(left) + " left"
 
     def fields(self) -> dict[str, Any]:
         return {

@@ -61,6 +61,8 @@ def test_time_left_comes_from_the_jobs_estimate() -> None:
     now = time.time()
     state.apply_job(job(estimated_finish=int(now) + 125))
     assert state.time_left(now=now) in ("2m05s left", "2m04s left")
+    state.apply_job(job(estimated_finish=int(now) - 30))  # a running job past its estimate: never "0s left"
+    assert state.time_left(now=now) == "past the estimate, re-estimating..."
     state.apply_job(job(status="succeeded", estimated_finish=int(now) + 125))
     assert state.time_left(now=now) == "succeeded"
     assert [format_seconds(s) for s in (0, 59, 61, 3725, -5)] == ["0s", "59s", "1m01s", "1h02m", "0s"]

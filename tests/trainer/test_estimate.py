@@ -56,3 +56,42 @@ def test_replies_after_sft_are_priced_at_the_trained_length() -> None:
     assert estimate_seconds(
         no_sft, CAL, n_val=20, sft_examples=0, synthesis_questions=0, trained_tokens=4
     ) == (estimate_seconds(no_sft, CAL, n_val=20, sft_examples=0, synthesis_questions=0))
+
+
+def test_the_probe_and_the_baseline_validation_are_priced() -> None:
+    """The RL probe (a group of rollouts per probed prompt) and the baseline validation are parts of their
+    own; every part of the estimate is one of estimate.PARTS."""
+    from trainer.estimate import PARTS
+
+    plan = _plan({"rl": {"max_steps": 4, "num_generations": 4}, "sft": {"samples_per_question": 1}})
+    parts = estimate_seconds(plan, CAL, n_val=20, sft_examples=100, synthesis_questions=100, probe_prompts=8)
+    gen = plan.max_completion_length / CAL.gen_tokens_per_s
+    assert parts["probe"] == pytest.approx(8 * 4 * gen)
+    assert parts["validation"] == pytest.approx(20 * plan.eval_samples * gen)
+    assert tuple(parts) == PARTS
+    no_probe = estimate_seconds(
+        plan, CAL, n_val=20, sft_examples=100, synthesis_questions=100, baseline=False
+    )
+    assert no_probe["probe"] == 0.0 and no_probe["validation"] == 0.0
+
+
+def test_time_left_follows_measured_progress() -> None:
+    """Parts done take twice their estimate: what is left is scaled by two; the stage in progress counts at
+    its measured pace; a resumed run does not judge the parts done before it."""
+    from trainer.estimate import Remaining, parts_done
+
+    parts = {"synthesis": 60.0, "validation": 20.0, "sft": 40.0, "probe": 30.0, "rl": 100.0, "eval": 10.0}
+    rem = Remaining(parts, started=1000.0)
+    assert rem.seconds_left(set(), now=1000.0) == pytest.approx(260.0)
+    done = parts_done(["estimate", "synthesis", "eval0"], {}, rl=True)
+    assert done == {"synthesis", "validation"}
+    assert rem.seconds_left(done, now=1160.0) == pytest.approx(2 * 180.0)  # 160 s for 80 s of estimate
+    assert rem.seconds_left(done, now=1160.0, current=("sft",), current_left=15.0) == pytest.approx(
+        2 * 140.0 + 15.0
+    )
+    done = parts_done(["synthesis", "eval0", "sft"], {"rl_probe": {}}, rl=True)
+    assert rem.seconds_left(done, now=1300.0, current=("rl", "eval"), current_left=50.0) == pytest.approx(
+        50.0
+    )
+    resumed = Remaining(parts, started=5000.0, done_at_start=frozenset({"synthesis", "validation"}))
+    assert resumed.factor({"synthesis", "validation"}, now=9000.0) == 1.0

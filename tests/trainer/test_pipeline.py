@@ -109,7 +109,13 @@ def test_reinforcement_end_to_end(reference_run: Run) -> None:
     saved = [s for s, _, _ in sink.of("checkpoint_saved")]
     assert saved == [3, 5, 7]  # end of SFT, then every eval_interval RL steps and the last
     assert all("full_valid_mean_reward" in m for _, _, m in sink.of("checkpoint_saved"))
-    assert sink.of("estimate")
+    # Every stage is in the estimate, the RL probe included, and the time left is re-estimated as stages end
+    # (synthesis, the baseline validation, SFT), not only at steps.
+    announced = next(m for m in sink.messages() if m.startswith("Estimated duration"))
+    assert "probe" in announced and "validation" in announced, announced
+    estimates = sink.of("estimate")
+    assert len(estimates) >= len(sft) + len(rl) + 3
+    assert all(finish_at > 0 for finish_at, _, _ in estimates)
     assert any(
         "Synthesis:" in d.get("stage", "") or d.get("stage") == "synthesis" for d in sink.of("metrics")
     )

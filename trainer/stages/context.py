@@ -8,6 +8,7 @@ loaded); :class:`RunContext` adds what :func:`trainer.stages.prepare.prepare` lo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from trainer.config import OpenRFTConfig, ParsedConfig, RunPlan
 from trainer.control import Stopper
 from trainer.data import Row
 from trainer.distributed import World, broadcast, current, on_main
+from trainer.estimate import Remaining, parts_done
 from trainer.interface import EventSink, JobSpec, TrainerError
 from trainer.prompts import Messages, build_prompt
 from trainer.reporting import Reporter
@@ -95,6 +97,26 @@ class RunContext(Books):
     step_times: list[float] = field(default_factory=list, kw_only=True)
     stage_policy: str | None = field(default=None, kw_only=True)
     """The stage whose starting policy ``policy_model`` is ("rl" once :meth:`policy_for_rl` built it)."""
+    remaining: Remaining | None = field(default=None, kw_only=True)
+    """The duration estimate, re-estimated from measured progress (set by ``announce_estimate``)."""
+
+    def mark_done(self, stage: str) -> None:
+        super().mark_done(stage)
+        self.re_estimate()
+
+    def finished_parts(self) -> set[str]:
+        return parts_done(self.state.done, self.state.counters, rl=self.plan.rl_enabled)
+
+    def re_estimate(self, *, current: tuple[str, ...] = (), current_left: float = 0.0) -> None:
+        """Report the time left (the job's ``estimated_finish``): what is not done yet at its estimate, scaled by
+        how long the done part took against its own, plus the stage in progress (``current``: the parts it covers)
+        at its measured pace, so the time left follows the job instead of running out before it ends."""
+        if self.remaining is None:
+            return
+        left = self.remaining.seconds_left(
+            self.finished_parts(), now=time.monotonic(), current=current, current_left=current_left
+        )
+        self.reporter.estimate(seconds_left=left, step=self.state.global_step)
 
     @property
     def reinforcement(self) -> bool:

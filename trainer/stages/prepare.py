@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import fields
 from importlib.util import find_spec
 from typing import Any
@@ -142,11 +143,15 @@ def setup_icl(ctx: RunContext) -> None:
 
 
 def announce_estimate(ctx: RunContext, *, sft_examples: int, synthesis_questions: int) -> None:
-    """Once per job: time a calibration step and report the estimated duration."""
-    if "estimate" in ctx.state.done:
-        return
-    from trainer.estimate import calibrate, estimate_seconds
+    """Once per job: time a calibration step and report the estimated duration (a resumed run re-estimates
+    from the saved one as it goes)."""
+    from trainer.estimate import Remaining, calibrate, estimate_seconds
 
+    if "estimate" in ctx.state.done:
+        saved = ctx.state.counters.get("estimate_s")
+        if isinstance(saved, dict):
+            ctx.remaining = Remaining(saved, time.monotonic(), done_at_start=frozenset(ctx.finished_parts()))
+        return
     plan = ctx.plan
     prompt = ctx.prompt_for(ctx.train_rows[0])
     if not ctx.reinforcement:
@@ -167,6 +172,8 @@ def announce_estimate(ctx: RunContext, *, sft_examples: int, synthesis_questions
         synthesis_questions=synthesis_questions,
         prm_factor=2.0 if ctx.options.prm.type == "self" else 0.0,
         trained_tokens=_reference_tokens(ctx),
+        probe_prompts=ctx.options.rl.probe_prompts if ctx.reinforcement else 0,
+        baseline=ctx.options.eval.at_start,
         **_augmentation_load(ctx, plan),
     )
     total = sum(parts.values())
@@ -176,6 +183,7 @@ def announce_estimate(ctx: RunContext, *, sft_examples: int, synthesis_questions
         f"Estimated duration: {total / 60:.1f} min ({shown} min; calibration: {cal.gen_tokens_per_s:.0f} "
         f"generated tokens/s, {cal.train_s_per_seq:.2f} s per trained sequence)."
     )
+    ctx.remaining = Remaining(parts, time.monotonic(), done_at_start=frozenset(ctx.finished_parts()))
     ctx.reporter.estimate(seconds_left=total, step=ctx.state.global_step)
     ctx.mark_done("estimate")
 

@@ -199,7 +199,18 @@ class StageCallback(_callback_base()):  # type: ignore[misc]
                 self.stop_now = True
 
     def _update_estimate(self, gstep: int) -> None:
-        recent = self.ctx.step_times[-5:]
+        ctx = self.ctx
+        recent = ctx.step_times[-5:]
         per_step = sum(recent) / len(recent)
-        left = max(0, self.ctx.state.total_steps - gstep) * per_step
-        self.ctx.reporter.estimate(seconds_left=left, step=gstep)
+        # This stage's steps at their measured pace; the stages after it (an RL stage after SFT, the
+        # evaluations) at their estimate, scaled by how the finished stages did against theirs.
+        end = ctx.state.total_steps
+        if self.stage == "sft" and ctx.plan.rl_enabled:
+            end = ctx.state.stage_offsets.get("rl", end)
+        if ctx.remaining is None:
+            ctx.reporter.estimate(seconds_left=max(0, end - gstep) * per_step, step=gstep)
+            return
+        # Step times include the evaluations between steps: RL's (or SFT's when it is the last stage).
+        last = self.stage == "rl" or not ctx.plan.rl_enabled
+        covers = (self.stage, "eval") if last else (self.stage,)
+        ctx.re_estimate(current=covers, current_left=max(0, end - gstep) * per_step)
