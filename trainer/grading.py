@@ -8,7 +8,7 @@ turns a score into "correct".
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,8 @@ class Grader:
         self.pass_threshold = pass_threshold if pass_threshold is not None else 1.0
         self._threshold_override = pass_threshold
         self.error_totals: Counter[str] = Counter()
+        self.recent_details: deque[str] = deque(maxlen=2)
+        """The last error details the grader reported (what a message about its failures quotes)."""
         self.seconds = 0.0
         self.calls = 0
         self.partial_credit = False
@@ -93,6 +95,7 @@ class Grader:
         errors = {k: int(v) for k, v in (getattr(res, "errors", None) or {}).items() if v}
         self.error_totals.update(errors)
         details = getattr(res, "error_details", None) or []
+        self.recent_details.extend(str(d)[:300] for d in list(details)[:2])
         scores = [float(s) if s is not None else 0.0 for s in res.scores]
         self.partial_credit = self.partial_credit or any(0 < s < self.pass_threshold - 1e-9 for s in scores)
         return Grades(
@@ -101,6 +104,22 @@ class Grader:
             error_details=[str(d) for d in (details.values() if isinstance(details, dict) else details)][:5],
             seconds=dt,
             token_usage=dict(getattr(res, "token_usage", None) or {}),
+        )
+
+    def failures_since(self, before: Counter[str]) -> str:
+        """A sentence on the grader's own failures since the ``error_totals`` snapshot ``before`` ("" if none):
+        the zeros a stage reports may be the grader's, not the model's, and the user must be told which."""
+        from trainer.watch import grader_failures
+
+        failed = grader_failures(dict(self.error_totals - before))
+        if not failed:
+            return ""
+        kinds = ", ".join(f"{k}: {v}" for k, v in failed.items())
+        example = f" (e.g. {self.recent_details[-1]})" if self.recent_details else ""
+        return (
+            f" The grader itself failed on {sum(failed.values())} of these samples ({kinds}){example}: they "
+            "scored 0 for the grader's failure, not the model's. Check the grader with POST "
+            "/v1/fine_tuning/alpha/graders/run on a training row."
         )
 
     def correct(self, score: float) -> bool:

@@ -256,6 +256,7 @@ def synthesize_traces(ctx: RunContext) -> list[dict[str, Any]]:
                 f"{plan.max_completion_length} new tokens): {'; '.join(plans)}."
             )
             t0 = time.perf_counter()
+            before = ctx.need_grader().error_totals.copy()
             rejection_sample(
                 rows,
                 prompts,
@@ -268,6 +269,7 @@ def synthesize_traces(ctx: RunContext) -> list[dict[str, Any]]:
                 on_round=progress,
             )
             ctx.state.counters["synthesis_s"] = time.perf_counter() - t0
+            ctx.state.counters["synthesis_grader_note"] = ctx.need_grader().failures_since(before)
         for r, b in zip(rows, budgets, strict=True):
             res = results.setdefault(r.uid, Synthesized(uid=r.uid))
             if res.response is not None:
@@ -305,14 +307,15 @@ def synthesize_traces(ctx: RunContext) -> list[dict[str, Any]]:
         if not counts["sampled"] and not counts["fell_back"] and not counts["partial"]:
             ctx.sink.message(
                 "SFT has nothing to learn from: no sampled trace was graded correct and no row has a reference "
-                "response the grader accepts (see the reference message above for what to set).",
+                "response the grader accepts (see the reference message above for what to set)."
+                + ctx.state.counters.get("synthesis_grader_note", ""),
                 level="warn",
             )
         elif with_ref.tries and not counts["sampled"] and counts["fell_back"]:
             ctx.sink.message(
                 f"No sampled trace was graded correct in {with_ref.tries} tries per question: SFT learns from the "
                 "reference responses alone (raise openrft.sft.samples_per_question for traces in the model's own "
-                "words).",
+                "words)." + ctx.state.counters.get("synthesis_grader_note", ""),
                 level="warn",
             )
         ctx.mark_done("synthesis")

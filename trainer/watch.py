@@ -137,12 +137,23 @@ class RLWatch:
     flat_run: int = 0
     evals_without_gain: int = 0
     warned_errors: bool = False
+    warned_zero: bool = False
+    warned_flat: bool = False
     recent: list[tuple[int, int]] = field(default_factory=list)
     """(samples with errors, samples) of the last ``error_window`` steps."""
 
-    def on_step(self, *, frac_flat: float | None, errors: dict[str, int], samples: int) -> list[Verdict]:
+    def on_step(
+        self,
+        *,
+        frac_flat: float | None,
+        errors: dict[str, int],
+        samples: int,
+        mean_reward: float | None = None,
+        step: int | None = None,
+    ) -> list[Verdict]:
         out: list[Verdict] = []
         errors = grader_failures(errors)
+        at = f"RL step {step}" if step is not None else "An RL step"
         self.recent = [*self.recent, (min(samples, sum(errors.values())), samples)][-self.error_window :]
         bad, seen = sum(b for b, _ in self.recent), sum(n for _, n in self.recent)
         share = bad / seen if seen else 0.0
@@ -167,7 +178,28 @@ class RLWatch:
                     f"those samples score 0. The job fails if this stays above {self.error_fail:.0%}.",
                 )
             )
+        if samples and mean_reward is not None and mean_reward <= 0.0 and not self.warned_zero:
+            # Every rollout scored 0: say so at once, with the cause, whatever the early-stop settings.
+            self.warned_zero = True
+            cause = (
+                f"the {who} failed on {min(samples, sum(errors.values()))} of its {samples} samples ({kinds}). {advice}"
+                if errors
+                else "no reply was graded correct: the model does not yet produce answers the grader accepts. "
+                "Check the grader on a model reply with POST /v1/fine_tuning/alpha/graders/run, give the task a "
+                "stronger start (openrft.reference, more synthesis tries) or a longer answer budget "
+                "(reasoning_effort)."
+            )
+            out.append(Verdict("warn", f"{at}: every rollout scored 0, so it taught nothing; {cause}"))
         self.flat_run = self.flat_run + 1 if frac_flat is not None and frac_flat >= 1.0 else 0
+        if 3 <= self.flat_run < self.flat_patience and not self.warned_flat:
+            self.warned_flat = True  # early stopping is off: the stage goes on, but the user is told
+            out.append(
+                Verdict(
+                    "warn",
+                    f"{at}: for {self.flat_run} steps in a row every group's rollouts scored the same, so RL is "
+                    "learning nothing from them (openrft.rl.early_stop is false, so it goes on).",
+                )
+            )
         if self.flat_run >= self.flat_patience:
             out.append(
                 Verdict(

@@ -337,26 +337,40 @@ def test_flat_rl_ends_early_and_keeps_the_best(
     rl = sink.steps("rl")
     assert [d["step"] for d in rl] == [1, 2, 3] and all(d["frac_reward_zero_std"] == 1.0 for d in rl)
     assert any(lvl == "warn" and m.startswith("RL ended early") for lvl, m in sink.of("message"))
+    # A job that learns nothing says so at once, at warn level, with the cause (here: no reply is right).
+    zero = [m for lvl, m in sink.of("message") if lvl == "warn" and "every rollout scored 0" in m]
+    assert len(zero) == 1 and zero[0].startswith("RL step 1:") and "no reply was graded correct" in zero[0]
     saved = [s for s, _, _ in sink.of("checkpoint_saved")]
     assert 3 in saved  # the early end is checkpointed like a last step
     state = json.loads((tmp_path / "work" / "state" / "state.json").read_text())
     assert state["total_steps"] == 3  # the plan shrank to the steps that ran
 
 
+@pytest.mark.parametrize("reference", [None, "{{ item.answer }}"])
 def test_a_grader_that_always_fails_fails_the_job_early(
-    tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path
+    tiny_model: Path, rft_files: tuple[Path, Path], tmp_path: Path, reference: str | None
 ) -> None:
     broken = {
         "type": "python",
         "name": "broken",
         "source": "def grade(sample, item):\n    return item['nope']\n",
     }
-    spec = rft_spec(tiny_model, rft_files).model_copy(update={"grader": broken})
+    extra = {"reference": reference} if reference else {}
+    spec = rft_spec(tiny_model, rft_files, **extra).model_copy(update={"grader": broken})
     sink = RecordingSink()
     with pytest.raises(TrainerError) as err:
         run_job(spec, sink, ScriptedControl(), tmp_path / "work")
     assert err.value.code == "grader_error" and "The grader failed on 100%" in err.value.message
     assert not sink.steps("sft") and not sink.steps("rl")  # found at the baseline evaluation, before training
+    # The zeros of the stages before it are said to be the grader's, not the model's.
+    warned = [m for lvl, m in sink.of("message") if lvl == "warn"]
+    ref = next(m for m in warned if m.startswith("Reference responses"))
+    assert "The grader itself failed on" in ref and "python_grader_runtime_error" in ref
+    synthesis = next(m for m in warned if m.startswith("SFT has nothing to learn"))
+    assert "The grader itself failed on" in synthesis
+    # Advice to set openrft.reference only when it is not set.
+    assert ("Set openrft.reference" in ref) is (reference is None)
+    assert ("openrft.reference is set" in ref) is (reference is not None)
 
 
 @pytest.mark.parametrize(

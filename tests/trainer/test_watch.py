@@ -63,3 +63,20 @@ def test_validation_patience() -> None:
     assert w.on_eval(improved=False) == []
     (v,) = w.on_eval(improved=False)
     assert v.action == "stop" and "2 evaluations in a row" in v.message
+
+
+def test_a_step_where_every_rollout_scored_zero_warns_once_with_its_cause() -> None:
+    w = RLWatch(flat_patience=10**9)  # early stopping off: the stage goes on, the user is told
+    (v,) = w.on_step(frac_flat=1.0, errors={}, samples=8, mean_reward=0.0, step=4)
+    assert v.action == "warn" and v.message.startswith("RL step 4: every rollout scored 0")
+    assert "no reply was graded correct" in v.message
+    assert w.on_step(frac_flat=1.0, errors={}, samples=8, mean_reward=0.0, step=5) == []  # once
+    (flat,) = w.on_step(frac_flat=1.0, errors={}, samples=8, mean_reward=0.0, step=6)
+    assert (
+        flat.action == "warn" and "3 steps in a row" in flat.message and "early_stop is false" in flat.message
+    )
+    # Zeros the grader caused are said to be the grader's.
+    w = RLWatch()
+    verdicts = w.on_step(frac_flat=1.0, errors={"model_grader_server_error": 8}, samples=8, mean_reward=0.0)
+    zero = next(v for v in verdicts if "every rollout scored 0" in v.message)
+    assert "the grader failed on 8 of its 8 samples (model_grader_server_error: 8)" in zero.message

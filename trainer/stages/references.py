@@ -22,6 +22,7 @@ def references(ctx: RunContext) -> dict[str, str | None]:
     from trainer.references import reference_responses
 
     grader, opts = ctx.need_grader(), ctx.options
+    before = grader.error_totals.copy()
     refs = reference_responses(
         ctx.train_rows,
         grader,
@@ -35,12 +36,23 @@ def references(ctx: RunContext) -> dict[str, str | None]:
     atomic_write_text(path, json.dumps(ctx.refs))
     ctx.state.counters["references"] = {"by_source": refs.by_source, "by_template": refs.by_template}
     ok = any(refs.responses)
-    hint = (
-        ""
-        if ok
-        else " Without them a question no sampled trace solves is left out of SFT, and few-shot examples "
-        "are empty. Set openrft.reference to the template of a row's answer (e.g. '{{ item.answer }}') and, "
-        "if the grader wants more than the bare answer, openrft.response_template (e.g. 'Answer: {answer}')."
-    )
+    hint = "" if ok else _missing_hint(opts.reference) + grader.failures_since(before)
     ctx.sink.message(f"Reference responses: {refs.summary()}{hint}", level="info" if ok else "warn")
     return ctx.refs
+
+
+def _missing_hint(reference: str | None) -> str:
+    """What to do when no row has a reference the grader accepts: what to set, or, when openrft.reference is
+    set already, what to check about it."""
+    why = " Without them a question no sampled trace solves is left out of SFT, and few-shot examples are empty."
+    if reference:
+        return (
+            f"{why} openrft.reference is set ({reference!r}), but the grader scored none of the answers it gives "
+            "as correct: check what the grader gives a row's answer with POST /v1/fine_tuning/alpha/graders/run "
+            "(model_sample: the answer, item: the row), and if the grader wants more than the bare answer, set "
+            "openrft.response_template (e.g. 'Answer: {answer}')."
+        )
+    return (
+        f"{why} Set openrft.reference to the template of a row's answer (e.g. '{{{{ item.answer }}}}') and, "
+        "if the grader wants more than the bare answer, openrft.response_template (e.g. 'Answer: {answer}')."
+    )

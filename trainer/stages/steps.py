@@ -108,6 +108,8 @@ class StageCallback(_callback_base()):  # type: ignore[misc]
                         frac_flat=rec.get("frac_reward_zero_std"),
                         errors=rec.get("grader_error_counts") or {},
                         samples=len(stats.outcome),
+                        mean_reward=rec.get("train_mean_reward"),
+                        step=gstep,
                     )
                 )
         rec["training_s"] = max(
