@@ -168,6 +168,15 @@ class Settings(BaseSettings):
         "before failing the job.",
     )
 
+    # Integrations
+    wandb_mode: Literal["offline", "online"] = Field(
+        default="offline",
+        validation_alias="OPENRFT_WANDB_MODE",
+        description="How jobs with a wandb integration log to Weights & Biases: 'offline' writes each run under "
+        "OPENRFT_HOME/wandb (upload it with `wandb sync`); 'online' sends it live (the workers need "
+        "WANDB_API_KEY).",
+    )
+
     # Graders
     grader_base_url: str | None = Field(default=None, validation_alias="OPENRFT_GRADER_BASE_URL")
     grader_api_key: str | None = Field(default=None, validation_alias="OPENRFT_GRADER_API_KEY")

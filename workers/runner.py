@@ -33,12 +33,13 @@ from core.queue import TRAIN_JOB, enqueue
 from core.settings import Settings, get_settings, grader_settings
 from core.storage import StorageError, get_storage, put_file
 from core.worker_group import worker_group
-from trainer.interface import JobResult, JobSpec, TrainerError
+from trainer.interface import EventSink, JobResult, JobSpec, TrainerError
 from trainer.launch import RanksFailed, job_processes, local_launch
 from workers.artifacts import JobArtifacts, input_key, store_input
 from workers.control import DbControl, DbEventSink
 from workers.devices import job_placement
 from workers.group import gather
+from workers.integrations import finish_integrations, with_integrations
 
 log = logging.getLogger("openrft.worker")
 
@@ -252,6 +253,7 @@ class _Attempt:
     snapshot_key: str | None
     checkpoints: dict[int, str] = field(default_factory=dict)
     """step -> storage key of the kept checkpoints"""
+    integrations: list[dict[str, Any]] | None = None
 
     @classmethod
     def of(cls, session: Session, job: Job) -> _Attempt:
@@ -270,6 +272,7 @@ class _Attempt:
             inputs=_inputs(job),
             snapshot_key=job.snapshot_key,
             checkpoints={step: key for step, key in stored if step is not None and key},
+            integrations=job.integrations,
         )
 
 
@@ -298,10 +301,19 @@ def _train(held: _Attempt, spec: JobSpec, *, worker: str, settings: Settings) ->
     )
     # A resumed attempt recomputes the steps after its last saved state: their metrics replace the
     # earlier attempt's, so the job's events list every step once.
-    sink = DbEventSink(
+    sink: EventSink = DbEventSink(
         job_id, retry_seconds=settings.db_retry_seconds, replace_steps=held.attempt > 1, artifacts=artifacts
     )
     control.start()  # heartbeats from here on: fetching a large snapshot must not look like a dead worker
+    sink = with_integrations(
+        sink,
+        held.integrations,
+        job_id=job_id,
+        config={"model": spec.base_model, "method": spec.method, **spec.hyperparameters, "seed": spec.seed},
+        mode=settings.wandb_mode,
+        root=settings.home / "wandb",
+    )
+    ended = "failed"
     try:
         try:
             ensure_inputs(settings, held, from_storage=artifacts is not None)
@@ -340,9 +352,11 @@ def _train(held: _Attempt, spec: JobSpec, *, worker: str, settings: Settings) ->
                 settings,
             )
             raise
+        ended = result.status
         stored = _store_outputs(artifacts, result) if not control.lost_lease else _Stored()
     finally:
         control.stop()  # after the uploads: a long one keeps the lease
+        finish_integrations(sink, ended)
     if control.lost_lease:
         log.warning("job %s: lease lost to another worker; leaving the job to it", job_id)
         if artifacts is not None:
@@ -357,7 +371,7 @@ def _train(held: _Attempt, spec: JobSpec, *, worker: str, settings: Settings) ->
 
 
 def _run_trainer(
-    spec: JobSpec, sink: DbEventSink, control: DbControl, workdir: Path, *, attempt: int, settings: Settings
+    spec: JobSpec, sink: EventSink, control: DbControl, workdir: Path, *, attempt: int, settings: Settings
 ) -> JobResult:
     """The trainer in this process, or on several: one per GPU of this slot (``workers.devices``), or on the
     CPU the job's ``openrft.distributed.processes``; with a worker group, as many on each of its machines

@@ -75,12 +75,22 @@ def create_job(
     if body.validation_file:
         _file_for_job(session, principal, body.validation_file, "validation_file")
 
+    _check_integrations(body.integrations)
     method = _resolve_method(body)
     mtype = method["type"]
     if mtype == "dpo":
         raise bad_request("method.type 'dpo' is not supported by this service yet.", param="method.type")
     inner = method.setdefault(mtype, {})
     if mtype == "reinforcement":
+        if inner.get("response_format") is not None:
+            # Accepted and ignored would be worse than refused: nothing here constrains rollouts to a schema.
+            raise bad_request(
+                "method.reinforcement.response_format is not supported by this service: its rollouts and "
+                "evaluations are not constrained to a schema. Remove it and ask for the format in the prompt; a "
+                "grader reads a reply that is JSON as {{ sample.output_json }}.",
+                param="method.reinforcement.response_format",
+                code="unsupported_parameter",
+            )
         if "grader" not in inner:
             raise bad_request(
                 "Reinforcement jobs need method.reinforcement.grader.", param="method.reinforcement.grader"
@@ -131,6 +141,46 @@ def create_job(
     session.commit()
     _enqueue(session, job, VALIDATE_JOB_FILES)
     return job
+
+
+_WANDB_FIELDS = {"project", "name", "entity", "tags"}
+
+
+def _check_integrations(integrations: list[dict[str, Any]] | None) -> None:
+    """Accept only what the worker carries out (workers.integrations): one wandb integration, its project
+    named. Anything else is a 400, never silently ignored."""
+    for i, item in enumerate(integrations or []):
+        at = f"integrations[{i}]"
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind != "wandb":
+            raise bad_request(
+                f"Integration type {kind!r} is not supported; this service logs a job's metrics to Weights & "
+                "Biases only: {'type': 'wandb', 'wandb': {'project': ...}}.",
+                param=f"{at}.type",
+                code="invalid_integration",
+            )
+        if i > 0:
+            raise bad_request("Only one wandb integration per job.", param=at, code="invalid_integration")
+        wandb = item.get("wandb")
+        if not isinstance(wandb, dict) or not isinstance(wandb.get("project"), str) or not wandb["project"]:
+            raise bad_request(
+                "A wandb integration needs wandb.project, the Weights & Biases project to log to.",
+                param=f"{at}.wandb.project",
+                code="invalid_integration",
+            )
+        unknown = sorted(set(wandb) - _WANDB_FIELDS)
+        if unknown:
+            raise bad_request(
+                f"Unknown wandb field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_WANDB_FIELDS))}.",
+                param=f"{at}.wandb.{unknown[0]}",
+                code="invalid_integration",
+            )
+        for key in ("name", "entity"):
+            if wandb.get(key) is not None and not isinstance(wandb[key], str):
+                raise bad_request(f"wandb.{key} must be a string.", param=f"{at}.wandb.{key}")
+        tags = wandb.get("tags")
+        if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
+            raise bad_request("wandb.tags must be a list of strings.", param=f"{at}.wandb.tags")
 
 
 def _check_item_fields(

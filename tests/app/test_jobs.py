@@ -455,3 +455,32 @@ def test_unknown_judge_models_are_refused_with_the_models_and_the_setting(client
         assert client.post("/v1/fine_tuning/jobs", headers=auth, json=body).status_code == 200
     finally:
         client.app.dependency_overrides.pop(get_settings)
+
+
+def test_integrations_and_response_format_are_honoured_or_refused(client, auth):
+    """Nothing accepted is ignored: a wandb integration is carried out (see tests/workers), any other
+    integration, a malformed one, or an RFT response_format (rollouts are not constrained here) is a 400."""
+    train, valid = _files(client, auth)
+    for integrations, param in (
+        ([{"type": "slack", "slack": {}}], "integrations[0].type"),
+        ([{"type": "wandb", "wandb": {}}], "integrations[0].wandb.project"),
+        ([{"type": "wandb", "wandb": {"project": "p", "color": "red"}}], "integrations[0].wandb.color"),
+        ([{"type": "wandb", "wandb": {"project": "p", "tags": "a"}}], "integrations[0].wandb.tags"),
+    ):
+        body = _rft_body(train, valid, integrations=integrations)
+        assert_error(client.post("/v1/fine_tuning/jobs", headers=auth, json=body), 400, param=param)
+    wandb = [{"type": "wandb", "wandb": {"project": "rft", "name": "first", "tags": ["a"]}}]
+    ok = client.post("/v1/fine_tuning/jobs", headers=auth, json=_rft_body(train, valid, integrations=wandb))
+    assert ok.status_code == 200 and ok.json()["integrations"] == wandb
+    body = _rft_body(train, valid)
+    body["method"]["reinforcement"]["response_format"] = {
+        "type": "json_schema",
+        "json_schema": {"name": "a", "schema": {"type": "object"}},
+    }
+    err = assert_error(
+        client.post("/v1/fine_tuning/jobs", headers=auth, json=body),
+        400,
+        param="method.reinforcement.response_format",
+        code="unsupported_parameter",
+    )
+    assert "sample.output_json" in err["message"]

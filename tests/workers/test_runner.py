@@ -4,6 +4,7 @@ files and report through the same sink and control (the real trainer is exercise
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -262,3 +263,52 @@ def test_a_stale_lease_can_be_taken_over_and_the_old_worker_writes_nothing(
     assert run_training(job_id, worker="w1", task_id=None) == "lost"
     job = job_row(job_id)
     assert job.status == "running" and job.worker == "w2" and job.fine_tuned_model is None
+
+
+def test_a_wandb_integration_logs_the_jobs_metrics_to_an_offline_run(new_job, fake_trainer, app_settings):
+    """integrations: [{type: wandb}] (OpenAI's shape): the job's metrics go to a Weights & Biases run, offline
+    by default (OPENRFT_WANDB_MODE), under OPENRFT_HOME/wandb; the job's events say where it is."""
+    from wandb.proto import wandb_internal_pb2
+
+    from workers.runner import run_training
+
+    fake_trainer(_succeeding_trainer)
+    job_id = new_job(integrations=[{"type": "wandb", "wandb": {"project": "rft-demo", "tags": ["t1"]}}])
+    _queue(job_id)
+    assert run_training(job_id, worker="w1", task_id="t1") == "succeeded"
+    note = next(m for m in events(job_id) if m.startswith("Logging metrics to Weights & Biases"))
+    assert "project rft-demo" in note and "offline" in note and "wandb sync" in note
+    runs = list((app_settings.home / "wandb").rglob("run-*.wandb"))
+    run_id = job_id.replace("ftjob-", "")
+    (run_file,) = [r for r in runs if run_id in r.name]
+    logged: dict[str, str] = {}
+    for data in _wandb_records(run_file):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        if record.WhichOneof("record_type") == "history":
+            for item in record.history.item:
+                logged[item.key or "/".join(item.nested_key)] = item.value_json
+    assert float(logged["train_mean_reward"]) == 0.5 and float(logged["total_steps"]) == 1.0
+    assert float(logged["_step"]) == 1  # at the job's own step
+
+
+def _wandb_records(path: Path) -> Iterator[bytes]:
+    """The records of a wandb run file: a 7-byte header, then LevelDB's log format (32 KiB blocks; each
+    fragment has a 7-byte header: crc32, length, type 1 full / 2 first / 3 middle / 4 last)."""
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, pending = 7, 32768, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # a block's tail too short for a header is padding
+            pos += left
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        if kind == 0:
+            pos += left
+            continue
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            yield pending
+            pending = b""
