@@ -7,6 +7,7 @@ arguments are defined once, in :func:`openrft.cli.add_server_commands`."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from types import FrameType
 from core.queue import QUEUE_GPU
 from core.settings import get_settings
 from core.worker_group import WorkerGroup, check_group, worker_group, worker_queues
-from openrft.cli import add_server_commands, run_command
+from openrft.cli import SERVER_URL_FILE, add_server_commands, run_command
 
 
 def _worker_cmd(queues: str, name: str, *, concurrency: int, beat: bool, prefork_fresh: bool) -> list[str]:
@@ -95,6 +96,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, with_workers: bool = Tru
     import uvicorn
 
     from app.bootstrap import prepare
+    from app.dashboard.login import issue_login
 
     url = local_url(host, port)
     if "public_base_url" not in get_settings().model_fields_set:
@@ -111,6 +113,15 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, with_workers: bool = Tru
         print(f"  {boot.new_key}", flush=True)
         print(f"  (also saved to {settings.home / 'api_key'})", flush=True)
     print(f"OpenRFT: API {url}/v1 · dashboard {url}/dashboard/ · API docs {url}/docs", flush=True)
+    token = issue_login(settings)
+    if token is not None:
+        print(
+            f"OpenRFT: open the dashboard, logged in (a one-time link): {url}/dashboard/#login={token}",
+            flush=True,
+        )
+    # The CLI finds this server here (after --base-url and OPENRFT_BASE_URL), whatever port it was given.
+    server_url = settings.home / SERVER_URL_FILE
+    server_url.write_text(url + "/v1\n")
     # uvicorn handles SIGTERM itself, then raises it again once the server is down. With the default
     # handler that kills this process before the workers are stopped (they would run on under PID 1);
     # with this one it is an exception, and the finally below stops them as Ctrl-C does.
@@ -126,6 +137,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, with_workers: bool = Tru
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the stop short
         stop_processes(procs)
         signal.signal(signal.SIGTERM, previous)
+        with contextlib.suppress(OSError):
+            if server_url.read_text().strip() == url + "/v1":  # not another serve's, started since
+                server_url.unlink()
     return 0
 
 

@@ -13,6 +13,17 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from openrft._config import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    SERVER_URL_FILE,
+    NoAPIKeyError,
+    home_dir,
+    key_file,
+    resolve_base_url,
+    served_url,
+)
+
 HOME_HELP = "where everything is stored (default: $OPENRFT_HOME or ~/.openrft)"
 
 
@@ -128,7 +139,7 @@ def build_parser(*, client_commands: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def _api_error_line(exc: Exception) -> str | None:
+def _api_error_line(exc: Exception, base_url: str | None = None) -> str | None:
     """The line for an error of the SDK, or None. The SDK is only looked at if it was loaded (the server's
     commands never load it, so cannot raise its errors)."""
     if "openai" not in sys.modules:
@@ -141,25 +152,56 @@ def _api_error_line(exc: Exception) -> str | None:
         return f"Request timed out: {exc.request.method} {exc.request.url.path}. Raise --timeout if the service is busy."
     if isinstance(exc, APIConnectionError):
         url = exc.request.url.copy_with(path="/", query=None)
-        return (
-            f"Connection error: could not reach {url}. Is the service running? Start it with: openrft serve"
-        )
+        return f"Connection error: could not reach {url}. {_unreachable_hint(base_url)}"
     if isinstance(exc, APIStatusError):
         return status_line(exc)
     return None
 
 
-def _error_line(exc: Exception) -> str:
+def _error_line(exc: Exception, base_url: str | None = None) -> str:
     from pydantic import ValidationError
 
-    api = _api_error_line(exc)
+    api = _api_error_line(exc, base_url)
     if api is not None:
         return api
+    if isinstance(exc, NoAPIKeyError):  # the client's message speaks of api_key=...; a CLI user has flags
+        return (
+            f"No API key: pass --api-key or set {API_KEY_ENV}, or start the service once with `openrft serve` "
+            f"(it writes one to {key_file()})."
+        )
     if isinstance(exc, ValidationError):  # the server's settings: each message, without pydantic's frame
         return "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     return str(exc) or type(exc).__name__
+
+
+def _unreachable_hint(base_url: str | None) -> str:
+    """What to do about a service that did not answer at ``base_url`` (what --base-url, OPENRFT_BASE_URL or
+    OPENRFT_HOME/server_url named), without telling the user to start one that runs elsewhere."""
+    where = f" at {base_url}" if base_url else ""
+    served = served_url()
+    if served and served.rstrip("/") != (base_url or "").rstrip("/"):
+        return (
+            f"Nothing answers{where}; openrft serve of this OPENRFT_HOME recorded {served}: drop --base-url / "
+            f"{BASE_URL_ENV}, or pass --base-url {served}."
+        )
+    if served:
+        return (
+            f"openrft serve recorded{where} in {home_dir() / SERVER_URL_FILE}, but it does not answer: it has "
+            "stopped or is still starting. Start it again with: openrft serve"
+        )
+    return (
+        f"Nothing answers{where} and no openrft serve of this OPENRFT_HOME is running: start one with "
+        f"`openrft serve`, or point the CLI at a running service with --base-url or {BASE_URL_ENV}."
+    )
+
+
+def _used_base_url(args: argparse.Namespace) -> str | None:
+    try:
+        return resolve_base_url(getattr(args, "base_url", None))
+    except Exception:
+        return None
 
 
 def run_command(args: argparse.Namespace, func: Callable[[argparse.Namespace], int | None]) -> int:
@@ -174,7 +216,7 @@ def run_command(args: argparse.Namespace, func: Callable[[argparse.Namespace], i
     except SystemExit:
         raise
     except Exception as exc:  # user-facing: one readable line, no traceback
-        print(f"openrft: error: {_error_line(exc)}", file=sys.stderr)
+        print(f"openrft: error: {_error_line(exc, _used_base_url(args))}", file=sys.stderr)
         return 1
 
 

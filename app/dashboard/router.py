@@ -7,7 +7,10 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel
 
+from app.dashboard.login import redeem_login
+from app.deps import SettingsDep
 from app.errors import APIError
 
 HERE = Path(__file__).resolve().parent
@@ -56,3 +59,21 @@ def static_file(name: str) -> FileResponse:
     return FileResponse(
         HERE / "static" / name, media_type=STATIC[name], headers={"cache-control": "no-cache"}
     )
+
+
+class LoginRequest(BaseModel):
+    token: str
+
+
+@router.post("/login")
+def login(body: LoginRequest, settings: SettingsDep) -> dict[str, str]:
+    """Redeem the one-time link ``openrft serve`` printed for the local key (app.dashboard.login)."""
+    key = redeem_login(settings, body.token)
+    if key is None:
+        raise APIError(
+            401,
+            "This login link was used already or has expired. Paste the API key instead (openrft serve printed "
+            "it, and keeps it in OPENRFT_HOME/api_key), or restart openrft serve for a new link.",
+            code="invalid_login_link",
+        )
+    return {"api_key": key}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import re
 from pathlib import Path
 from typing import Any, cast
 
@@ -74,6 +76,34 @@ def _check_grader(client: OpenRFT, grader: dict[str, Any]) -> None:
         raise CLIError(f"--grader{param}: {error_message(exc)}") from None
 
 
+_ITEM_FIELD = re.compile(r"\{\{\s*item\.([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _check_item_fields(templates: list[Any], files: list[str | None]) -> None:
+    """Every row of the local files has the item fields the grader (and openrft.reference) read, checked
+    before anything is uploaded: the service would refuse the job, leaving the upload behind."""
+    fields = sorted(set(_ITEM_FIELD.findall(json.dumps(templates))))
+    for value in files:
+        path = Path(value) if value else None
+        if not fields or path is None or not path.is_file():
+            continue
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            for number, line in enumerate(fh, start=1):
+                try:
+                    row = json.loads(line) if line.strip() else None
+                except ValueError:
+                    continue  # the file's own validation reports it, line and all
+                if not isinstance(row, dict):
+                    continue
+                missing = [f for f in fields if f not in row]
+                if missing:
+                    raise CLIError(
+                        f"the grader uses {{{{ item.{missing[0]} }}}}, but line {number} of {path} has no such "
+                        f"field (its fields: {', '.join(sorted(row)) or 'none'}); fix the field name in the "
+                        "grader or add it to every row"
+                    )
+
+
 def create(args: argparse.Namespace) -> int:
     grader = json_object_arg(args.grader, "--grader") if args.grader else None
     # Reinforcement is the default: a missing grader is a mistake to report, not a reason to train
@@ -93,20 +123,36 @@ def create(args: argparse.Namespace) -> int:
         _check_grader(client, grader)
     if not (args.training_file.startswith("file-") and (args.validation_file or "file-").startswith("file-")):
         _check_model(client, args.model)
+    openrft = merge_options(options, pairs(args.option, "--option")) or None
+    if grader is not None:
+        _check_item_fields(
+            [grader, (openrft or {}).get("reference")], [args.training_file, args.validation_file]
+        )
     training = _file_ref(client, args.training_file, method_type, "--training-file")
     assert training is not None
+    uploaded = [training] if training != args.training_file else []
     inner: dict[str, Any] = {"grader": grader} if grader is not None else {}
-    job = client.fine_tuning.jobs.create(
-        model=args.model,
-        training_file=training,
-        validation_file=_file_ref(client, args.validation_file, method_type, "--validation-file"),
-        suffix=args.suffix,
-        seed=args.seed,
-        metadata=pairs(args.metadata, "--metadata", parse=False) or None,
-        method={"type": method_type, method_type: inner},
-        hyperparameters=pairs(args.hyperparameter, "--hyperparameter") or None,
-        openrft=merge_options(options, pairs(args.option, "--option")) or None,
-    )
+    try:
+        validation = _file_ref(client, args.validation_file, method_type, "--validation-file")
+        if validation is not None and validation != args.validation_file:
+            uploaded.append(validation)
+        job = client.fine_tuning.jobs.create(
+            model=args.model,
+            training_file=training,
+            validation_file=validation,
+            suffix=args.suffix,
+            seed=args.seed,
+            metadata=pairs(args.metadata, "--metadata", parse=False) or None,
+            method={"type": method_type, method_type: inner},
+            hyperparameters=pairs(args.hyperparameter, "--hyperparameter") or None,
+            openrft=openrft,
+        )
+    except Exception:
+        for file_id in uploaded:  # a job that was refused leaves no file of ours behind
+            with contextlib.suppress(Exception):
+                client.files.delete(file_id)
+                err.print(f"removed {file_id}: the job was not created")
+        raise
     if args.json and not args.follow:
         print_json(job)
         return 0

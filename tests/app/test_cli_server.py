@@ -122,6 +122,16 @@ def test_model_graders_call_this_service_at_its_port_with_its_own_key(tmp_path):
         key = (home / "api_key").read_text().strip()
         internal = (home / "internal_api_key").read_text().strip()
         assert internal != key and oct((home / "internal_api_key").stat().st_mode & 0o777) == "0o600"
+        # Where the CLI finds it, and a one-time login link that the dashboard trades for the local key.
+        assert (home / "server_url").read_text().strip() == f"http://127.0.0.1:{port}/v1"
+        token = out.split(f"http://127.0.0.1:{port}/dashboard/#login=", 1)[1].split()[0]
+        login = f"http://127.0.0.1:{port}/dashboard/login"
+        assert oct((home / "dashboard_login.json").stat().st_mode & 0o777) == "0o600"
+        assert token not in (home / "dashboard_login.json").read_text()  # only its digest is kept
+        assert httpx.post(login, json={"token": "forged"}).status_code == 401  # and the link still works
+        assert httpx.post(login, json={"token": token}).json() == {"api_key": key}
+        used = httpx.post(login, json={"token": token})
+        assert used.status_code == 401 and used.json()["error"]["code"] == "invalid_login_link"
         grader = {
             "type": "score_model",
             "name": "judge",
@@ -148,6 +158,7 @@ def test_model_graders_call_this_service_at_its_port_with_its_own_key(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+    assert not (home / "server_url").exists()  # a stopped server is not found any more
 
 
 def _descendants(pid: int) -> list[int]:

@@ -136,7 +136,25 @@ def test_key_from_the_home_key_file(live: LiveService, tmp_path: Path) -> None:
     result = run_cli("models", "list", env=env)
     assert result.returncode == 0 and "tiny-test" in result.stdout
     no_key = one_error_line(run_cli("models", "list", env={"OPENRFT_HOME": str(tmp_path / "empty")}))
-    assert "No API key" in no_key
+    # The CLI's words, not the SDK's api_key=...
+    assert "No API key: pass --api-key or set OPENRFT_API_KEY" in no_key and "api_key=" not in no_key
+
+
+def test_the_cli_finds_a_server_started_on_another_port(live: LiveService, tmp_path: Path) -> None:
+    """`openrft serve --port N` records its URL in its home: the CLI of that home finds it with no
+    --base-url, and when a --base-url names nothing, the hint points at the running server instead of
+    telling the user to start one."""
+    assert (live.home / "server_url").read_text().strip() == live.base_url
+    env = {"OPENRFT_HOME": str(live.home), "OPENRFT_API_KEY": live.api_key}
+    found = run_cli("models", "list", env=env)
+    assert found.returncode == 0 and "tiny-test" in found.stdout, found.stderr
+    wrong = f"http://127.0.0.1:{free_port()}/v1"
+    hint = one_error_line(run_cli("models", "list", "--base-url", wrong, env=env))
+    assert f"recorded {live.base_url}" in hint and f"--base-url {live.base_url}" in hint
+    assert "start one" not in hint
+    # --base-url and OPENRFT_BASE_URL still come first
+    env_url = one_error_line(run_cli("models", "list", env={**env, "OPENRFT_BASE_URL": wrong}))
+    assert f"Nothing answers at {wrong}" in env_url
 
 
 def test_graders_run_and_validate(live: LiveService) -> None:
@@ -202,6 +220,18 @@ def test_jobs_create_checks_method_and_grader_before_uploading(live: LiveService
                 live=live)
     )  # fmt: skip
     assert bad.startswith("openrft: error: --grader (grader.operation): ") and "eq, ne" in bad
+    # a grader that reads a field the rows do not have: said before the upload, with the row's fields
+    typo = {**STRING_CHECK_GRADER, "reference": "{{ item.answr }}"}
+    missing = one_error_line(
+        run_cli("jobs", "create", "--model", "tiny-test", "-t", str(train_file), "-g", json.dumps(typo),
+                live=live)
+    )  # fmt: skip
+    assert "{{ item.answr }}" in missing and "line 1 of" in missing and "answer, messages" in missing
+    # a job the service refuses after the upload (here: an unknown option) leaves no uploaded file behind
+    refused = run_cli("jobs", "create", "--model", "tiny-test", "-t", str(train_file), "-g",
+                      json.dumps(STRING_CHECK_GRADER), "-o", "rl.no_such_option=1", live=live)  # fmt: skip
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "removed file-" in refused.stderr and "no_such_option" in refused.stderr.splitlines()[-1]
     assert json.loads(run_cli("files", "list", "--json", live=live).stdout) == before  # nothing was uploaded
 
 

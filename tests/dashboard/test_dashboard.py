@@ -211,3 +211,52 @@ def test_a_supervised_job_shows_its_loss_and_no_rl_panels(page: Any, seeded: See
     assert "1.400" in page.inner_text("#checkpoints tr[data-step='4']")
     page.screenshot(path=str(tmp_path / "supervised.png"), full_page=True)
     assert page.js_errors == []
+
+
+def test_a_running_jobs_page_fails_no_request(page: Any, seeded: Seeded) -> None:
+    """A running job's page, polled a few times: no request fails and the console stays clean (no 404)."""
+    failed: list[str] = []
+    console: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+    with seeded.session() as session:
+        job = session.query(Job).filter_by(id=seeded.job_id).one()
+        job.status = "running"
+        session.commit()
+    try:
+        open_with_key(page, seeded, f"/dashboard/jobs/{seeded.job_id}")
+        page.wait_for_selector("#chart polyline[data-series='train']")
+        page.wait_for_timeout(5000)  # two more polls of a running job
+        expect(page.locator("#job-status")).to_contain_text("running")
+    finally:
+        with seeded.session() as session:
+            session.query(Job).filter_by(id=seeded.job_id).one().status = "succeeded"
+            session.commit()
+    assert failed == [] and console == [], (failed, console)
+    assert page.js_errors == []
+
+
+def test_the_login_link_serve_printed_opens_the_dashboard_once(browser: Any, seeded: Seeded) -> None:
+    """`openrft serve` prints a one-time link: it opens the dashboard with the local key, no key to paste, and
+    leaves no token in the address bar; the same link a second time asks for the key and says why."""
+    log = (seeded.service.home / "api.log").read_text()
+    (line,) = [x for x in log.splitlines() if "#login=" in x]
+    link = line[line.index("http://") :].strip()
+    assert link.startswith(seeded.service.base_url.removesuffix("/v1") + "/dashboard/#login=")
+    first = browser.new_context()
+    try:
+        page = first.new_page()
+        page.goto(link)
+        page.wait_for_selector("#content:not([hidden])")
+        assert not page.is_visible("#auth") and "#login" not in page.url
+        assert page.evaluate("sessionStorage.getItem('openrft_api_key')") == seeded.service.api_key
+    finally:
+        first.close()
+    again = browser.new_context()
+    try:
+        page = again.new_page()
+        page.goto(link)
+        page.wait_for_selector("#auth-error:not([hidden])")
+        assert "used already or has expired" in page.inner_text("#auth-error")
+    finally:
+        again.close()

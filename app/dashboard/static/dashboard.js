@@ -128,9 +128,28 @@
       }
     });
     $("#sign-out").addEventListener("click", () => askForKey(null));
+    const login = new URLSearchParams(location.hash.slice(1)).get("login");
+    if (login) {
+      // The one-time link `openrft serve` printed: off the address bar and history at once, then redeemed.
+      history.replaceState(null, "", location.pathname + location.search);
+      redeemLogin(login).then(unlock).catch((error) => askForKey(error.message));
+      return;
+    }
     const key = sessionStorage.getItem(KEY);
     if (key) unlock(key).catch((error) => askForKey(error.message));
     else askForKey(null);
+  }
+
+  async function redeemLogin(token) {
+    const response = await fetch("/dashboard/login", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token }),
+    });
+    if (!response.ok) {
+      let body = null;
+      try { body = await response.json(); } catch (_) { /* not JSON */ }
+      throw new ApiError(response.status, body);
+    }
+    return (await response.json()).api_key;
   }
 
   // ---------------------------------------------------------------- polling
