@@ -1,4 +1,5 @@
-"""/v1/models: base models available here, plus the caller's fine-tuned models and checkpoints."""
+"""/v1/models: base models available here, plus the caller's fine-tuned models. Their checkpoints are models
+too (retrieve, chat, delete) but, as at OpenAI, not listed: the job's checkpoints list names them."""
 
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ def _ft_model(row: FineTunedModel) -> Model:
 @router.get("", response_model=ListResponse[Model])
 def list_models(principal: PrincipalDep, session: SessionDep, settings: SettingsDep) -> dict[str, object]:
     rows = session.scalars(
-        select(FineTunedModel).where(FineTunedModel.org_pk == principal.org_pk).order_by(FineTunedModel.pk)
+        select(FineTunedModel)
+        .where(FineTunedModel.org_pk == principal.org_pk, FineTunedModel.kind == "final")
+        .order_by(FineTunedModel.pk)
     ).all()
     data = _base_models(settings) + [_ft_model(r) for r in rows]
     return {"object": "list", "data": data, "has_more": False}
@@ -73,12 +76,23 @@ def delete_model(
             code="model_not_deletable",
         )
     row = owned_or_404(session, FineTunedModel, model, principal.org_pk, param="model")
-    storage_key = row.storage_key
-    session.delete(row)
+    gone = [row]
+    if row.kind == "final" and row.job_pk is not None:  # its job's checkpoints go with it
+        gone += session.scalars(
+            select(FineTunedModel).where(
+                FineTunedModel.job_pk == row.job_pk,
+                FineTunedModel.org_pk == principal.org_pk,
+                FineTunedModel.kind == "checkpoint",
+            )
+        ).all()
+    removed = [(r.id, r.storage_key) for r in gone]
+    for r in gone:
+        session.delete(r)
     session.commit()
     serving = getattr(request.app.state, "serving", None)
-    if serving is not None:  # free the adapter in engines that loaded it (no engine is started for this)
-        anyio.from_thread.run(serving.unload, model)
-    if storage_key:
-        forget_stored_model(settings, storage_key)
+    for name, storage_key in removed:
+        if serving is not None:  # free the adapter in engines that loaded it (no engine is started for this)
+            anyio.from_thread.run(serving.unload, name)
+        if storage_key:
+            forget_stored_model(settings, storage_key)
     return ModelDeleted(id=model, deleted=True)

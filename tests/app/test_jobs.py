@@ -362,9 +362,21 @@ def test_checkpoints_listed_and_registered_as_models(client, auth):
     assert ckpt["id"].startswith("ftckpt_") and ckpt["fine_tuning_job_id"] == job_id
     assert ckpt["fine_tuned_model_checkpoint"].endswith(f":s:{job_id}:ckpt-step-4")
     assert ckpt["metrics"]["full_valid_mean_reward"] == 0.5
+    # A checkpoint is a model (retrieve, chat) but, as at OpenAI, models.list does not list it.
     models = [m["id"] for m in client.get("/v1/models", headers=auth).json()["data"]]
-    assert ckpt["fine_tuned_model_checkpoint"] in models
-    assert not any(m.endswith("ckpt-step-2") for m in models)
+    assert not any(":ckpt-step-" in m for m in models)
+    name = ckpt["fine_tuned_model_checkpoint"]
+    assert client.get(f"/v1/models/{name}", headers=auth).status_code == 200
+    assert client.get(f"/v1/models/{name[: -len('4')]}2", headers=auth).status_code == 404  # removed
+    # Deleting the job's fine-tuned model deletes its checkpoints' models with it.
+    with session_scope() as s:
+        job = s.scalars(select(Job).where(Job.id == job_id)).one()
+        final = jobstore.register_final_model(s, job, "/final")
+    models = [m["id"] for m in client.get("/v1/models", headers=auth).json()["data"]]
+    assert final in models
+    assert client.delete(f"/v1/models/{final}", headers=auth).json()["deleted"] is True
+    for gone in (final, name, page["data"][0]["fine_tuned_model_checkpoint"]):
+        assert client.get(f"/v1/models/{gone}", headers=auth).status_code == 404
 
 
 def test_grader_item_fields_are_checked_against_the_rows(client, auth):

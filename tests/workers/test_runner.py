@@ -63,7 +63,9 @@ def test_success_registers_model_checkpoint_and_results(new_job, fake_trainer, c
     assert client.get(f"/v1/files/{results[0]}/content", headers=auth).text.startswith("step,")
     assert client.get(f"/v1/files/{results[1]}/content", headers=auth).json()["completion"] == "a"
     models = [m["id"] for m in client.get("/v1/models", headers=auth).json()["data"]]
-    assert job.fine_tuned_model in models and f"{job.fine_tuned_model}:ckpt-step-1" in models
+    assert job.fine_tuned_model in models and f"{job.fine_tuned_model}:ckpt-step-1" not in models
+    ckpt = client.get(f"/v1/models/{job.fine_tuned_model}:ckpt-step-1", headers=auth)
+    assert ckpt.status_code == 200  # a model to retrieve and chat with, not one that models.list shows
     msgs = events(job_id)
     assert msgs[-1] == "The job has successfully completed"
     assert "Step 1/1" in msgs
