@@ -73,7 +73,7 @@ def with_integrations(
     *,
     job_id: str,
     config: dict[str, Any],
-    mode: str,
+    mode: Literal["offline", "online"],
     root: Path,
 ) -> EventSink:
     """``sink``, wrapped to log to the job's wandb run when it has a wandb integration."""
