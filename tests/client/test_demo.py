@@ -169,7 +169,9 @@ def test_the_demo_says_what_rl_added() -> None:
         "rl_minus_sft": {"mean": 0.025, "low": -0.03, "high": 0.08},
     }
     line = rl_line(stages)
-    assert line is not None and "SFT 0.80 -> RL 0.82" in line and "+0.03 (95% interval -0.03 to +0.08)" in line
+    assert (
+        line is not None and "SFT 0.80 -> RL 0.82" in line and "+0.03 (95% interval -0.03 to +0.08)" in line
+    )
     assert "keeps the SFT model" in line
     assert "keeps the RL model" in (rl_line({**stages, "chosen_stage": "rl"}) or "")
     assert rl_line({"stage": "summary", "valid_rows": 40}) is None and rl_line(None) is None
