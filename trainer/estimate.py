@@ -74,6 +74,7 @@ def estimate_seconds(
     n_val: int,
     sft_examples: int,
     synthesis_questions: int,
+    searched_questions: int = 0,
     prm_factor: float = 0.0,
     augmentation_questions: int = 0,
     augmentation_tokens: int = 0,
@@ -91,7 +92,9 @@ def estimate_seconds(
 
     Every stage that takes time has its part (they are the stages of :data:`PARTS`, in the order they run):
     the baseline validation, the RL probe (``probe_prompts`` groups of rollouts), the evaluations during
-    training."""
+    training. Synthesis: ``synthesis_questions`` rows with a reference answer at ``samples_per_question`` tries,
+    ``searched_questions`` without one at their whole best-of-k budget (rounds that stop paying end sooner). RL:
+    its step budget or its time budget, whichever ends first (patience may end it sooner)."""
     L = plan.max_completion_length  # noqa: N806 - the usual symbol
     per_seq = L / cal.gen_tokens_per_s  # one full-length sequence's share of a batched generation
     # A batch runs until its longest reply ends: price trained replies at twice their mean, within the budget.
@@ -101,7 +104,10 @@ def estimate_seconds(
     out = dict.fromkeys(PARTS, 0.0)
     out["augmentation"] = augmentation_tokens / cal.gen_tokens_per_s * augmentation_questions
     if plan.sft_enabled:
-        out["synthesis"] = per_seq * synthesis_questions * plan.samples_per_question
+        out["synthesis"] = per_seq * (
+            synthesis_questions * plan.samples_per_question
+            + searched_questions * plan.samples_without_reference
+        )
         out["sft"] = plan.sft_epochs * sft_examples * cal.train_s_per_seq * 1.5
     if n_val and baseline and (plan.rl_enabled or plan.sft_enabled):
         out["validation"] = per_seq * n_val * plan.eval_samples
@@ -110,10 +116,13 @@ def estimate_seconds(
         # Rollouts for every sequence; training over every sequence (a no-grad logprob pass is skipped by TRL
         # when num_iterations == 1); PRM adds verifier forward passes.
         step = per_tuned * seqs + seqs * cal.train_s_per_seq * (1.0 + prm_factor)
-        out["rl"] = plan.rl_max_steps * step
+        steps = plan.rl_max_steps
+        if plan.rl_time_budget_s is not None and step > 0:
+            steps = min(steps, max(1, round(plan.rl_time_budget_s / step)))
+        out["rl"] = steps * step
         # The probe: a group of rollouts for each probed prompt (a second, doubled try is not priced).
         out["probe"] = per_tuned * probe_prompts * plan.num_generations
-        n_evals = -(-plan.rl_max_steps // plan.eval_interval) + 1
+        n_evals = -(-steps // plan.eval_interval) + 1
         out["eval"] = n_evals * per_eval if n_val else 0.0
     elif n_val and plan.sft_enabled:
         out["eval"] = per_eval

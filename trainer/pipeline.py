@@ -247,8 +247,15 @@ def _run_reinforcement(ctx: RunContext) -> None:
     )
     ctx.on_main(lambda: references(ctx))  # graded once, by rank 0; every rank gets them
     setup_icl(ctx)  # first: the calibration step times the real prompt, few-shot examples included
+    refs = ctx.refs or {}
+    with_ref = sum(bool(refs.get(r.uid)) for r in ctx.train_rows) if plan.sft_enabled else 0
     ctx.on_main(
-        lambda: announce_estimate(ctx, sft_examples=n, synthesis_questions=n if plan.sft_enabled else 0)
+        lambda: announce_estimate(
+            ctx,
+            sft_examples=n,
+            synthesis_questions=with_ref,
+            searched_questions=(n - with_ref) if plan.sft_enabled else 0,
+        )
     )
     rl_rows = ctx.train_rows
     if ctx.options.augmentation.enabled and plan.rl_enabled:

@@ -95,3 +95,15 @@ def test_time_left_follows_measured_progress() -> None:
     )
     resumed = Remaining(parts, started=5000.0, done_at_start=frozenset({"synthesis", "validation"}))
     assert resumed.factor({"synthesis", "validation"}, now=9000.0) == 1.0
+
+
+def test_rows_without_references_and_the_rl_time_budget_are_priced() -> None:
+    plan = _plan({"rl": {"time_budget_minutes": 2}, "sft": {"samples_per_question": 1}})
+    parts = estimate_seconds(plan, CAL, n_val=0, sft_examples=100, synthesis_questions=30, searched_questions=70)
+    gen = plan.max_completion_length / CAL.gen_tokens_per_s
+    # 30 rows at 1 try, 70 at their best-of-k budget (8 tries on average on a CPU).
+    assert plan.samples_without_reference == 8
+    assert parts["synthesis"] == pytest.approx(gen * (30 + 70 * 8))
+    # 120 planned steps, but RL stops at its 2 minutes: the estimate prices what fits in them.
+    step = 8 * gen + 8 * 0.5
+    assert plan.rl_max_steps == 120 and parts["rl"] == pytest.approx(round(120 / step) * step)

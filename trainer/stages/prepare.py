@@ -142,7 +142,9 @@ def setup_icl(ctx: RunContext) -> None:
     ctx.sink.message(f"Few-shot ICL: {k} nearest of {len(ctx.icl.rows)} worked examples in every prompt.")
 
 
-def announce_estimate(ctx: RunContext, *, sft_examples: int, synthesis_questions: int) -> None:
+def announce_estimate(
+    ctx: RunContext, *, sft_examples: int, synthesis_questions: int, searched_questions: int = 0
+) -> None:
     """Once per job: time a calibration step and report the estimated duration (a resumed run re-estimates
     from the saved one as it goes)."""
     from trainer.estimate import Remaining, calibrate, estimate_seconds
@@ -170,6 +172,7 @@ def announce_estimate(ctx: RunContext, *, sft_examples: int, synthesis_questions
         n_val=len(ctx.val_rows),
         sft_examples=sft_examples,
         synthesis_questions=synthesis_questions,
+        searched_questions=searched_questions,
         prm_factor=2.0 if ctx.options.prm.type == "self" else 0.0,
         trained_tokens=_reference_tokens(ctx),
         probe_prompts=ctx.options.rl.probe_prompts if ctx.reinforcement else 0,
