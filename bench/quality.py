@@ -344,6 +344,8 @@ def run_row(
     seed: int,
     cache: Path,
     log: Path,
+    *,
+    greedy_only: bool = False,
 ) -> dict[str, Any]:
     from trainer import JobSpec, run_job
     from trainer.pipeline import evaluate_job
@@ -419,7 +421,7 @@ def run_row(
     from trainer.watch import wilson_interval
 
     for key, samples, temperature in (("test", 1, 0.0), ("paper", 3, 0.6)):
-        if key == "paper" and not budget.paper_protocol:
+        if key == "paper" and (greedy_only or not budget.paper_protocol):
             continue
         ev = evaluate_job(
             spec, wd, files["test"], adapter_dir=adapter, samples=samples, temperature=temperature
@@ -627,6 +629,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="add these rows to the table on disk (same budget and seed) instead of starting a new one",
     )
+    ap.add_argument(
+        "--greedy-only", action="store_true", help="test accuracy greedy only (not also T=0.6 x 3)"
+    )
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="tasks run side by side, each in a process of its own with cores/N torch threads (default 1)",
+    )
+    ap.add_argument(
+        "--part", type=Path, default=None, help=argparse.SUPPRESS
+    )  # a --jobs child's results file
     args = ap.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -669,17 +683,81 @@ def main(argv: list[str] | None = None) -> int:
             path = files[task][split] = work / task / f"{split}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(json.dumps(r) + "\n" for r in rs))
+    if args.jobs > 1 and len(tasks) > 1:
+        done = _run_side_by_side(args, argv, tasks, work)
+        for part in done:
+            results.extend(part)
+        run["load_end"] = round(os.getloadavg()[0], 2)
+        run["jobs"] = args.jobs
+        write_results(results, meta, notes)
     # Row by row across the tasks (in --rows order), so a run cut short leaves whole rows of the table.
-    for row in rows:
+    for row in rows if args.jobs <= 1 or len(tasks) <= 1 else []:
         for task in tasks:
-            r = run_row(task, row, files[task], budget, work, args.seed, cache, log)
+            r = run_row(
+                task, row, files[task], budget, work, args.seed, cache, log, greedy_only=args.greedy_only
+            )
             print(json.dumps({k: v for k, v in r.items() if k != "example"}), flush=True)
             results.append(r)
             run["load_end"] = round(os.getloadavg()[0], 2)
-            write_results(results, meta, notes)
+            if args.part is not None:
+                args.part.write_text(json.dumps(results))
+            else:
+                write_results(results, meta, notes)
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _run_side_by_side(
+    args: Any, argv: list[str] | None, tasks: list[str], work: Path
+) -> list[list[dict[str, Any]]]:
+    """Each task in a child process (``--jobs`` at a time), each with its share of the cores as torch threads;
+    returns the children's results in task order."""
+    import subprocess
+
+    own = [a for a in (argv if argv is not None else sys.argv[1:])]
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    pending, running, parts = list(tasks), [], {}
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            task = pending.pop(0)
+            part = work / f"part-{task}.json"
+            cmd = [
+                sys.executable,
+                "-m",
+                "bench.quality",
+                *_child_args(own, task, work / task),
+                "--part",
+                str(part),
+            ]
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+            running.append((task, part, subprocess.Popen(cmd, env=env)))
+        time.sleep(5)
+        for item in list(running):
+            task, part, proc = item
+            if proc.poll() is not None:
+                running.remove(item)
+                if proc.returncode != 0:
+                    raise SystemExit(f"bench task {task} failed (exit {proc.returncode})")
+                parts[task] = json.loads(part.read_text())
+    return [parts[t] for t in tasks]
+
+
+def _child_args(own: list[str], task: str, workdir: Path) -> list[str]:
+    """A --jobs child's arguments: the parent's, for one task, in a working directory of its own."""
+    out: list[str] = []
+    skip = False
+    for a in own:
+        if skip:
+            skip = False
+            continue
+        if a in ("--tasks", "--jobs", "--workdir"):
+            skip = True
+            continue
+        if a.startswith(("--tasks=", "--jobs=", "--workdir=")) or a == "--add":
+            continue
+        out.append(a)
+    return [*out, "--tasks", task, "--workdir", str(workdir)]
 
 
 if __name__ == "__main__":
