@@ -203,14 +203,16 @@ def make_grpo_trainer(**kwargs: Any) -> Any:
                 return super()._get_train_sampler(dataset)
             from trainer.curriculum import curriculum_sampler
 
-            data = self.train_dataset if dataset is None else dataset
+            data: Any = self.train_dataset if dataset is None else dataset
+            args: Any = self.args  # a GRPOConfig
+            groups = int(self.num_generations or 1)
             return curriculum_sampler(
                 [str(u) for u in data["uid"]],
                 curriculum,
-                mini_repeat_count=self.num_generations,
-                batch_size=self.args.generation_batch_size // self.num_generations,
-                repeat_count=self.num_iterations * self.args.steps_per_generation,
-                seed=self.args.seed,
+                mini_repeat_count=groups,
+                batch_size=args.generation_batch_size // groups,
+                repeat_count=self.num_iterations * args.steps_per_generation,
+                seed=args.seed,
             )
 
         def _generate_single_turn(self, *args: Any, **kw: Any) -> Any:

@@ -153,10 +153,10 @@ class GraderEngine:
             raise RuntimeError("grade_batch called from the engine's own loop; use agrade_batch")
         future = self._submit(samples, items)
         if interrupt is None:
-            return future.result()  # type: ignore[no-any-return]
+            return future.result()
         while True:
             try:
-                return future.result(timeout=poll_s)  # type: ignore[no-any-return]
+                return future.result(timeout=poll_s)
             except concurrent.futures.TimeoutError:
                 try:
                     interrupt()
