@@ -99,7 +99,9 @@ def test_time_left_follows_measured_progress() -> None:
 
 def test_rows_without_references_and_the_rl_time_budget_are_priced() -> None:
     plan = _plan({"rl": {"time_budget_minutes": 2}, "sft": {"samples_per_question": 1}})
-    parts = estimate_seconds(plan, CAL, n_val=0, sft_examples=100, synthesis_questions=30, searched_questions=70)
+    parts = estimate_seconds(
+        plan, CAL, n_val=0, sft_examples=100, synthesis_questions=30, searched_questions=70
+    )
     gen = plan.max_completion_length / CAL.gen_tokens_per_s
     # 30 rows at 1 try, 70 at their best-of-k budget (8 tries on average on a CPU).
     assert plan.samples_without_reference == 8
