@@ -1,23 +1,18 @@
 """Where the client finds its API key and base URL: arguments, then the environment, then what ``openrft serve``
 wrote in its home: the key file on its first start (``$OPENRFT_HOME/api_key``) and, while it runs, the URL it
-serves at (``$OPENRFT_HOME/server_url``, whatever ``--port`` it was given)."""
+serves at (``$OPENRFT_HOME/server_url``, whatever ``--port`` it was given). Imports nothing of the SDK: the
+server's commands read it too."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from openrft._exceptions import OpenRFTError
-
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 API_KEY_ENV = "OPENRFT_API_KEY"
 BASE_URL_ENV = "OPENRFT_BASE_URL"
 HOME_ENV = "OPENRFT_HOME"
 SERVER_URL_FILE = "server_url"
-
-
-class NoAPIKeyError(OpenRFTError):
-    """No API key was given or found (the CLI words its own advice: --api-key, OPENRFT_API_KEY)."""
 
 
 def home_dir() -> Path:
@@ -39,6 +34,8 @@ def _read_key_file(path: Path) -> str | None:
 def resolve_api_key(api_key: str | None) -> str:
     key = api_key or os.environ.get(API_KEY_ENV) or _read_key_file(key_file())
     if not key:
+        from openrft._exceptions import NoAPIKeyError  # the SDK's error classes: imported when needed
+
         raise NoAPIKeyError(
             f"No API key: pass api_key=..., set {API_KEY_ENV}, or start the embedded service once "
             f"(`openrft serve` writes one to {key_file()})."
@@ -58,5 +55,7 @@ def resolve_base_url(base_url: object | None) -> str:
         str(base_url) if base_url else os.environ.get(BASE_URL_ENV) or served_url() or DEFAULT_BASE_URL
     ).rstrip("/")
     if not url.startswith(("http://", "https://")):
+        from openrft._exceptions import OpenRFTError
+
         raise OpenRFTError(f"The base URL must start with http:// or https://, got {url!r}.")
     return url

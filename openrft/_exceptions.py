@@ -22,6 +22,10 @@ class FileValidationError(OpenRFTError):
         self.report = report
 
 
+class NoAPIKeyError(OpenRFTError):
+    """No API key was given or found (the CLI words its own advice: --api-key, OPENRFT_API_KEY)."""
+
+
 def error_message(exc: APIError) -> str:
     """What the server said: the ``message`` of its OpenAI-shaped error body (the SDK's exception keeps that
     body's ``error`` object), else its text (a proxy's page, say), else the SDK's own message."""

@@ -17,7 +17,6 @@ from openrft._config import (
     API_KEY_ENV,
     BASE_URL_ENV,
     SERVER_URL_FILE,
-    NoAPIKeyError,
     home_dir,
     key_file,
     resolve_base_url,
@@ -164,6 +163,8 @@ def _error_line(exc: Exception, base_url: str | None = None) -> str:
     api = _api_error_line(exc, base_url)
     if api is not None:
         return api
+    from openrft._exceptions import NoAPIKeyError
+
     if isinstance(exc, NoAPIKeyError):  # the client's message speaks of api_key=...; a CLI user has flags
         return (
             f"No API key: pass --api-key or set {API_KEY_ENV}, or start the service once with `openrft serve` "

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
     from tests.support import LiveService
 
 _HOME = Path(tempfile.mkdtemp(prefix="openrft-test-home-"))
@@ -84,6 +86,43 @@ def _tag_xdist_groups(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def test_home() -> Path:
     return _HOME
+
+
+@pytest.fixture(scope="session")
+def app_settings(test_home: Path, tiny_model_dir: Path):  # type: ignore[no-untyped-def]
+    """The session's settings, prepared (migrated). Defined once, here: a second definition (a conftest importing
+    it) would clear get_settings' cache again and leave the tests holding the first a stale object."""
+    from app.bootstrap import prepare
+    from core.settings import get_settings
+
+    os.environ["OPENRFT_BASE_MODELS"] = json.dumps({"tiny-test": str(tiny_model_dir)})
+    get_settings.cache_clear()
+    settings = get_settings()
+    prepare(settings, generate_key=False)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def client(app_settings) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app(), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def key(app_settings) -> str:  # type: ignore[no-untyped-def]
+    """A fresh organization per test: tests never see each other's objects."""
+    from tests.app.conftest import make_key
+
+    return make_key()
+
+
+@pytest.fixture
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture(scope="session")

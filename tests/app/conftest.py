@@ -3,34 +3,9 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
-
-
-@pytest.fixture(scope="session")
-def app_settings(test_home: Path, tiny_model_dir: Path):  # type: ignore[no-untyped-def]
-    import os
-
-    os.environ["OPENRFT_BASE_MODELS"] = json.dumps({"tiny-test": str(tiny_model_dir)})
-    from app.bootstrap import prepare
-    from core.settings import get_settings
-
-    get_settings.cache_clear()
-    settings = get_settings()
-    prepare(settings, generate_key=False)
-    return settings
-
-
-@pytest.fixture(scope="session")
-def client(app_settings) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
-    from app.main import create_app
-
-    with TestClient(create_app(), raise_server_exceptions=False) as c:
-        yield c
 
 
 def make_key(org: str | None = None) -> str:
@@ -41,17 +16,6 @@ def make_key(org: str | None = None) -> str:
     with session_scope() as s:
         auth.add_key(s, auth.get_or_create_org(s, org or f"org-{uuid.uuid4().hex[:12]}"), key)
     return key
-
-
-@pytest.fixture
-def key(app_settings) -> str:  # type: ignore[no-untyped-def]
-    """A fresh organization per test: tests never see each other's objects."""
-    return make_key()
-
-
-@pytest.fixture
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def upload(

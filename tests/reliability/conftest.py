@@ -16,7 +16,6 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.app.conftest import app_settings, auth, client, key  # noqa: F401
 from tests.reliability.servers import PrivateRedis
 from tests.support import LiveService, create_database, free_port, service_env, wait_until
 from tests.workers.conftest import new_job  # noqa: F401

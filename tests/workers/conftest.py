@@ -4,12 +4,12 @@ from typing import Any
 
 import pytest
 
-from tests.app.conftest import app_settings, client, jsonl, key, make_key, upload  # noqa: F401
+from tests.app.conftest import jsonl, upload
 from tests.support import STRING_CHECK_GRADER, arithmetic_rows
 
 
 @pytest.fixture
-def new_job(client, key):  # noqa: F811
+def new_job(client, key):
     """Factory: upload files and create a job through the API; returns the job id."""
     auth = {"Authorization": f"Bearer {key}"}
 
@@ -33,7 +33,7 @@ def new_job(client, key):  # noqa: F811
     return make
 
 
-def queued_rl_job(client: Any, key: str, openrft: dict[str, Any]) -> str:  # noqa: F811
+def queued_rl_job(client: Any, key: str, openrft: dict[str, Any]) -> str:
     """A reinforcement job with ``openrft`` options, validated and queued: 12 rows (SFT steps 1-3 at batch 4),
     3 validation rows, checkpoints every 2 steps; returns its id."""
     from workers.tasks.validate_job_files_task import validate_job_files

@@ -25,6 +25,7 @@ def finish(ctx: RunContext) -> JobResult:
     if choice is not None and choice.chosen.stage == "base":
         # Nothing beat the base model on validation: the model is the base (a zero LoRA update, served as such).
         atomic_dir(final, lambda tmp: _identity_adapter(ctx).save_pretrained(str(tmp)))
+        ctx.sink.message("Final model: the base model (a zero adapter); no checkpoint beat it on validation.")
     elif best is not None:
         atomic_dir(final, lambda tmp: shutil.copytree(best.path, tmp, dirs_exist_ok=True))
         ctx.sink.message(f"Final model: checkpoint of step {best.step} ({_describe(best.metrics)}).")
