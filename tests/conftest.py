@@ -83,6 +83,22 @@ def _tag_xdist_groups(items: list[pytest.Item]) -> None:
             item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(sorted(names))}")  # type: ignore[attr-defined]
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """A module that leaves an event loop marked running in this thread (Playwright's sync API does while it is
+    open) breaks every later asyncio.run() on the same worker ("cannot be called from a running event loop"):
+    fail the module's last test, and clear the mark."""
+    result = yield
+    if nextitem is None or nextitem.path != item.path:
+        import asyncio
+
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            asyncio._set_running_loop(None)
+            raise RuntimeError(f"{item.path.name} left an event loop running in the main thread: {loop!r}")
+    return result
+
+
 @pytest.fixture(scope="session")
 def test_home() -> Path:
     return _HOME

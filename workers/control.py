@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core import jobstore
@@ -61,13 +61,18 @@ class DbEventSink:
         def write(s: Session) -> None:
             job_pk = self._job(s).pk
             if self.replace_steps and isinstance(data.get("step"), int):
-                s.execute(
-                    delete(JobEvent).where(
+                # The same step of the same kind (a stage's step, the end-of-run summary at the last step's number)
+                # from the earlier attempt: the recomputed one replaces it.
+                earlier = s.scalars(
+                    select(JobEvent).where(
                         JobEvent.job_pk == job_pk,
                         JobEvent.type == "metrics",
                         JobEvent.data["step"].as_integer() == data["step"],
                     )
                 )
+                for event in earlier:
+                    if (event.data or {}).get("stage") == data.get("stage"):
+                        s.delete(event)
             jobstore.add_event(s, job_pk, text, type="metrics", data=data)
 
         self._write(write)

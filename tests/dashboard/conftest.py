@@ -159,8 +159,12 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
         svc.stop()
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+@pytest.fixture(
+    scope="module"
+)  # Playwright's sync API marks an event loop running in this thread while it is
+def browser() -> Iterator[
+    Any
+]:  # open: closed with the module, so later tests on this worker may use asyncio.run
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
