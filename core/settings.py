@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from openrft.validation import MAX_LINE_BYTES
 
@@ -185,6 +185,14 @@ class Settings(BaseSettings):
         validation_alias="OPENRFT_GRADER_MODELS",
         description="Per grader model endpoint overrides: {model: {base_url, api_key}} (JSON).",
     )
+    private_url_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias="OPENRFT_PRIVATE_URL_HOSTS",
+        description="Hosts (name or address, optionally host:port; comma-separated) that user URLs may reach "
+        "although they are not public: a model server on the operator's own network that jobs name as their "
+        "teacher, process reward judge or rollout server, or that endpoint graders call. Every other private, "
+        "loopback or link-local address is refused.",
+    )
 
     # Serving
     serving_backend: Literal["auto", "cpu", "vllm"] = Field(
@@ -236,6 +244,13 @@ class Settings(BaseSettings):
     def _json_dict(cls, value: Any) -> Any:
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("private_url_hosts", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [h.strip().lower() for h in value.split(",") if h.strip()]
         return value
 
     @field_validator("home", mode="after")
@@ -334,6 +349,7 @@ def grader_settings(settings: Settings) -> dict[str, Any]:
         "base_url": base_url,
         "api_key": api_key,
         "models": settings.grader_models,
+        "private_url_hosts": settings.private_url_hosts,
         # User code must never see the service's data: the database, uploads, models, other jobs.
         "hidden_paths": [str(settings.home)],
     }

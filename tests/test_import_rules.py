@@ -16,9 +16,17 @@ OURS = ("core", "app", "workers", "trainer", "serving", "openrft", "migrations")
 MAY_IMPORT: dict[str, tuple[str, ...]] = {
     # openrft.validation: the JSONL line format, shared with the client; migrations: where its scripts are.
     "core": ("openrft.validation", "migrations"),
-    # The grader engine and the job options are the trainer's public face to the API; openrft.cli holds
-    # the server commands' arguments, which the server's entry point (app.cli) parses.
-    "app": ("core", "serving", "trainer.config", "trainer.graders", "openrft.validation", "openrft.cli"),
+    # The grader engine, the job options and the user-URL policy are the trainer's public face to the API;
+    # openrft.cli holds the server commands' arguments, which the server's entry point (app.cli) parses.
+    "app": (
+        "core",
+        "serving",
+        "trainer.config",
+        "trainer.graders",
+        "trainer.public_urls",
+        "openrft.validation",
+        "openrft.cli",
+    ),
     "workers": ("core", "trainer", "serving", "openrft.validation"),
     "serving": ("trainer.models",),  # one loader for the trained models' files
     "trainer": (),

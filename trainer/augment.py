@@ -139,7 +139,11 @@ def augment_rows(ctx: RunContext) -> list[Row]:
     variants: list[list[str]] = [[] for _ in rows]
     if cfg.paraphrase:
         teacher = make_teacher(
-            cfg.teacher, model=ctx.base_model, tokenizer=ctx.tokenizer, stopper=ctx.stopper
+            cfg.teacher,
+            model=ctx.base_model,
+            tokenizer=ctx.tokenizer,
+            stopper=ctx.stopper,
+            allowed_hosts=ctx.private_url_hosts,
         )
         ctx.sink.message(
             f"Augmentation: asking {teacher.name} for {cfg.n_variants} paraphrases per question."

@@ -7,6 +7,10 @@ not get better by asking again). Every failure is one :class:`ChatError` with th
 error message, which each caller maps to its own error (a teacher error, a grader error key, a PRM count).
 ``ChatClient`` serves threads, ``AsyncChatClient`` an event loop (it can share the caller's connection pool);
 both take an ``httpx`` transport for tests and an injectable ``sleep``.
+
+A user's own endpoint (a teacher, a process reward judge) is untrusted: :meth:`ChatClient.for_user_url` reaches
+public addresses only (trainer.public_urls) and its errors carry the status and an OpenAI-shaped error's
+message, never a raw body (what some other service answered must not reach a job's error).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypedDict, Unpack
 
 import httpx
@@ -106,6 +110,22 @@ def upstream_message(resp: httpx.Response) -> str:
     return resp.text[:500] or resp.reason_phrase
 
 
+def openai_error_message(resp: httpx.Response) -> str:
+    """What an untrusted upstream may tell a user: the message of an OpenAI-shaped error body (``{"error":
+    {"message", "code"}}``, what a model server answers: a bad key, too many tokens), cut short; anything else,
+    the status's reason only. A raw body is never quoted: a URL that reached some other service must not
+    relay its answer."""
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict) and isinstance(err.get("message"), str) and err["message"]:
+        code = err.get("code")
+        return (f"{code}: " if isinstance(code, str) else "") + err["message"][:200]
+    return resp.reason_phrase
+
+
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, ChatError) and exc.retryable
 
@@ -120,6 +140,8 @@ class Options(TypedDict, total=False):
     """Tries after the first; 0 sends once."""
     backoff_s: float
     """The first wait; each retry doubles it (up to MAX_WAIT_S)."""
+    echo_body: bool
+    """Errors quote what the upstream answered (False for a user's URL: an OpenAI-shaped error message only)."""
 
 
 class _Endpoint:
@@ -133,8 +155,10 @@ class _Endpoint:
         timeout: float = 120.0,
         retries: int = 2,
         backoff_s: float = 0.5,
+        echo_body: bool = True,
     ) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self.echo_body = echo_body
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout = timeout
         self.retries = retries
@@ -172,24 +196,22 @@ class _Endpoint:
     def _result(self, resp: httpx.Response) -> dict[str, Any]:
         status = resp.status_code
         if status >= 400:
+            code = error_code(resp)
             raise ChatError(
                 self.url,
-                upstream_message(resp),
+                upstream_message(resp) if self.echo_body else openai_error_message(resp),
                 status=status,
                 retryable=status in RETRY_STATUS or status >= 500,
                 retry_after=retry_after(resp.headers),
-                loading=status == 503 and error_code(resp) == "model_loading",
+                loading=status == 503 and code == "model_loading",
             )
+        shown = f": {resp.text[:200]!r}" if self.echo_body else ""
         try:
             data = resp.json()
         except ValueError:
-            raise ChatError(
-                self.url, f"the response is not JSON: {resp.text[:200]!r}", status=status
-            ) from None
+            raise ChatError(self.url, f"the response is not JSON{shown}", status=status) from None
         if not isinstance(data, dict):
-            raise ChatError(
-                self.url, f"the response is not a JSON object: {resp.text[:200]!r}", status=status
-            )
+            raise ChatError(self.url, f"the response is not a JSON object{shown}", status=status)
         return data
 
 
@@ -208,6 +230,28 @@ class ChatClient(_Endpoint):
         self._http = httpx.Client(transport=transport)
         self._sleep = sleep
 
+    @classmethod
+    def for_user_url(
+        cls,
+        base_url: str,
+        *,
+        allowed_hosts: Collection[str] = (),
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        **options: Unpack[Options],
+    ) -> ChatClient:
+        """A client for a URL a user gave: public addresses only (unless the operator listed the host), no
+        upstream body in its errors. ``transport`` replaces the checked one in tests."""
+        from trainer.public_urls import PublicTransport
+
+        options["echo_body"] = False
+        return cls(
+            base_url,
+            transport=transport or PublicTransport(allowed_hosts),
+            sleep=sleep,
+            **options,
+        )
+
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body`` and return the decoded completion; raises :class:`ChatError`."""
         retrying = tenacity.Retrying(sleep=self._sleep, **self._policy())
@@ -218,10 +262,14 @@ class ChatClient(_Endpoint):
             raise
 
     def _once(self, body: dict[str, Any]) -> dict[str, Any]:
+        from trainer.public_urls import PrivateAddressError
+
         try:
             resp = self._http.post(self.url, json=body, headers=self.headers, timeout=self.timeout)
         except httpx.HTTPError as exc:
             raise self._failed(exc) from exc
+        except PrivateAddressError as exc:
+            raise ChatError(self.url, str(exc)) from None
         return self._result(resp)
 
     def close(self) -> None:

@@ -687,6 +687,21 @@ def redact_secrets(obj: Any) -> Any:
     return obj
 
 
+def user_urls(openrft: dict[str, Any]) -> list[tuple[str, str]]:
+    """The URLs a job's options ask the worker to call, with their option paths (from the resolved extension
+    object): the teachers', the process reward judge's and the rollout server's. trainer.public_urls polices them."""
+    found = []
+    for stage in ("sft", "augmentation"):
+        teacher = (openrft.get(stage) or {}).get("teacher")
+        if isinstance(teacher, dict) and teacher.get("base_url"):
+            found.append((f"openrft.{stage}.teacher.base_url", str(teacher["base_url"])))
+    for path, key in (("prm", "base_url"), ("rl", "vllm_server_base_url")):
+        url = (openrft.get(path) or {}).get(key)
+        if url:
+            found.append((f"openrft.{path}.{key}", str(url)))
+    return found
+
+
 def resolve_config(
     method: str,
     hyperparameters: dict[str, Any] | None,

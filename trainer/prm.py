@@ -20,7 +20,7 @@ import re
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from trainer.chat_client import ChatClient, ChatError
@@ -207,9 +207,11 @@ class EndpointJudge:
         concurrency: int = 8,
         timeout: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
+        allowed_hosts: Sequence[str] = (),
     ) -> None:
         self.cfg = cfg
         self.transport = transport
+        self.allowed_hosts = allowed_hosts
         self.concurrency = concurrency
         self.timeout = timeout
         self.sleep = sleep
@@ -237,12 +239,13 @@ class EndpointJudge:
         ]
         assert self.cfg.base_url and self.cfg.model
         with (
-            ChatClient(
+            ChatClient.for_user_url(  # the user's judge: public addresses only, no upstream body in errors
                 self.cfg.base_url,
                 api_key=self.cfg.api_key,
                 timeout=self.timeout,
                 transport=self.transport,
                 sleep=self.sleep,
+                allowed_hosts=self.allowed_hosts,
             ) as client,
             concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool,
         ):
@@ -295,4 +298,4 @@ def make_process_reward(ctx: RunContext) -> ProcessReward | None:
             cfg,
             device="cuda" if ctx.gpu else "cpu",
         )
-    return EndpointJudge(cfg)
+    return EndpointJudge(cfg, allowed_hosts=ctx.private_url_hosts)

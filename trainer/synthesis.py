@@ -238,7 +238,11 @@ def synthesize_traces(ctx: RunContext) -> list[dict[str, Any]]:
         prompts = [ctx.prompt_for(r) for r in rows]
         if any(b.tries > 0 for b in budgets):
             teacher = make_teacher(
-                ext.sft.teacher, model=ctx.base_model, tokenizer=ctx.tokenizer, stopper=ctx.stopper
+                ext.sft.teacher,
+                model=ctx.base_model,
+                tokenizer=ctx.tokenizer,
+                stopper=ctx.stopper,
+                allowed_hosts=ctx.private_url_hosts,
             )
             n_without = sum(b is without_ref for b in budgets)
             plans = []

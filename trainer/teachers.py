@@ -4,6 +4,7 @@ OpenAI-compatible endpoint (a stronger model behind vLLM, a hosted API)."""
 from __future__ import annotations
 
 import concurrent.futures
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from trainer.chat_client import ChatClient, ChatError
@@ -56,10 +57,17 @@ class EndpointTeacher:
     """Chat completions against ``{base_url}/chat/completions``, a few requests in flight at a time."""
 
     def __init__(
-        self, endpoint: Endpoint, *, stopper: Stopper | None, concurrency: int = 8, transport: Any = None
+        self,
+        endpoint: Endpoint,
+        *,
+        stopper: Stopper | None,
+        concurrency: int = 8,
+        transport: Any = None,
+        allowed_hosts: Sequence[str] = (),
     ) -> None:
         self.endpoint = endpoint
         self.transport = transport
+        self.allowed_hosts = allowed_hosts
         self.name = f"{endpoint.model} at {endpoint.base_url}"
         self.stopper = stopper
         self.concurrency = concurrency
@@ -85,11 +93,12 @@ class EndpointTeacher:
     ) -> list[list[str]]:
         out: list[list[str]] = [[] for _ in conversations]
         with (
-            ChatClient(
+            ChatClient.for_user_url(
                 self.endpoint.base_url,
                 api_key=self.endpoint.api_key,
                 timeout=self.endpoint.timeout,
                 transport=self.transport,
+                allowed_hosts=self.allowed_hosts,
             ) as client,
             concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool,
         ):
@@ -112,7 +121,10 @@ class EndpointTeacher:
         return out
 
 
-def make_teacher(spec: Any, *, model: Any, tokenizer: Any, stopper: Stopper | None) -> Teacher:
+def make_teacher(
+    spec: Any, *, model: Any, tokenizer: Any, stopper: Stopper | None, allowed_hosts: Sequence[str] = ()
+) -> Teacher:
+    """The policy itself, or a user's endpoint (public addresses only, but for the operator's ``allowed_hosts``)."""
     if spec == "policy":
         return PolicyTeacher(model, tokenizer, stopper=stopper)
-    return EndpointTeacher(spec, stopper=stopper)
+    return EndpointTeacher(spec, stopper=stopper, allowed_hosts=allowed_hosts)

@@ -23,9 +23,10 @@ from core.db.models import File, Job
 from core.queue import TRAIN_JOB, VALIDATE_JOB_FILES, enqueue, revoke
 from core.settings import Settings
 from core.storage import Storage
-from trainer.config import ConfigError, resolve_config
+from trainer.config import ConfigError, resolve_config, user_urls
 from trainer.graders import GraderValidationError, validate_grader
 from trainer.graders.templates import Variable
+from trainer.public_urls import literal_refusal
 
 log = logging.getLogger("openrft.jobs")
 
@@ -115,6 +116,14 @@ def create_job(
     except ConfigError as exc:
         raise domain_error(exc) from exc
     inner["hyperparameters"] = resolved["hyperparameters"]
+    for param, url in user_urls(resolved["openrft"]):
+        why = literal_refusal(url, settings.private_url_hosts)
+        if why is not None:  # the worker also checks what the name resolves to, at every request
+            raise bad_request(
+                f"{param} may not point at {why}: user URLs reach public addresses only (an operator can list a "
+                "private host in OPENRFT_PRIVATE_URL_HOSTS).",
+                param=param,
+            )
 
     job = Job(
         id=ids.job_id(),

@@ -496,3 +496,47 @@ def test_integrations_and_response_format_are_honoured_or_refused(client, auth):
         code="unsupported_parameter",
     )
     assert "sample.output_json" in err["message"]
+
+
+@pytest.mark.parametrize(
+    ("openrft", "param"),
+    [
+        (
+            {"sft": {"teacher": {"base_url": "http://127.0.0.1:8000/v1", "model": "m"}}},
+            "openrft.sft.teacher.base_url",
+        ),
+        (
+            {"prm": {"type": "endpoint", "base_url": "http://localhost:6379/v1", "model": "m"}},
+            "openrft.prm.base_url",
+        ),
+        (
+            {
+                "augmentation": {
+                    "enabled": True,
+                    "teacher": {"base_url": "http://169.254.169.254/v1", "model": "m"},
+                }
+            },
+            "openrft.augmentation.teacher.base_url",
+        ),
+        ({"rl": {"vllm_server_base_url": "http://10.1.2.3:8000"}}, "openrft.rl.vllm_server_base_url"),
+    ],
+)
+def test_user_urls_on_the_services_network_are_refused(
+    client, auth, app_settings, monkeypatch, openrft, param
+):
+    train, _ = _files(client, auth)
+    resp = client.post("/v1/fine_tuning/jobs", headers=auth, json=_rft_body(train, openrft=openrft))
+    assert "OPENRFT_PRIVATE_URL_HOSTS" in assert_error(resp, 400, param=param)["message"]
+    # The operator's list lets a private model server through.
+    monkeypatch.setattr(app_settings, "private_url_hosts", [_url_host(openrft)])
+    ok = client.post("/v1/fine_tuning/jobs", headers=auth, json=_rft_body(train, openrft=openrft))
+    assert ok.status_code == 200, ok.text
+
+
+def _url_host(openrft: dict) -> str:
+    from urllib.parse import urlsplit
+
+    from trainer.config import user_urls
+
+    ((_, url),) = user_urls(openrft)
+    return urlsplit(url).hostname or ""

@@ -80,3 +80,14 @@ def test_start_up_error_is_one_line(tmp_path, command: list[str]):
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("openrft: error: OPENRFT_ENV=production refuses to start:")
     assert "POSTGRES_PASSWORD" in result.stderr and "OPENRFT_BOOTSTRAP_API_KEY" in result.stderr
+
+
+def test_private_url_hosts_are_a_comma_list_from_the_environment(monkeypatch):
+    from core.settings import grader_settings
+
+    monkeypatch.setenv("OPENRFT_PRIVATE_URL_HOSTS", "vllm.internal:8000, 10.0.0.5 ,Judge.Local")
+    settings = Settings()
+    assert settings.private_url_hosts == ["vllm.internal:8000", "10.0.0.5", "judge.local"]
+    assert (
+        grader_settings(settings)["private_url_hosts"] == settings.private_url_hosts
+    )  # graders and jobs alike

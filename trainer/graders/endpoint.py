@@ -16,6 +16,7 @@ import ipaddress
 import json
 import math
 import socket
+from collections.abc import Collection
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +24,7 @@ import httpx
 
 from trainer.graders.errors import GradingError
 from trainer.graders.settings import GraderSettings
+from trainer.public_urls import allowed_host, non_public
 
 MAX_BODY_BYTES = 1 << 20
 
@@ -33,25 +35,32 @@ async def lookup(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-async def pin(url: str, allow_private: bool) -> tuple[str, dict[str, str], dict[str, Any]]:
+async def pin(
+    url: str, allow_private: bool, allowed_hosts: Collection[str] = ()
+) -> tuple[str, dict[str, str], dict[str, Any]]:
     """The URL with its host replaced by a checked address, the Host header and the request extensions
     (TLS server name) that keep the name. Raise GradingError if the host does not resolve or, unless
-    ``allow_private``, if any address it resolves to is not public."""
+    ``allow_private`` or the host is among the operator's ``allowed_hosts``, if any address it resolves to is not
+    public."""
     parts = urlsplit(url)
     host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise GradingError("other_error", f"the endpoint URL {url!r} has no valid port") from None
+    allow_private = allow_private or allowed_host(host, port, allowed_hosts)
     try:
         addrs = [ipaddress.ip_address(a) for a in await lookup(host, port)]
     except (OSError, ValueError) as exc:
         raise GradingError("unresponsive_reward_error", f"cannot resolve {host!r}: {exc}") from None
     if not addrs:
         raise GradingError("unresponsive_reward_error", f"{host!r} resolves to no address")
-    refused = [a for a in addrs if not a.is_global or a.is_multicast] if not allow_private else []
-    if refused:
+    refused = non_public(addrs) if not allow_private else None
+    if refused is not None:
         raise GradingError(
             "other_error",
-            f"endpoint {host!r} resolves to the non-public address {refused[0]}; this deployment does not "
-            "allow graders to call private networks (endpoint_allow_private_networks)",
+            f"endpoint {host!r} resolves to the non-public address {refused}; this deployment does not "
+            "allow graders to call private networks (an operator can list the host in OPENRFT_PRIVATE_URL_HOSTS)",
         )
     ip = f"[{addrs[0]}]" if addrs[0].version == 6 else str(addrs[0])
     netloc = ip if parts.port is None else f"{ip}:{parts.port}"
@@ -78,7 +87,9 @@ async def call_endpoint(
     client: httpx.AsyncClient, spec: dict[str, Any], payload: dict[str, Any], settings: GraderSettings
 ) -> float:
     url = spec["url"]
-    target, host, extensions = await pin(url, settings.endpoint_allow_private_networks)
+    target, host, extensions = await pin(
+        url, settings.endpoint_allow_private_networks, settings.private_url_hosts
+    )
     timeout = min(float(spec.get("timeout_s", settings.endpoint_timeout_s)), settings.endpoint_timeout_s)
     try:
         async with asyncio.timeout(timeout):

@@ -65,6 +65,11 @@ class GraderSettings(BaseModel):
         description="Allow endpoint graders to call loopback/private/link-local addresses. Off by default: "
         "a user URL must not reach the service's own network (SSRF).",
     )
+    private_url_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts (name, address, or host:port) user URLs may reach although they are not public: the "
+        "operator's list (OPENRFT_PRIVATE_URL_HOSTS), for endpoint graders and a job's model endpoints alike.",
+    )
 
     # --- python graders --------------------------------------------------------------------------
     bwrap_path: str | None = Field(default=None, description="bubblewrap binary; default: found on PATH.")

@@ -119,6 +119,11 @@ class RunContext(Books):
         self.reporter.estimate(seconds_left=left, step=self.state.global_step)
 
     @property
+    def private_url_hosts(self) -> list[str]:
+        """The operator's hosts a user URL may reach though they are not public (trainer.public_urls)."""
+        return list(self.spec.grader_settings.get("private_url_hosts") or [])
+
+    @property
     def reinforcement(self) -> bool:
         return self.spec.method == "reinforcement"
 

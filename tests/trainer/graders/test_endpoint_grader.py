@@ -161,3 +161,10 @@ def test_one_private_address_among_public_ones_is_refused(monkeypatch: pytest.Mo
     monkeypatch.setattr(endpoint_module, "lookup", fake_lookup)
     with pytest.raises(GradingError, match=r"non-public address 10\.0\.0\.7"):
         asyncio.run(endpoint_module.pin("https://grader.example/", allow_private=False))
+    # The operator's list (OPENRFT_PRIVATE_URL_HOSTS) lets that one host through, by name or name:port.
+    for allowed in (["grader.example"], ["grader.example:443"]):
+        target, _, _ = asyncio.run(endpoint_module.pin("https://grader.example/", False, allowed))
+        assert target == "https://93.184.215.14/"
+    # A malformed port is the grader's error, not a crash.
+    with pytest.raises(GradingError, match="no valid port"):
+        asyncio.run(endpoint_module.pin("http://grader.example:99999x/", allow_private=False))
