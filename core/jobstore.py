@@ -52,6 +52,16 @@ def add_event(
     return event
 
 
+MAX_LOSSES = 3
+"""Involuntary ends of attempts (lost worker, dead training processes) before a job fails for good; a job failed
+so keeps its snapshot and may be resumed (``resumable_after_failure``)."""
+
+
+def resumable_after_failure(job: Job) -> bool:
+    """A job that failed for its crash budget, with a snapshot to go on from."""
+    return job.status == "failed" and job.losses >= MAX_LOSSES and bool(job.snapshot_path or job.snapshot_key)
+
+
 def transition(
     session: Session, job_id: str, to: str, *, from_: Iterable[str], worker: str | None = None, **values: Any
 ) -> bool:

@@ -43,7 +43,7 @@ from workers.integrations import finish_integrations, with_integrations
 
 log = logging.getLogger("openrft.worker")
 
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = jobstore.MAX_LOSSES
 """Attempts a job gets when its worker or its training processes die (the reaper and a failed launch)."""
 
 
@@ -419,11 +419,17 @@ def _run_trainer(
 def _ranks_failed(held: _Attempt, worker: str, exc: RanksFailed, settings: Settings) -> str:
     """A training process crashed or was killed, and the launch stopped the others. Like a lost worker (the
     reaper's rule, without waiting for the lease to expire): the job is queued again and its next attempt
-    resumes from the last saved state, up to MAX_ATTEMPTS attempts in all. The ``finally`` of
-    :func:`run_training` sends it (``dispatch_waiting``, in its organization's turn)."""
+    resumes from the last saved state, until MAX_ATTEMPTS such losses (Job.losses: a pause or resume does not
+    count). The ``finally`` of :func:`run_training` sends it (``dispatch_waiting``, in its organization's turn)."""
     log.error("job %s: %s", held.job_id, exc)
-    if held.attempt >= MAX_ATTEMPTS:
-        message = f"Training failed: its processes died in {held.attempt} attempts; the last time, {exc}."
+    with session_scope() as s:
+        losses = int(s.scalar(select(Job.losses).where(Job.id == held.job_id)) or 0) + 1
+        s.execute(update(Job).where(Job.id == held.job_id, Job.worker == worker).values(losses=losses))
+    if losses >= MAX_ATTEMPTS:
+        message = (
+            f"Training failed: its processes died in {losses} attempts; the last time, {exc}. Its last snapshot "
+            "is kept: POST .../resume starts it again from there."
+        )
         _fail(held.job_id, worker, "internal_error", message, None, settings)
         return "failed"
 

@@ -281,9 +281,22 @@ def wait_until_paused(session: Session, job: Job, timeout: float, *, poll: float
 
 
 def resume_job(session: Session, job: Job) -> Job:
-    if not jobstore.transition(session, job.id, "queued", from_=("paused",), pause_requested=False):
+    """A paused job goes on; so does one that failed because its workers kept being lost, from its last
+    snapshot, with a fresh crash budget."""
+    if jobstore.resumable_after_failure(job):
+        if not jobstore.transition(
+            session, job.id, "queued", from_=("failed",), losses=0, error=None, finished_at=None
+        ):
+            raise _invalid_state(job, "resumed")
+        jobstore.add_event(
+            session,
+            job.pk,
+            "Job resumed from its last snapshot after its workers were lost; waiting for a worker.",
+        )
+    elif not jobstore.transition(session, job.id, "queued", from_=("paused",), pause_requested=False):
         raise _invalid_state(job, "resumed")
-    jobstore.add_event(session, job.pk, "Job resumed; waiting for a worker.")
+    else:
+        jobstore.add_event(session, job.pk, "Job resumed; waiting for a worker.")
     session.commit()
     session.refresh(job)
     _enqueue(session, job, TRAIN_JOB)

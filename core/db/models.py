@@ -93,6 +93,9 @@ class Job(Base):
     task_id: Mapped[str | None] = mapped_column(String(64))
     pause_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    # Involuntary ends of an attempt (a lost worker, dead training processes): the crash budget. A user's
+    # pause and resume, or a graceful stop, start attempts without spending it.
+    losses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     worker: Mapped[str | None] = mapped_column(String(256))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     snapshot_path: Mapped[str | None] = mapped_column(Text)

@@ -227,11 +227,66 @@ def test_reaper_requeues_a_job_whose_worker_vanished(new_job, app_settings, monk
         s.execute(
             update(Job)
             .where(Job.id == job_id)
-            .values(status="running", attempt=MAX_ATTEMPTS, heartbeat_at=old)
+            .values(status="running", losses=MAX_ATTEMPTS - 1, heartbeat_at=old)
         )
     reap_jobs()
     job = job_row(job_id)
-    assert job.status == "failed" and job.error["code"] == "worker_lost"
+    assert job.status == "failed" and job.error["code"] == "worker_lost" and job.losses == MAX_ATTEMPTS
+
+
+def test_pauses_do_not_spend_the_crash_budget_and_a_job_failed_for_it_resumes_from_its_snapshot(
+    new_job, app_settings, client, key
+):
+    """A user's pause/resume cycles start attempts but are not losses; a job that did fail after MAX_ATTEMPTS
+    lost workers keeps its snapshot and POST .../resume starts it again from there, with a fresh budget."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from core.db.base import utcnow
+    from core.db.models import Job
+    from core.db.session import session_scope
+    from workers.runner import claim
+    from workers.tasks.reap_jobs_task import MAX_ATTEMPTS, reap_jobs
+
+    job_id = new_job()
+    _queue(job_id)
+    auth = {"Authorization": f"Bearer {key}"}
+    for _ in range(MAX_ATTEMPTS + 1):  # claimed, paused, resumed: as often as the old rule allowed losses
+        assert claim(job_id, "w", None, app_settings)
+        with session_scope() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(status="paused", snapshot_path="/snap"))
+        assert client.post(f"/v1/fine_tuning/jobs/{job_id}/resume", headers=auth).status_code == 200
+    assert claim(job_id, "w", None, app_settings)
+    assert job_row(job_id).attempt == MAX_ATTEMPTS + 2 and job_row(job_id).losses == 0
+    old = utcnow() - timedelta(seconds=app_settings.job_lease_seconds + 5)
+    for lost in range(1, MAX_ATTEMPTS + 1):  # the worker is lost each time; only the last loss fails it
+        with session_scope() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(status="running", heartbeat_at=old))
+        reap_jobs()
+        job = job_row(job_id)
+        assert job.losses == lost and job.status == ("failed" if lost == MAX_ATTEMPTS else "queued"), (
+            job.status
+        )
+    assert "POST .../resume" in job.error["message"]
+    resumed = client.post(f"/v1/fine_tuning/jobs/{job_id}/resume", headers=auth)
+    assert (
+        resumed.status_code == 200
+        and resumed.json()["status"] == "queued"
+        and resumed.json()["error"] is None
+    )
+    job = job_row(job_id)
+    assert job.losses == 0 and job.snapshot_path == "/snap" and job.finished_at is None
+    assert "after its workers were lost" in events(job_id)[-1]
+    # Without a snapshot there is nothing to go on from: the failure stands.
+    with session_scope() as s:
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(status="failed", losses=MAX_ATTEMPTS, snapshot_path=None, snapshot_key=None)
+        )
+    refused = client.post(f"/v1/fine_tuning/jobs/{job_id}/resume", headers=auth)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_job_state"
 
 
 def test_a_stale_lease_can_be_taken_over_and_the_old_worker_writes_nothing(

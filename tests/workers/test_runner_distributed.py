@@ -161,7 +161,7 @@ def test_dead_ranks_requeue_until_the_reapers_attempt_limit(two_process_job, mon
     assert seen[0].nproc == 2 and seen[0].chosen_backend == "gloo"
     assert job_row(job_id).status == "queued"
     with session_scope() as s:
-        s.execute(update(Job).where(Job.id == job_id).values(attempt=MAX_ATTEMPTS - 1))
+        s.execute(update(Job).where(Job.id == job_id).values(losses=MAX_ATTEMPTS - 1))
     assert run_training(job_id, worker="w1", task_id=None) == "failed"
     job = job_row(job_id)
     assert job.status == "failed" and job.error["code"] == "internal_error"

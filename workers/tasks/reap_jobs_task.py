@@ -57,19 +57,29 @@ def _reap() -> dict[str, int]:
     with session_scope() as s:
         for job in s.scalars(select(Job).where(Job.status == "running", Job.heartbeat_at < stale)).all():
             silent = int((now - job.heartbeat_at).total_seconds()) if job.heartbeat_at else 0
-            if job.attempt >= MAX_ATTEMPTS:
-                message = f"Worker lost {job.attempt} times (no heartbeat for {silent}s); giving up."
+            if job.losses + 1 >= MAX_ATTEMPTS:
+                message = (
+                    f"Worker lost {job.losses + 1} times (no heartbeat for {silent}s); giving up. Its last "
+                    "snapshot is kept: POST .../resume starts it again from there."
+                )
                 if jobstore.transition(
                     s,
                     job.id,
                     "failed",
                     from_=("running",),
                     error={"code": "worker_lost", "message": message, "param": None},
+                    losses=job.losses + 1,
                 ):
                     jobstore.add_event(s, job.pk, message, level="error")
                     counts["failed"] += 1
             elif jobstore.transition(
-                s, job.id, "queued", from_=("running",), worker=job.worker, task_id=None
+                s,
+                job.id,
+                "queued",
+                from_=("running",),
+                worker=job.worker,
+                task_id=None,
+                losses=job.losses + 1,
             ):
                 jobstore.add_event(
                     s,
