@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app import access_log
 from app.api import api_router
 from app.dashboard import router as dashboard_router
 from app.errors import install_error_handlers
@@ -52,6 +53,7 @@ def create_app() -> FastAPI:
     app.include_router(api_router)
     app.include_router(dashboard_router)
     logging.getLogger("openrft").setLevel(logging.INFO)
+    access_log.install()
     return app
 
 

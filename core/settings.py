@@ -333,6 +333,13 @@ class Settings(BaseSettings):
     def ensure_dirs(self) -> None:
         for d in (self.home, self.files_dir, self.jobs_dir, self.models_dir, self.cache_dir, self.logs_dir):
             d.mkdir(parents=True, exist_ok=True)
+        # The database, uploads, job data and keys (a job's third-party API keys among them) are the service
+        # user's alone: the home and the storage folder are closed to other local users whatever their umask.
+        for d in {self.home, self.files_dir}:
+            try:
+                d.chmod(0o700)
+            except PermissionError:  # a folder another user set up for us: theirs to close
+                pass
 
 
 def grader_settings(settings: Settings) -> dict[str, Any]:
