@@ -107,3 +107,35 @@ def test_deleted_upload_does_not_break_a_validated_job(new_job, client, key):
     from workers.runner import data_path
 
     assert data_path(get_settings(), job_id, "training").read_text().count("\n") == 4
+
+
+def test_the_queue_position_counts_only_the_organizations_own_jobs(new_job, client):
+    """Another tenant's queued work is not shown (nor counted) in a job's events."""
+    from sqlalchemy import select
+
+    from core.db.models import Job, JobEvent
+    from core.db.session import session_scope
+    from tests.app.conftest import jsonl, make_key, upload
+    from tests.support import STRING_CHECK_GRADER, arithmetic_rows
+    from workers.tasks.validate_job_files_task import validate_job_files
+
+    def position(job_id: str) -> int:
+        with session_scope() as s:
+            pk = s.scalar(select(Job.pk).where(Job.id == job_id))
+            data = [e.data for e in s.scalars(select(JobEvent).where(JobEvent.job_pk == pk)) if e.data]
+        return next(d["queue_position"] for d in data if "queue_position" in d)
+
+    other = {"Authorization": f"Bearer {make_key()}"}
+    train = upload(client, other, jsonl(arithmetic_rows(4))).json()["id"]
+    grader = {"type": "reinforcement", "reinforcement": {"grader": dict(STRING_CHECK_GRADER)}}
+    for _ in range(2):  # another organization's jobs, queued first
+        resp = client.post(
+            "/v1/fine_tuning/jobs",
+            headers=other,
+            json={"model": "tiny-test", "training_file": train, "method": grader},
+        )
+        assert validate_job_files(resp.json()["id"]) == "queued"
+    first, second = new_job(), new_job()
+    assert validate_job_files(first) == validate_job_files(second) == "queued"
+    assert (position(first), position(second)) == (1, 2)
+    assert "among your organization's queued jobs" in events(second)[-1]

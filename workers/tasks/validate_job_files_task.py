@@ -95,15 +95,20 @@ def _validate(job_id: str) -> str:
         if not jobstore.transition(s, job.id, "queued", from_=("validating_files",)):
             s.rollback()  # cancelled while its files were read: no "validated" events after the cancel
             return "skipped"
+        # Its place among its own organization's queued jobs: other tenants' work is not theirs to count.
         ahead = (
-            s.scalar(select(func.count()).select_from(Job).where(Job.status == "queued", Job.pk < job.pk))
+            s.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.status == "queued", Job.org_pk == job.org_pk, Job.pk < job.pk)
+            )
             or 0
         )
         jobstore.add_event(
             s,
             job.pk,
             "Files validated, moving job to queued state"
-            + (f" (position {ahead + 1} in the queue)" if ahead else ""),
+            + (f" (position {ahead + 1} among your organization's queued jobs)" if ahead else ""),
             data={"queue_position": ahead + 1},
         )
     with session_scope() as s:
