@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from openrft.validation import check_row
 from trainer.graders import registry
@@ -39,6 +39,15 @@ def template_item_variables(template: str) -> Iterator[Variable]:
         if variable is not None and variable.namespace == "item":
             yield variable
         start = template.find("{{", end + 2)
+
+
+def bounded_lines(fh: BinaryIO, max_line: int) -> Iterator[bytes]:
+    """The file's lines, none read past ``max_line`` bytes: at a longer line the check stops (file validation,
+    in the worker, reports that line; a 300 MiB line must not be read into the API's memory)."""
+    while line := fh.readline(max_line + 1):
+        if len(line) > max_line:
+            return
+        yield line
 
 
 def rows(lines: Iterator[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -16,7 +16,7 @@ from app.auth import Principal
 from app.deps import owned_or_404
 from app.errors import APIError, bad_request, domain_error
 from app.grading import check_judge_models
-from app.item_fields import first_missing, item_variables, template_item_variables
+from app.item_fields import bounded_lines, first_missing, item_variables, template_item_variables
 from app.schemas.jobs import JobCreate
 from core import ids, jobstore
 from core.db.models import File, Job
@@ -101,14 +101,6 @@ def create_job(
         except GraderValidationError as exc:
             raise domain_error(exc, grader_at="method.reinforcement.") from exc
         check_judge_models(inner["grader"], settings, at="method.reinforcement.")
-    if mtype == "reinforcement":
-        references = [("method.reinforcement.grader", v) for v in item_variables(inner["grader"])]
-        reference_template = (body.openrft or {}).get("reference")
-        if isinstance(reference_template, str):
-            references += [("openrft.reference", v) for v in template_item_variables(reference_template)]
-        for file_id in (body.training_file, body.validation_file):
-            if file_id and references:
-                _check_item_fields(session, principal, storage, file_id, references)
     try:
         resolved = resolve_config(
             mtype, dict(inner.get("hyperparameters") or {}), dict(body.openrft or {}), base_model=body.model
@@ -124,6 +116,15 @@ def create_job(
                 "private host in OPENRFT_PRIVATE_URL_HOSTS).",
                 param=param,
             )
+    # The rows' fields last: the cheap checks of the body above answer first, without reading a file.
+    if mtype == "reinforcement":
+        references = [("method.reinforcement.grader", v) for v in item_variables(inner["grader"])]
+        reference_template = (body.openrft or {}).get("reference")
+        if isinstance(reference_template, str):
+            references += [("openrft.reference", v) for v in template_item_variables(reference_template)]
+        for file_id in (body.training_file, body.validation_file):
+            if file_id and references:
+                _check_item_fields(session, principal, settings, storage, file_id, references)
 
     job = Job(
         id=ids.job_id(),
@@ -195,6 +196,7 @@ def _check_integrations(integrations: list[dict[str, Any]] | None) -> None:
 def _check_item_fields(
     session: Session,
     principal: Principal,
+    settings: Settings,
     storage: Storage,
     file_id: str,
     references: list[tuple[str, Variable]],
@@ -205,7 +207,7 @@ def _check_item_fields(
     except OSError:
         return  # the file's own validation reports an unreadable file
     with fh:
-        found = first_missing([v for _, v in references], iter(fh))
+        found = first_missing([v for _, v in references], bounded_lines(fh, settings.max_line_bytes))
     if found is None:
         return
     variable, line, data = found

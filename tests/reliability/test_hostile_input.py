@@ -332,3 +332,33 @@ def test_upload_is_streamed_in_chunks(client, auth):
     )
     assert resp.status_code == 200, resp.text
     assert resp.json()["bytes"] == len(data.getvalue())
+
+
+def test_job_creation_never_reads_an_enormous_line_and_checks_the_body_first(
+    client, auth, app_settings, monkeypatch
+):
+    """A validation file of one 24 MiB line: creating the job reads at most the line cap of it (the grader's
+    item fields are checked on the lines before it; the worker's file validation reports the line), and a bad
+    option is answered before any file is read."""
+    monkeypatch.setattr(app_settings, "max_line_bytes", 1 << 20)
+    good = json.dumps({"messages": [{"role": "user", "content": "q"}], "answer": "1"}).encode()
+    huge = b'{"messages": [{"role": "user", "content": "' + b"x" * (24 << 20) + b'"}], "answer": "1"}'
+    valid = upload(client, auth, good + b"\n" + huge + b"\n").json()["id"]
+    train = upload(client, auth, jsonl(arithmetic_rows(4))).json()["id"]
+    body = _body(train, validation_file=valid)
+    tracemalloc.start()
+    resp = client.post("/v1/fine_tuning/jobs", headers=auth, json=body)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert resp.status_code == 200, resp.text
+    assert peak < 8 << 20, f"job creation held {peak} bytes for a 24 MiB line"
+    # The options are checked before the rows: a file that would fail the item-field check is not read.
+    monkeypatch.setattr("app.services.jobs._check_item_fields", _must_not_read)
+    refused = client.post(
+        "/v1/fine_tuning/jobs", headers=auth, json={**body, "openrft": {"no_such_option": 1}}
+    )
+    assert_error(refused, 400)
+
+
+def _must_not_read(*args: Any, **kwargs: Any) -> None:
+    raise AssertionError("a file was read before the body's own checks")
