@@ -13,6 +13,7 @@ from typing import Any
 
 from app.errors import bad_request
 from core.settings import Settings, grader_settings
+from trainer.graders import registry
 from trainer.graders.registry import judge_models
 
 _pool: ProcessPoolExecutor | None = None
@@ -44,6 +45,47 @@ def judge_model_names(settings: Settings) -> list[str] | None:
     if settings.grader_base_url:
         return None
     return sorted({*settings.all_base_models, *settings.grader_models})
+
+
+def check_grader_limits(spec: Any, settings: Settings, *, at: str = "") -> None:
+    """Refuse, before validating it, a grader larger than the operator's ceilings: its size as JSON, the graders
+    in its tree, its template variables (each one is resolved for every sample of a job)."""
+    import json
+
+    try:
+        size = len(json.dumps(spec, ensure_ascii=False).encode())
+    except (TypeError, ValueError, RecursionError):
+        return  # not JSON-shaped: validate_grader names what is wrong
+    if size > settings.max_grader_bytes:
+        raise bad_request(
+            f"Invalid grader: it is {size} bytes as JSON; this service takes graders up to "
+            f"{settings.max_grader_bytes} bytes (OPENRFT_MAX_GRADER_BYTES).",
+            param=at + "grader",
+            code="invalid_grader",
+        )
+    types = set(registry.names())
+    graders = variables = 0
+    stack = [spec]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            kind = node.get("type")
+            graders += isinstance(kind, str) and kind in types
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str):
+            variables += node.count("{{")
+    for count, limit, what, setting in (
+        (graders, settings.max_graders, "graders", "OPENRFT_MAX_GRADERS"),
+        (variables, settings.max_template_variables, "template variables", "OPENRFT_MAX_TEMPLATE_VARIABLES"),
+    ):
+        if count > limit:
+            raise bad_request(
+                f"Invalid grader: it has {count} {what}; this service takes up to {limit} ({setting}).",
+                param=at + "grader",
+                code="invalid_grader",
+            )
 
 
 def check_judge_models(spec: dict[str, Any], settings: Settings, *, at: str = "") -> None:

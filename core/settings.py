@@ -88,6 +88,38 @@ class Settings(BaseSettings):
         validation_alias="OPENRFT_MAX_LINE_BYTES",
         description="Longest JSONL line that file validation reads; longer lines are reported, not parsed.",
     )
+    # Operator ceilings on what one request may ask of the service (a clear 400 above them)
+    max_grader_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        validation_alias="OPENRFT_MAX_GRADER_BYTES",
+        description="Largest grader (as JSON, python source and templates included).",
+    )
+    max_graders: int = Field(
+        default=64,
+        ge=1,
+        validation_alias="OPENRFT_MAX_GRADERS",
+        description="Most graders in one grader tree (a multi grader and every sub-grader, nested ones too).",
+    )
+    max_template_variables: int = Field(
+        default=1000,
+        ge=1,
+        validation_alias="OPENRFT_MAX_TEMPLATE_VARIABLES",
+        description="Most {{ }} template variables in one grader (each is resolved per sample).",
+    )
+    max_job_steps: int = Field(
+        default=20000,
+        ge=1,
+        validation_alias="OPENRFT_MAX_JOB_STEPS",
+        description="Most RL steps one job may ask for (openrft.rl.max_steps; the automatic budget stays far "
+        "below it).",
+    )
+    max_system_prompt_chars: int = Field(
+        default=32 * 1024,
+        ge=1,
+        validation_alias="OPENRFT_MAX_SYSTEM_PROMPT_CHARS",
+        description="Longest openrft.system_prompt (it is sent with every prompt the job trains on).",
+    )
     storage_dir: Path | None = Field(
         default=None,
         validation_alias="OPENRFT_STORAGE_DIR",

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import PrincipalDep, SettingsDep
-from app.grading import check_judge_models, run_grader_isolated
+from app.grading import check_grader_limits, check_judge_models, run_grader_isolated
 from app.ratelimit import RateLimited
 from app.schemas.common import ERROR_RESPONSES
 from app.schemas.jobs import GraderObject
@@ -48,6 +48,7 @@ class GraderValidateResponse(BaseModel):
 
 @router.post("/run", response_model=GraderRunResponse, dependencies=[Depends(RateLimited("graders"))])
 def run_grader_endpoint(body: GraderRunRequest, _: PrincipalDep, settings: SettingsDep) -> dict[str, Any]:
+    check_grader_limits(body.grader, settings)
     spec = validate_grader(body.grader)
     check_judge_models(spec, settings)
     item = body.item
@@ -64,6 +65,7 @@ def run_grader_endpoint(body: GraderRunRequest, _: PrincipalDep, settings: Setti
 def validate_grader_endpoint(
     body: GraderValidateRequest, _: PrincipalDep, settings: SettingsDep
 ) -> GraderValidateResponse:
+    check_grader_limits(body.grader, settings)
     spec = validate_grader(body.grader)
     check_judge_models(spec, settings)
     return GraderValidateResponse(grader=spec)

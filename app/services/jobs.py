@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from app.auth import Principal
 from app.deps import owned_or_404
 from app.errors import APIError, bad_request, domain_error
-from app.grading import check_judge_models
+from app.grading import check_grader_limits, check_judge_models
 from app.item_fields import bounded_lines, first_missing, item_variables, template_item_variables
 from app.schemas.jobs import JobCreate
 from core import ids, jobstore
@@ -96,6 +96,7 @@ def create_job(
             raise bad_request(
                 "Reinforcement jobs need method.reinforcement.grader.", param="method.reinforcement.grader"
             )
+        check_grader_limits(inner["grader"], settings, at="method.reinforcement.")
         try:
             inner["grader"] = validate_grader(inner["grader"])
         except GraderValidationError as exc:
@@ -108,6 +109,7 @@ def create_job(
     except ConfigError as exc:
         raise domain_error(exc) from exc
     inner["hyperparameters"] = resolved["hyperparameters"]
+    _check_ceilings(resolved["openrft"], settings)
     for param, url in user_urls(resolved["openrft"]):
         why = literal_refusal(url, settings.private_url_hosts)
         if why is not None:  # the worker also checks what the name resolves to, at every request
@@ -191,6 +193,25 @@ def _check_integrations(integrations: list[dict[str, Any]] | None) -> None:
         tags = wandb.get("tags")
         if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
             raise bad_request("wandb.tags must be a list of strings.", param=f"{at}.wandb.tags")
+
+
+def _check_ceilings(openrft: dict[str, Any], settings: Settings) -> None:
+    """The operator's ceilings on what one job may ask for (a clear 400 rather than a job that holds a worker
+    for days)."""
+    steps = (openrft.get("rl") or {}).get("max_steps")
+    if isinstance(steps, int) and steps > settings.max_job_steps:
+        raise bad_request(
+            f"openrft.rl.max_steps is {steps}; this service runs at most {settings.max_job_steps} RL steps per job "
+            "(OPENRFT_MAX_JOB_STEPS).",
+            param="openrft.rl.max_steps",
+        )
+    prompt = openrft.get("system_prompt")
+    if isinstance(prompt, str) and len(prompt) > settings.max_system_prompt_chars:
+        raise bad_request(
+            f"openrft.system_prompt has {len(prompt)} characters; this service takes up to "
+            f"{settings.max_system_prompt_chars} (OPENRFT_MAX_SYSTEM_PROMPT_CHARS).",
+            param="openrft.system_prompt",
+        )
 
 
 def _check_item_fields(

@@ -362,3 +362,56 @@ def test_job_creation_never_reads_an_enormous_line_and_checks_the_body_first(
 
 def _must_not_read(*args: Any, **kwargs: Any) -> None:
     raise AssertionError("a file was read before the body's own checks")
+
+
+def _multi(n: int) -> dict[str, Any]:
+    return {
+        "type": "multi",
+        "graders": {f"g{i}": dict(STRING_CHECK_GRADER, name=f"g{i}") for i in range(n)},
+        "calculate_output": "g0",
+    }
+
+
+@pytest.mark.parametrize(
+    ("grader", "said"),
+    [
+        (
+            {"type": "python", "source": "def grade(sample, item):\n    return 1.0\n" + "#" * (2 << 20)},
+            "bytes",
+        ),
+        (_multi(100), "101 graders"),  # the multi grader and its 100
+        (dict(STRING_CHECK_GRADER, input="{{ sample.output_text }}" * 5000), "5001 template variables"),
+    ],
+)
+def test_graders_beyond_the_operators_ceilings_are_a_clear_400_everywhere(client, auth, train, grader, said):
+    for path, body, param in (
+        ("/v1/fine_tuning/jobs", _with_grader(train, grader), "method.reinforcement.grader"),
+        ("/v1/fine_tuning/alpha/graders/validate", {"grader": grader}, "grader"),
+        ("/v1/fine_tuning/alpha/graders/run", {"grader": grader, "model_sample": "4", "item": {}}, "grader"),
+    ):
+        err = assert_error(
+            client.post(path, headers=auth, json=body), 400, param=param, code="invalid_grader"
+        )
+        assert said in err["message"] and "OPENRFT_MAX_" in err["message"], err
+    assert (
+        client.post(
+            "/v1/fine_tuning/alpha/graders/validate", headers=auth, json={"grader": _multi(8)}
+        ).status_code
+        == 200
+    )  # a multi grader of ordinary size passes
+
+
+@pytest.mark.parametrize(
+    ("openrft", "param"),
+    [
+        ({"rl": {"max_steps": 100000}}, "openrft.rl.max_steps"),
+        ({"system_prompt": "x" * (1 << 20)}, "openrft.system_prompt"),
+    ],
+)
+def test_a_jobs_compute_beyond_the_operators_ceilings_is_a_clear_400(client, auth, train, openrft, param):
+    err = assert_error(
+        client.post("/v1/fine_tuning/jobs", headers=auth, json=_body(train, openrft=openrft)),
+        400,
+        param=param,
+    )
+    assert "OPENRFT_MAX_" in err["message"]
