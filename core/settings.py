@@ -144,6 +144,16 @@ class Settings(BaseSettings):
     rate_limit_graders_per_minute: int = Field(
         default=120, validation_alias="OPENRFT_RATE_LIMIT_GRADERS_PER_MINUTE"
     )
+    rate_limit_files_per_minute: int = Field(
+        default=60, validation_alias="OPENRFT_RATE_LIMIT_FILES_PER_MINUTE"
+    )
+    max_org_storage_bytes: int = Field(
+        default=50 * 1024**3,
+        ge=0,
+        validation_alias="OPENRFT_MAX_ORG_STORAGE_BYTES",
+        description="The uploaded files one organization may keep in all (0: no quota); an upload past it is "
+        "refused and kept nowhere.",
+    )
 
     # Base models: name -> Hugging Face id, local directory, or gguf:<package>/<file>. JSON in the env.
     base_models: dict[str, str] = Field(default_factory=dict, validation_alias="OPENRFT_BASE_MODELS")

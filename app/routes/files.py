@@ -6,13 +6,15 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from app.deps import PrincipalDep, SessionDep, SettingsDep, StorageDep, owned_or_404
 from app.errors import APIError
 from app.pagination import page_body, paginate
+from app.ratelimit import RateLimited
 from app.schemas.common import ERROR_RESPONSES, ListResponse
 from app.schemas.files import UPLOAD_PURPOSES, FileDeleted, FileObject
 from app.serializers import file_object
@@ -45,14 +47,23 @@ _UPLOAD_BODY = {
 }
 
 
-@router.post("", response_model=FileObject, openapi_extra=_UPLOAD_BODY)
+@router.post(
+    "", response_model=FileObject, openapi_extra=_UPLOAD_BODY, dependencies=[Depends(RateLimited("files"))]
+)
 async def create_file(
     request: Request, principal: PrincipalDep, session: SessionDep, settings: SettingsDep, storage: StorageDep
 ) -> FileObject:
     file_id = ids.file_id()
     storage_key = f"{principal.org_id}/{file_id}"
+    quota = settings.max_org_storage_bytes
+    kept = _stored_bytes(session, principal.org_pk) if quota else 0
+    if quota and kept >= quota:  # refused before a byte of the body is read
+        raise _over_quota(kept, quota)
+    session.commit()  # no transaction (nor pooled connection) held while the body streams in
     uploaded, fields = await receive_upload(request, storage, storage_key, settings.max_upload_bytes)
     try:
+        if quota and kept + uploaded.bytes > quota:
+            raise _over_quota(kept + uploaded.bytes, quota)
         purpose = fields.get("purpose")
         if not purpose:
             raise APIError(400, "Missing required parameter: 'purpose'.", param="purpose")
@@ -89,6 +100,22 @@ async def create_file(
         storage.delete(storage_key)  # nothing is kept for a refused upload
         raise
     return file_object(row)
+
+
+def _stored_bytes(session: Session, org_pk: int) -> int:
+    return int(
+        session.scalar(select(func.coalesce(func.sum(File.bytes), 0)).where(File.org_pk == org_pk)) or 0
+    )
+
+
+def _over_quota(total: int, quota: int) -> APIError:
+    return APIError(
+        400,
+        f"This upload would bring your organization's files to {total} bytes, over its storage quota of {quota} "
+        "bytes (OPENRFT_MAX_ORG_STORAGE_BYTES). Delete files you no longer need (DELETE /v1/files/{file_id}).",
+        param="file",
+        code="storage_quota_exceeded",
+    )
 
 
 @router.get("", response_model=ListResponse[FileObject])

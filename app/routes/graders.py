@@ -61,7 +61,9 @@ def run_grader_endpoint(body: GraderRunRequest, _: PrincipalDep, settings: Setti
     return run_grader_isolated(spec, body.model_sample, item or {}, settings)
 
 
-@router.post("/validate", response_model=GraderValidateResponse)
+@router.post(
+    "/validate", response_model=GraderValidateResponse, dependencies=[Depends(RateLimited("graders"))]
+)
 def validate_grader_endpoint(
     body: GraderValidateRequest, _: PrincipalDep, settings: SettingsDep
 ) -> GraderValidateResponse:

@@ -126,3 +126,43 @@ def test_limits_are_shared_by_api_processes_through_redis(make_service, pg_url, 
         assert codes == [400, 429], codes
     finally:
         private_redis.start()
+
+
+def test_uploads_and_grader_validation_are_limited(client, app_settings, monkeypatch):
+    from app.ratelimit import get_rate_limiter
+    from tests.app.conftest import upload
+
+    get_rate_limiter.cache_clear()
+    monkeypatch.setattr(app_settings, "rate_limit_files_per_minute", 2)
+    monkeypatch.setattr(app_settings, "rate_limit_graders_per_minute", 1)
+    try:
+        auth = {"Authorization": f"Bearer {make_key()}"}
+        for _ in range(2):
+            assert upload(client, auth, '{"x": 1}\n').status_code == 200
+        assert_error(upload(client, auth, '{"x": 1}\n'), 429, code="rate_limit_exceeded")
+        grader = {"type": "string_check", "name": "g", "input": "a", "reference": "a", "operation": "eq"}
+        validate = "/v1/fine_tuning/alpha/graders/validate"
+        assert client.post(validate, headers=auth, json={"grader": grader}).status_code == 200
+        assert_error(client.post(validate, headers=auth, json={"grader": grader}), 429)
+    finally:
+        get_rate_limiter.cache_clear()
+
+
+def test_an_organizations_uploads_stop_at_its_storage_quota(client, app_settings, monkeypatch):
+    from tests.app.conftest import upload
+
+    monkeypatch.setattr(app_settings, "max_org_storage_bytes", 1000)
+    auth = {"Authorization": f"Bearer {make_key()}"}
+    row = '{"messages": [{"role": "user", "content": "q"}]}\n'
+    first = upload(client, auth, row * 10)  # 500 bytes
+    assert first.status_code == 200
+    err = assert_error(upload(client, auth, row * 11), 400, code="storage_quota_exceeded")  # 500 + 550
+    assert "1000 bytes" in err["message"]
+    listed = client.get("/v1/files", headers=auth).json()["data"]
+    assert [f["id"] for f in listed] == [first.json()["id"]]  # the refused upload is kept nowhere
+    assert (
+        upload(client, {"Authorization": f"Bearer {make_key()}"}, row * 11).status_code == 200
+    )  # per organization
+    # Deleting a file frees its share.
+    assert client.delete(f"/v1/files/{first.json()['id']}", headers=auth).status_code == 200
+    assert upload(client, auth, row * 11).status_code == 200
