@@ -43,6 +43,7 @@ def live_api(make_service, pg_url, tiny_model_dir) -> Service:
             OPENRFT_RATE_LIMIT_JOBS_PER_MINUTE="0",
             OPENRFT_RATE_LIMIT_CHAT_PER_MINUTE="0",
             OPENRFT_RATE_LIMIT_GRADERS_PER_MINUTE="0",
+            OPENRFT_RATE_LIMIT_FILES_PER_MINUTE="0",
             # chat on a base model would start an inference engine per example: not this test's business
             OPENRFT_SERVING_BACKEND="cpu",
         ),
