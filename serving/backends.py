@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from serving.gpus import Placement
 
 BackendSetting = Literal["auto", "cpu", "vllm"]
+ENGINE_KEY_ENV = "OPENRFT_ENGINE_API_KEY"
+"""The per-start secret an engine answers to (the supervisor sets it; vLLM gets the same in VLLM_API_KEY)."""
 CPU = "cpu"
 """The backend every registry has: it needs no GPU, and ``cpu_models`` always run on it."""
 

@@ -27,10 +27,19 @@ def upstream_error_message(response: httpx.Response) -> str:
 
 
 class EngineClient:
-    def __init__(self, base_url: str, http: httpx.AsyncClient, *, admin_timeout: float = 600.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        http: httpx.AsyncClient,
+        *,
+        admin_timeout: float = 600.0,
+        api_key: str | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = http
         self._timeout = admin_timeout
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        """The engine's per-start secret (serving.supervisor): every call but /health carries it."""
 
     async def health(self, *, deadline: float = 5.0) -> bool:
         try:
@@ -40,7 +49,7 @@ class EngineClient:
         return response.status_code == 200
 
     async def models(self) -> list[dict[str, Any]]:
-        response = await self._http.get(f"{self.base_url}/v1/models", timeout=30.0)
+        response = await self._http.get(f"{self.base_url}/v1/models", timeout=30.0, headers=self.headers)
         response.raise_for_status()
         return list(response.json().get("data", []))
 
@@ -50,6 +59,7 @@ class EngineClient:
                 f"{self.base_url}/v1/load_lora_adapter",
                 json={"lora_name": name, "lora_path": path, "load_inplace": inplace},
                 timeout=self._timeout,
+                headers=self.headers,
             )
         except httpx.HTTPError as exc:
             raise EngineUnavailableError(
@@ -100,7 +110,10 @@ class EngineClient:
         """Unload adapter ``name``; False when the engine did not have it."""
         try:
             response = await self._http.post(
-                f"{self.base_url}/v1/unload_lora_adapter", json={"lora_name": name}, timeout=self._timeout
+                f"{self.base_url}/v1/unload_lora_adapter",
+                json={"lora_name": name},
+                timeout=self._timeout,
+                headers=self.headers,
             )
         except httpx.HTTPError as exc:
             raise EngineUnavailableError(f"Could not reach the inference engine: {exc}") from exc

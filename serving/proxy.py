@@ -185,12 +185,16 @@ class EngineProxy:
         engine_model: str,
         public_model: str,
         split_reasoning: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> ProxyResponse | ProxyStream:
         """POST ``body`` (with ``model`` = ``engine_model``) to ``base_url + path``; ``split_reasoning``
         splits ``<think>`` blocks out of chat answers here (see the module docstring)."""
         content = json.dumps({**body, "model": engine_model}).encode()
         request = self._http.build_request(
-            "POST", base_url.rstrip("/") + path, content=content, headers={"content-type": "application/json"}
+            "POST",
+            base_url.rstrip("/") + path,
+            content=content,
+            headers={"content-type": "application/json", **(headers or {})},
         )
         try:
             response = await self._http.send(request, stream=True)

@@ -142,6 +142,7 @@ class ServingService:
                     body,
                     engine_model=resolved.engine_model,
                     public_model=model,
+                    headers=engine.headers,
                     split_reasoning=path == "/v1/chat/completions"
                     and bool(getattr(engine.backend, "proxy_splits_reasoning", False)),
                 )

@@ -17,6 +17,7 @@ import contextlib
 import enum
 import logging
 import os
+import secrets
 import signal
 import socket
 import tempfile
@@ -28,7 +29,7 @@ from typing import IO, Any
 
 import httpx
 
-from serving.backends import CPU, CpuBackend, EngineBackend, choose_backend
+from serving.backends import CPU, ENGINE_KEY_ENV, CpuBackend, EngineBackend, choose_backend
 from serving.engine_client import EngineClient
 from serving.errors import EngineUnavailableError, ModelLoadingError
 from serving.gpus import GpuPlanner, Placement, visible_devices
@@ -106,6 +107,11 @@ class ManagedEngine:
         if self.client is None:
             raise EngineUnavailableError(f"The engine of '{self.base_model}' is not running.")
         return self.client.base_url
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What a request to this engine carries: its per-start secret."""
+        return self.client.headers if self.client is not None else {}
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -287,16 +293,19 @@ class ServingSupervisor:
         engine._log_file = engine.log_path.open("ab")
         engine._log_file.write(f"\n=== {time.strftime('%F %T')} starting: {' '.join(spec.argv)}\n".encode())
         engine._log_file.flush()
+        secret = secrets.token_urlsafe(32)
         log.info("starting %s engine for %s on port %d", engine.backend.name, engine.base_model, engine.port)
         engine.process = await asyncio.create_subprocess_exec(
             *spec.argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=engine._log_file,
             stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, **spec.env},
+            # A secret per start, in the environment (not the command line other local users can read): the engine
+            # answers only the API that started it (vLLM reads VLLM_API_KEY; the CPU engine its own variable).
+            env={**os.environ, **spec.env, ENGINE_KEY_ENV: secret, "VLLM_API_KEY": secret},
             start_new_session=True,  # its own process group: we can stop it with everything it spawned
         )
-        engine.client = EngineClient(f"http://{host}:{engine.port}", self._http)
+        engine.client = EngineClient(f"http://{host}:{engine.port}", self._http, api_key=secret)
         deadline = time.monotonic() + spec.startup_timeout
         exited = asyncio.create_task(engine.process.wait())
         try:

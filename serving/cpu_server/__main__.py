@@ -10,6 +10,7 @@ import logging
 import os
 import time
 
+from serving.backends import ENGINE_KEY_ENV
 from serving.cpu_server.router import create_app
 from serving.cpu_server.serving import EngineServer
 
@@ -112,7 +113,11 @@ def main(argv: list[str] | None = None) -> None:
     log.info("serving %s (%s) on %s:%d", args.served_model_name, server.model_root, args.host, args.port)
     try:
         uvicorn.run(
-            create_app(server), host=args.host, port=args.port, log_level=args.log_level, access_log=False
+            create_app(server, api_key=os.environ.get(ENGINE_KEY_ENV)),
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            access_log=False,
         )
     finally:
         server.engine.shutdown()

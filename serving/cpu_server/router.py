@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,8 +21,21 @@ from serving.cpu_server.protocol import (
 from serving.cpu_server.serving import EngineServer
 
 
-def create_app(server: EngineServer) -> FastAPI:
+def create_app(server: EngineServer, *, api_key: str | None = None) -> FastAPI:
+    """``api_key``: the secret every route but /health wants as a bearer token (the API that started this engine
+    holds it; without it, anything on the machine could list, load and serve every tenant's adapters)."""
     app = FastAPI(title="OpenRFT CPU engine", docs_url=None, redoc_url=None)
+
+    if api_key:
+        expected = f"Bearer {api_key}".encode()
+
+        @app.middleware("http")
+        async def _require_key(request: Request, call_next: Any) -> Any:
+            if request.url.path != "/health" and not hmac.compare_digest(
+                request.headers.get("authorization", "").encode(), expected
+            ):
+                return error_response(401, "This engine answers only the service that started it.", None)
+            return await call_next(request)
 
     @app.exception_handler(EngineHTTPError)
     async def _engineerror_response(_: Request, exc: Exception) -> JSONResponse:

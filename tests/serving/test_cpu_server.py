@@ -334,3 +334,21 @@ def test_json_object_and_bad_schemas(client: openai.OpenAI) -> None:
     assert err.value.body["param"] == "response_format"  # type: ignore[index]
     with pytest.raises(openai.BadRequestError, match="not supported"):
         client.chat.completions.create(model="tiny", messages=MESSAGES, response_format={"type": "xml"})  # type: ignore[arg-type]
+
+
+def test_an_engine_started_with_a_key_answers_only_its_holder(engine: Any) -> None:
+    """The supervisor starts each engine with a secret: anything else on the machine gets 401 from every route
+    (models, chat, adapter loads), and /health stays open for the start-up probe."""
+    app = create_app(EngineServer(engine, served_model_name="tiny", model_root="/models/tiny"), api_key="s3cret")
+    with ThreadedServer(app) as running:
+        assert httpx.get(running.url + "/health").status_code == 200
+        for method, path, body in (
+            ("GET", "/v1/models", None),
+            ("POST", "/v1/chat/completions", {"model": "tiny", "messages": MESSAGES}),
+            ("POST", "/v1/load_lora_adapter", {"lora_name": "x", "lora_path": "/etc"}),
+        ):
+            for headers in ({}, {"Authorization": "Bearer wrong"}):
+                refused = httpx.request(method, running.url + path, json=body, headers=headers)
+                assert refused.status_code == 401, (path, refused.text)
+        holder = openai.OpenAI(base_url=running.url + "/v1", api_key="s3cret", max_retries=0)
+        assert {m.id for m in holder.models.list()} >= {"tiny"}
