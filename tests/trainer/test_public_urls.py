@@ -3,14 +3,13 @@ job pointed at a listener on the service's own machine, and what its error may s
 
 from __future__ import annotations
 
-import http.server
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.trainer.graders.servers import serve
 from trainer import public_urls
 from trainer.chat_client import ChatClient, ChatError
 from trainer.config import Endpoint
@@ -22,31 +21,11 @@ SECRET = "internal-only: db password hunter2"
 
 
 @pytest.fixture
-def internal_listener() -> Iterator[tuple[str, list[str]]]:
+def internal_listener() -> Iterator[tuple[str, Callable[[], list[str]]]]:
     """A service on this machine that answers every POST with a 500 whose body is a secret; returns its base URL
     and the paths it was asked for."""
-    seen: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            seen.append(self.path)
-            body = SECRET.encode()
-            self.send_response(500)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(lambda path, body, headers, rec: (500, SECRET.encode())) as (url, recorder):
+        yield url + "/v1", lambda: [r["path"] for r in recorder.requests]
 
 
 @pytest.mark.parametrize(
@@ -79,7 +58,7 @@ def test_a_loopback_listener_is_never_called_and_its_reply_never_shown(internal_
     with ChatClient.for_user_url(base_url, retries=0) as client, pytest.raises(ChatError) as caught:
         client.create({"model": "m", "messages": []})
     assert "non-public address 127.0.0.1" in str(caught.value)
-    assert seen == []  # refused before any connection
+    assert seen() == []  # refused before any connection
 
 
 def test_an_allowed_hosts_error_carries_its_status_not_its_body(internal_listener: Any) -> None:
@@ -89,7 +68,7 @@ def test_an_allowed_hosts_error_carries_its_status_not_its_body(internal_listene
         pytest.raises(ChatError) as caught,
     ):
         client.create({"model": "m", "messages": []})
-    assert seen == ["/v1/chat/completions"] and caught.value.status == 500
+    assert seen() == ["/v1/chat/completions"] and caught.value.status == 500
     assert SECRET not in str(caught.value) and "Internal Server Error" in str(caught.value)
     # The service's own clients (model graders calling this service) still quote the upstream's message.
     with ChatClient(base_url, retries=0) as own, pytest.raises(ChatError) as quoted:
@@ -105,7 +84,7 @@ def test_a_teacher_pointed_at_the_services_network_fails_the_job_without_its_rep
     with pytest.raises(TrainerError) as caught:
         teacher.sample([[{"role": "user", "content": "q"}]], n=1, temperature=0.7, max_new_tokens=8)
     assert caught.value.code == "teacher_error" and "non-public address" in str(caught.value)
-    assert SECRET not in str(caught.value) and seen == []
+    assert SECRET not in str(caught.value) and seen() == []
 
 
 def test_a_public_name_is_sent_to_the_address_that_was_checked(monkeypatch: pytest.MonkeyPatch) -> None:
