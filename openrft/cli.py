@@ -29,9 +29,12 @@ HOME_HELP = "where everything is stored (default: $OPENRFT_HOME or ~/.openrft)"
 def _run_server(args: argparse.Namespace) -> int:
     """Server commands run the server's own entry point (``python -m app.cli``, or ``openrft-server``) in
     this process's place, with the same arguments: this package imports nothing of the server."""
-    if importlib.util.find_spec("app") is None:  # the client-only install has no server packages
+    # The client-only install has the server's packages but not what they import (the [server] extra).
+    missing = [m for m in ("app", "celery", "fastapi", "sqlalchemy") if importlib.util.find_spec(m) is None]
+    if missing:
         raise SystemExit(
-            f"openrft: '{args.command}' needs the server install (pip install 'openrft[server,train]')"
+            f"openrft: '{args.command}' needs the server install (pip install 'openrft[server,train]'); "
+            f"missing here: {', '.join(missing)}"
         )
     sys.stdout.flush()
     sys.stderr.flush()

@@ -268,3 +268,22 @@ def test_server_commands_and_the_servers_imports_never_load_the_sdk() -> None:
     )
     assert result.returncode == 0, result.stderr  # the models command's help exits 0, having loaded the SDK
     assert "--host" in result.stdout and "{list,get,delete}" in result.stdout
+
+
+def test_a_server_command_in_a_client_only_install_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client-only install carries the server's packages but not their dependencies: `openrft serve` says
+    which install it needs instead of failing on an import ('No module named celery')."""
+    import importlib.util
+
+    import openrft.cli as cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "celery" else real(name, *a)
+    )
+    monkeypatch.setattr(cli.os, "execv", lambda *a: pytest.fail("the server was started"))
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["serve"])
+    assert "pip install 'openrft[server,train]'" in str(stopped.value) and "missing here: celery" in str(
+        stopped.value
+    )
