@@ -54,9 +54,20 @@ def spawn_embedded_workers(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_stop_with_parent,
             )
         )
     return procs
+
+
+def _stop_with_parent() -> None:
+    """In a spawned worker, before it runs: SIGTERM (a warm Celery shutdown) when `openrft serve` dies, even by
+    SIGKILL, which no handler of ours sees; the workers live in sessions of their own, so nothing else reaches
+    them, and they would poll a home that may be gone (Linux: the parent-death signal)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
 
 def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 20) -> None:

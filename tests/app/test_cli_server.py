@@ -301,3 +301,39 @@ def test_a_score_model_grader_is_answered_by_this_services_own_engine(tmp_path, 
                 psutil.Process(pid).kill()
             except psutil.Error:
                 pass
+
+
+@pytest.mark.slow
+def test_a_killed_serve_takes_its_workers_with_it(tmp_path):
+    """`kill -9` of `openrft serve` (no handler runs): its Celery workers, in sessions of their own, get SIGTERM
+    from the kernel and stop, instead of polling a home that may be gone for good."""
+    import psutil
+
+    port = free_port()
+    proc = _serve(tmp_path / "home", port, tmp_path / "serve.out")
+    workers: list[int] = []
+    try:
+        _wait_healthy(port)
+
+        def started() -> list[int]:
+            return [p for p in _descendants(proc.pid) if "celery" in " ".join(psutil.Process(p).cmdline())]
+
+        wait_until(lambda: len(started()) >= 2, 90, what="the workers")
+        workers = started()
+        proc.kill()
+        proc.wait(10)
+        wait_until(
+            lambda: (
+                not [p for p in workers if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+            ),
+            60,
+            what="the workers to stop after their parent was killed",
+        )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
