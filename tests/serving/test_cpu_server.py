@@ -339,7 +339,9 @@ def test_json_object_and_bad_schemas(client: openai.OpenAI) -> None:
 def test_an_engine_started_with_a_key_answers_only_its_holder(engine: Any) -> None:
     """The supervisor starts each engine with a secret: anything else on the machine gets 401 from every route
     (models, chat, adapter loads), and /health stays open for the start-up probe."""
-    app = create_app(EngineServer(engine, served_model_name="tiny", model_root="/models/tiny"), api_key="s3cret")
+    app = create_app(
+        EngineServer(engine, served_model_name="tiny", model_root="/models/tiny"), api_key="s3cret"
+    )
     with ThreadedServer(app) as running:
         assert httpx.get(running.url + "/health").status_code == 200
         for method, path, body in (
