@@ -71,21 +71,6 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     ]
 
 
-def check_resolved(url: str, allowed: Collection[str] = ()) -> None:
-    """Resolve ``url``'s host and raise PrivateAddressError if it is not public (for clients that cannot be
-    handed a transport: the check, without the pinning)."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "", parts.port or _default_port(parts.scheme)
-    if allowed_host(host, port, allowed):
-        return
-    try:
-        bad = non_public(resolve(host, port))
-    except OSError as exc:
-        raise PrivateAddressError(f"cannot resolve {host!r}: {exc}") from None
-    if bad is not None:
-        raise PrivateAddressError(_refused(host, bad))
-
-
 def _refused(host: str, addr: IPAddress) -> str:
     return (
         f"{host!r} resolves to the non-public address {addr}; this deployment does not let user URLs reach "

@@ -167,6 +167,24 @@ def _descendants(pid: int) -> list[int]:
     return [p.pid for p in psutil.Process(pid).children(recursive=True)]
 
 
+def _running(pids: list[int]) -> list[int]:
+    """The processes among ``pids`` still alive (a zombie waits only for its parent to reap it)."""
+    import psutil
+
+    return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+
+
+def _kill_all(pids: list[int]) -> None:
+    """Never leave strays behind a failed test."""
+    import psutil
+
+    for pid in pids:
+        try:
+            psutil.Process(pid).kill()
+        except psutil.Error:
+            pass
+
+
 @pytest.mark.slow
 def test_sigterm_stops_every_child(tmp_path):
     """`kill` / systemd stop `openrft serve` with SIGTERM: the Celery workers (and their pool children)
@@ -205,9 +223,7 @@ def test_sigterm_stops_every_child(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, log.read_text()[-3000:]
         wait_until(
-            lambda: (
-                not [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
-            ),
+            lambda: not _running(children),
             30,
             what="every child to exit",
         )
@@ -215,11 +231,7 @@ def test_sigterm_stops_every_child(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-        for pid in children:  # never leave strays behind a failed test
-            try:
-                psutil.Process(pid).kill()
-            except psutil.Error:
-                pass
+        _kill_all(children)
 
 
 @pytest.mark.slow
@@ -286,9 +298,7 @@ def test_a_score_model_grader_is_answered_by_this_services_own_engine(tmp_path, 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         wait_until(
-            lambda: (
-                not [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
-            ),
+            lambda: not _running(children),
             30,
             what="the engine and the grading pool to exit",
         )
@@ -296,11 +306,7 @@ def test_a_score_model_grader_is_answered_by_this_services_own_engine(tmp_path, 
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-        for pid in children:
-            try:
-                psutil.Process(pid).kill()
-            except psutil.Error:
-                pass
+        _kill_all(children)
 
 
 @pytest.mark.slow
@@ -323,17 +329,11 @@ def test_a_killed_serve_takes_its_workers_with_it(tmp_path):
         proc.kill()
         proc.wait(10)
         wait_until(
-            lambda: (
-                not [p for p in workers if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
-            ),
+            lambda: not _running(workers),
             60,
             what="the workers to stop after their parent was killed",
         )
     finally:
         if proc.poll() is None:
             proc.kill()
-        for pid in workers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill_all(workers)
